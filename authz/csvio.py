@@ -1,0 +1,111 @@
+"""Policy CSV: parse and validate a whole file, plan merge/replace, export round-trip.
+
+The format is Casbin's: one row per line, ``ptype, value, value, ...``; ``#`` starts a
+comment line; a value holding a comma or a quote is written in double quotes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from authz.engine import Change
+from authz.errors import PolicyFileError
+from authz.errors import RuleError
+from authz.model import PolicyModel
+from authz.rules import Rule
+from authz.rules import validate
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    """The valid rows of a policy file, in file order."""
+
+    rules: tuple[Rule, ...]
+    path: str | None = None
+
+
+def read_file(path: str | Path, model: PolicyModel) -> PolicyFile:
+    """Read and validate a policy file; PolicyFileError lists every bad line."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise PolicyFileError([RuleError(f"cannot read the file: {e.strerror}")], str(path)) from e
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PolicyFileError([RuleError(f"not UTF-8 text (byte {e.start})")], str(path)) from e
+    return parse(text, model, path=str(path))
+
+
+def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFile:
+    """Parse and validate policy text; with any bad line raise PolicyFileError."""
+    text = text.removeprefix("\ufeff")
+    errors: list[RuleError] = []
+    rules: list[Rule] = []
+    seen: dict[Rule, int] = {}
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True, strict=True)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            errors.append(RuleError(f"cannot parse: {e}", line=reader.line_num))
+            break
+        line = reader.line_num
+        fields = [f.strip() for f in fields]
+        while fields and fields[-1] == "" and len(fields) > 1:
+            fields.pop()  # a trailing comma is harmless
+        if not fields or fields == [""] or fields[0].startswith("#"):
+            continue
+        try:
+            rule = validate(Rule(fields[0], tuple(fields[1:])), model, line=line)
+        except RuleError as e:
+            errors.append(e)
+            continue
+        if rule in seen:
+            errors.append(RuleError(f"duplicates line {seen[rule]}: {rule}", line=line))
+            continue
+        seen[rule] = line
+        rules.append(rule)
+    if errors:
+        raise PolicyFileError(errors, path)
+    return PolicyFile(tuple(rules), path)
+
+
+def plan(current: Iterable[Rule], wanted: Iterable[Rule], *, replace: bool) -> Change:
+    """Return the change that merges ``wanted`` in, or makes the table equal to it."""
+    have = list(dict.fromkeys(current))
+    want = list(dict.fromkeys(wanted))
+    have_set, want_set = set(have), set(want)
+    add = tuple(r for r in want if r not in have_set)
+    remove = tuple(r for r in have if r not in want_set) if replace else ()
+    return Change(add=add, remove=remove)
+
+
+def format_rule(rule: Rule) -> str:
+    """Return the CSV line of one rule, quoting values that need it."""
+    return ", ".join(_quote(v) for v in rule.as_list())
+
+
+def export(rules: Iterable[Rule]) -> str:
+    """Return CSV text that parses back to exactly these rules: p rows, then role rows."""
+    ordered = sorted(rules, key=lambda r: (r.is_role_link, r.ptype))
+    return "".join(format_rule(r) + "\n" for r in ordered)
+
+
+def describe(change: Change) -> str:
+    """Return a diff listing: ``+ row`` for additions, ``- row`` for removals."""
+    lines = [f"- {format_rule(r)}" for r in change.remove]
+    lines += [f"+ {format_rule(r)}" for r in change.add]
+    return "\n".join(lines)
+
+
+def _quote(value: str) -> str:
+    if any(c in value for c in ',"') or value.startswith("#") or value != value.strip():
+        return '"' + value.replace('"', '""') + '"'
+    return value

@@ -1,0 +1,281 @@
+"""PolicyEngine: the one owner of decisions and the one writer of policy.
+
+Reads never lock: a decision reads the current snapshot through one reference. A write
+validates every row, writes rows, audit entry and revision in one transaction, then
+builds the next snapshot beside the current one and swaps the reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from authz.decision import Decision
+from authz.errors import EngineUnavailable
+from authz.errors import NotFound
+from authz.errors import StaleRevision
+from authz.guards import LockoutGuard
+from authz.model import PolicyModel
+from authz.rules import Rule
+from authz.rules import validate
+from authz.snapshot import Snapshot
+from authz.store import AuditEntry
+from authz.store import PolicyStore
+
+log = logging.getLogger("authz")
+
+#: Called inside the write transaction with its session (e.g. to write an account row).
+Hook = Callable[[Session], None]
+#: Returns the active user subjects as seen inside the write transaction.
+SubjectsProvider = Callable[[Session], Iterable[str]]
+
+
+@dataclass(frozen=True)
+class Change:
+    """Rows to add and rows to remove, applied together."""
+
+    add: tuple[Rule, ...] = ()
+    remove: tuple[Rule, ...] = ()
+
+    @classmethod
+    def adding(cls, *rules: Rule) -> Change:
+        """A change that adds rows."""
+        return cls(add=tuple(rules))
+
+    @classmethod
+    def removing(cls, *rules: Rule) -> Change:
+        """A change that removes rows."""
+        return cls(remove=tuple(rules))
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.remove)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a write did: the rows really added and removed, and the revision after it."""
+
+    added: tuple[Rule, ...]
+    removed: tuple[Rule, ...]
+    revision: int
+
+    @property
+    def changed(self) -> bool:
+        """Whether any row changed."""
+        return bool(self.added or self.removed)
+
+
+class PolicyEngine:
+    """Decides requests from an in-memory snapshot and applies audited policy changes."""
+
+    def __init__(
+        self,
+        model: PolicyModel,
+        store: PolicyStore,
+        *,
+        guard: LockoutGuard | None = None,
+        active_subjects: SubjectsProvider | None = None,
+    ) -> None:
+        self.model = model
+        self.store = store
+        self.guard = guard
+        self.active_subjects = active_subjects
+        self._snapshot: Snapshot | None = None
+        self._write_lock = threading.Lock()
+        self._listeners: list[Callable[[int], None]] = []
+        #: monotonic time of the last successful load or revision check.
+        self.verified_at = 0.0
+
+    @classmethod
+    def from_paths(cls, model_path: str | Path, store: PolicyStore, **kwargs: object) -> PolicyEngine:
+        """Build an engine from a model file path."""
+        return cls(PolicyModel.from_file(model_path), store, **kwargs)  # type: ignore[arg-type]
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The current snapshot; EngineUnavailable when none could be loaded."""
+        snap = self._snapshot
+        if snap is None:
+            raise EngineUnavailable("the policy is not loaded")
+        return snap
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a snapshot is in place."""
+        return self._snapshot is not None
+
+    @property
+    def revision(self) -> int:
+        """The revision of the current snapshot."""
+        return self.snapshot.revision
+
+    def rules(self) -> tuple[Rule, ...]:
+        """Every rule row of the current snapshot."""
+        return self.snapshot.rules
+
+    def decide(self, sub: str, obj: str, act: str) -> Decision:
+        """Decide one request from the snapshot; no database access."""
+        try:
+            return self.snapshot.decide(sub, obj, act)
+        except EngineUnavailable:
+            raise
+        except Exception as e:  # a broken model or matcher must fail closed, never open
+            raise EngineUnavailable(f"the engine could not decide: {e}") from e
+
+    def explain(self, sub: str, obj: str, act: str) -> str:
+        """Return the one-line explanation of a decision."""
+        return self.decide(sub, obj, act).explain()
+
+    def roles_for(self, subject: str) -> list[str]:
+        """Every role a subject holds, directly or inherited."""
+        return self.snapshot.roles_for(subject)
+
+    # -- loading ------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load every rule from the database and swap in the new snapshot."""
+        try:
+            revision, rules = self.store.load()
+        except SQLAlchemyError as e:
+            raise EngineUnavailable(f"cannot read the policy: {e.__class__.__name__}") from e
+        self._swap(Snapshot(revision, tuple(rules), self.model))
+        self.verified_at = time.monotonic()
+
+    def refresh(self) -> bool:
+        """Reload when the database holds a newer revision; return whether it did."""
+        try:
+            current = self.store.revision()
+        except SQLAlchemyError as e:
+            raise EngineUnavailable(f"cannot read the policy revision: {e}") from e
+        if self._snapshot is not None and self._snapshot.revision == current:
+            self.verified_at = time.monotonic()
+            return False
+        self.load()
+        return True
+
+    def on_change(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(revision)`` after every change this engine commits."""
+        self._listeners.append(listener)
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        current = self._snapshot
+        # Never go backwards: a slow reload must not undo a newer committed write.
+        if current is None or snapshot.revision >= current.revision:
+            self._snapshot = snapshot
+
+    # -- writing ------------------------------------------------------------------------
+
+    def validate(self, rules: Iterable[Rule]) -> list[Rule]:
+        """Validate rows against the model; return them normalized."""
+        return [validate(r, self.model) for r in rules]
+
+    def apply(
+        self,
+        change: Change,
+        *,
+        actor: str,
+        source: str,
+        action: str = "policy.change",
+        detail: str = "",
+        force: bool = False,
+        strict: bool = False,
+        expected_revision: int | None = None,
+        hook: Hook | None = None,
+    ) -> Applied:
+        """Apply a change in one transaction with its audit entry; swap the snapshot.
+
+        :param strict: raise NotFound when a row to remove is absent (single-row edits);
+            otherwise absent rows are skipped and present rows are not added twice.
+        :param expected_revision: refuse with StaleRevision unless the policy is
+            still at this revision (so two editors cannot overwrite each other).
+        :param hook: run inside the transaction, e.g. to write an account row.
+        :raises RuleError, StaleRevision, NotFound, LockoutRefused, EngineUnavailable:
+        """
+        add = self.validate(change.add)
+        remove = [validate(r, self.model) for r in change.remove]
+        with self._write_lock:
+            try:
+                return self._apply(
+                    add, remove, actor=actor, source=source, action=action, detail=detail,
+                    force=force, strict=strict, expected_revision=expected_revision, hook=hook,
+                )
+            except SQLAlchemyError as e:
+                raise EngineUnavailable(f"the change was not saved: {e.__class__.__name__}") from e
+
+    def _apply(
+        self,
+        add: list[Rule],
+        remove: list[Rule],
+        *,
+        actor: str,
+        source: str,
+        action: str,
+        detail: str,
+        force: bool,
+        strict: bool,
+        expected_revision: int | None,
+        hook: Hook | None,
+    ) -> Applied:
+        with self.store.transaction() as session:
+            current_rev = self.store.lock_revision(session)
+            if expected_revision is not None and expected_revision != current_rev:
+                raise StaleRevision(expected_revision, current_rev)
+            base = self._snapshot
+            if base is None or base.revision != current_rev:
+                # Another instance wrote since our snapshot: decide on what is stored.
+                base = Snapshot(current_rev, tuple(self.store.read_rules(session)), self.model)
+            present = base.ruleset
+            missing = [r for r in remove if r not in present]
+            if strict and missing:
+                raise NotFound(f"no such rule: {missing[0]}")
+            removed = tuple(dict.fromkeys(r for r in remove if r in present))
+            gone = set(removed)
+            added = tuple(dict.fromkeys(r for r in add if r not in present or r in gone))
+            # A row both removed and added stays: drop it from both sides.
+            both = set(added) & gone
+            added = tuple(r for r in added if r not in both)
+            removed = tuple(r for r in removed if r not in both)
+            changed = bool(added or removed)
+
+            subjects_before = list(self.active_subjects(session)) if self.active_subjects else []
+            if hook is not None:
+                hook(session)
+                session.flush()
+            new_rev = current_rev + 1 if changed else current_rev
+            after = base.with_changes(new_rev, added, removed) if changed else base
+            if self.guard is not None and self.active_subjects is not None and not force:
+                subjects_after = list(self.active_subjects(session))
+                self.guard.check(base, after, subjects_before, subjects_after)
+            if not changed and hook is None:
+                return Applied((), (), current_rev)
+            self.store.delete_rules(session, removed)
+            self.store.insert_rules(session, added)
+            if changed:
+                self.store.set_revision(session, new_rev)
+            self.store.insert_audit(
+                session,
+                AuditEntry(
+                    actor=actor, source=source, action=action, added=added, removed=removed,
+                    forced=force, detail=detail, revision=new_rev,
+                ),
+            )
+        self._swap(after)
+        if changed:
+            log.info("policy revision %d: +%d -%d rows by %s (%s)",
+                     new_rev, len(added), len(removed), actor, source)
+            for listener in self._listeners:
+                try:
+                    listener(new_rev)
+                except Exception:  # a failed notification must not undo a committed write
+                    log.exception("policy change listener failed")
+        return Applied(added, removed, new_rev)

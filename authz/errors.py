@@ -1,0 +1,61 @@
+"""The exceptions of the policy engine: one hierarchy, no logic."""
+
+from __future__ import annotations
+
+
+class AuthzError(Exception):
+    """Base class of every error the policy engine raises on purpose."""
+
+
+class ModelError(AuthzError):
+    """The Casbin model file is missing, unreadable or of the wrong shape."""
+
+
+class RuleError(AuthzError):
+    """A policy row is invalid; ``line`` and ``field`` say where, when known."""
+
+    def __init__(self, message: str, *, line: int | None = None, field: str | None = None) -> None:
+        self.message = message
+        self.line = line
+        self.field = field
+        where = f"line {line}: " if line is not None else ""
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}{what}{message}")
+
+
+class PolicyFileError(AuthzError):
+    """A policy file has one or more bad lines; ``errors`` lists every one."""
+
+    def __init__(self, errors: list[RuleError], path: str | None = None) -> None:
+        self.errors = errors
+        self.path = path
+        head = f"{path}: " if path else ""
+        lines = "\n".join(f"  {e}" for e in errors)
+        super().__init__(f"{head}{len(errors)} bad line(s), nothing was changed\n{lines}")
+
+
+class EngineUnavailable(AuthzError):
+    """The engine cannot decide (policy not loaded, database unreachable)."""
+
+
+class UnsafePath(AuthzError):
+    """A request path that the router and the policy could read differently."""
+
+
+class LockoutRefused(AuthzError):
+    """A change would leave no active user able to open the policy editor."""
+
+
+class StaleRevision(AuthzError):
+    """A change was based on a policy revision that is no longer current."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        self.expected = expected
+        self.current = current
+        super().__init__(
+            f"the policy changed since revision {expected} (now {current}); reload and retry"
+        )
+
+
+class NotFound(AuthzError):
+    """A row asked to be removed does not exist."""

@@ -1,0 +1,162 @@
+"""Policy rows as values, and their validation against the model. Pure: no I/O."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from authz.errors import RuleError
+from authz.model import PolicyModel
+
+#: Role names: lower-case words, never containing "@", so a role never collides with a user.
+ROLE_NAME = re.compile(r"[a-z][a-z0-9_-]*\Z")
+#: A user subject is an email, lower-cased, without spaces.
+USER_NAME = re.compile(r"[^\s@A-Z]+@[^\s@A-Z]+\Z")
+#: The subject of requests made without a logged-in, active user.
+ANONYMOUS = "anonymous"
+#: The database stores each value in a VARCHAR(255).
+MAX_VALUE_LENGTH = 255
+EFFECTS = ("allow", "deny")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, order=True)
+class Rule:
+    """One policy row: its ptype ("p", "g", ...) and its values in model order."""
+
+    ptype: str
+    values: tuple[str, ...]
+
+    @classmethod
+    def of(cls, ptype: str, *values: str) -> Rule:
+        """Build a rule from positional values: ``Rule.of("p", "user", "/", "GET", "allow")``."""
+        return cls(ptype, tuple(values))
+
+    @property
+    def is_role_link(self) -> bool:
+        """Whether this row is a role assignment (a ``g`` row)."""
+        return self.ptype.startswith("g")
+
+    def as_list(self) -> list[str]:
+        """Return ``[ptype, *values]``, the shape of a CSV line."""
+        return [self.ptype, *self.values]
+
+    def __str__(self) -> str:
+        return ", ".join(self.as_list())
+
+
+def is_role(name: str) -> bool:
+    """Whether ``name`` is a legal role name."""
+    return ROLE_NAME.match(name) is not None
+
+
+def is_user(name: str) -> bool:
+    """Whether ``name`` is a legal user subject (a lower-case email)."""
+    return USER_NAME.match(name) is not None
+
+
+def key_match2_regex(pattern: str) -> str:
+    """Translate a keyMatch2 pattern into the anchored regex Casbin evaluates for it."""
+    if pattern == "*":
+        return "^(.*)$"
+    expr = pattern.replace("/*", "/.*")
+    expr = re.sub(r"(.*?):[^/]+(.*?)", r"\g<1>[^/]+\g<2>", expr)
+    return "^" + expr + "$"
+
+
+def normalize(rule: Rule, model: PolicyModel) -> Rule:
+    """Fill an omitted trailing effect with ``allow`` (``p, sub, obj, act`` means allow)."""
+    fields = model.policies.get(rule.ptype)
+    if fields and fields[-1] == "eft" and len(rule.values) == len(fields) - 1:
+        return Rule(rule.ptype, (*rule.values, "allow"))
+    return rule
+
+
+def validate(rule: Rule, model: PolicyModel, *, line: int | None = None) -> Rule:
+    """Return the normalized rule, or raise RuleError naming the bad field."""
+    arity = model.arity(rule.ptype)
+    if arity is None:
+        known = ", ".join(sorted([*model.policies, *model.roles]))
+        raise RuleError(f"unknown rule type {rule.ptype!r} (the model has {known})", line=line)
+    rule = normalize(rule, model)
+    if len(rule.values) != arity:
+        raise RuleError(
+            f"{rule.ptype!r} rows have {arity} values, this one has {len(rule.values)}",
+            line=line,
+        )
+    names = model.policies.get(rule.ptype) or tuple(f"v{i}" for i in range(arity))
+    for name, value in zip(names, rule.values, strict=True):
+        _check_value(name, value, line)
+    if rule.ptype in model.policies:
+        _check_policy(rule, names, model, line)
+    else:
+        _check_role_link(rule, line)
+    return rule
+
+
+def validate_all(rules: Iterable[Rule], model: PolicyModel) -> list[Rule]:
+    """Validate many rules, raising the first error (for in-memory callers)."""
+    return [validate(r, model) for r in rules]
+
+
+def _check_value(name: str, value: str, line: int | None) -> None:
+    if not value:
+        raise RuleError("is empty", line=line, field=name)
+    if value != value.strip():
+        raise RuleError("has leading or trailing spaces", line=line, field=name)
+    if _CONTROL.search(value):
+        raise RuleError("contains a control character", line=line, field=name)
+    if len(value) > MAX_VALUE_LENGTH:
+        raise RuleError(f"is longer than {MAX_VALUE_LENGTH} characters", line=line, field=name)
+
+
+def _check_subject(value: str, field: str, line: int | None) -> None:
+    if not (is_role(value) or is_user(value)):
+        raise RuleError(
+            f"{value!r} is neither a role name ([a-z][a-z0-9_-]*) nor a lower-case email",
+            line=line,
+            field=field,
+        )
+
+
+def _check_policy(rule: Rule, names: tuple[str, ...], model: PolicyModel, line: int | None) -> None:
+    for name, value in zip(names, rule.values, strict=True):
+        fn = model.field_functions.get(name)
+        if name == "eft":
+            if value not in EFFECTS:
+                raise RuleError(f"must be allow or deny, not {value!r}", line=line, field=name)
+        elif fn is not None and fn.startswith("g"):
+            _check_subject(value, name, line)
+        elif fn == "keyMatch2":
+            _check_path(value, name, line)
+            _compile(key_match2_regex(value), name, line, value)
+        elif fn in ("keyMatch", "keyMatch3", "keyMatch4", "keyMatch5", "globMatch"):
+            _check_path(value, name, line)
+        elif fn == "regexMatch":
+            _compile(value, name, line, value)
+
+
+def _check_role_link(rule: Rule, line: int | None) -> None:
+    member, role = rule.values[0], rule.values[1]
+    _check_subject(member, "member", line)
+    if not is_role(role):
+        raise RuleError(
+            f"{role!r} is not a role name ([a-z][a-z0-9_-]*); users cannot be inherited",
+            line=line,
+            field="role",
+        )
+    if member == role:
+        raise RuleError(f"{role!r} cannot inherit from itself", line=line, field="role")
+
+
+def _check_path(value: str, field: str, line: int | None) -> None:
+    if not (value.startswith("/") or value == "*"):
+        raise RuleError(f"path pattern {value!r} must start with '/'", line=line, field=field)
+
+
+def _compile(expr: str, field: str, line: int | None, shown: str) -> None:
+    try:
+        re.compile(expr)
+    except re.error as e:
+        raise RuleError(f"pattern {shown!r} does not compile: {e}", line=line, field=field) from e

@@ -1,0 +1,217 @@
+"""Policy storage: rule rows, the policy revision and the audit log, in one transaction.
+
+Rule rows live in the SQLAlchemy adapter's ``casbin_rule`` table. The adapter commits
+each write in a session of its own, so it cannot share a transaction with the audit
+entry and the revision bump; we therefore read and write that table ourselves. We also
+read it ourselves: the adapter re-parses each row from a comma-joined string, which
+splits values that contain a comma, and goes row by row where one query will do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+from sqlalchemy_adapter.adapter import CasbinRule
+
+from authz.rules import Rule
+
+metadata = sa.MetaData()
+
+#: The adapter's table: ptype plus six value columns, unused ones NULL.
+rule_table: sa.Table = CasbinRule.__table__
+VALUE_COLUMNS = ("v0", "v1", "v2", "v3", "v4", "v5")
+
+revision_table = sa.Table(
+    "policy_revision",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+audit_table = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("actor", sa.String(255), nullable=False, index=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("added", sa.Text, nullable=False),
+    sa.Column("removed", sa.Text, nullable=False),
+    sa.Column("forced", sa.Boolean, nullable=False, default=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audited change: who, when, from where, and the rows before and after."""
+
+    actor: str
+    source: str
+    action: str
+    added: tuple[Rule, ...] = ()
+    removed: tuple[Rule, ...] = ()
+    forced: bool = False
+    detail: str = ""
+    revision: int = 0
+    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    id: int | None = None
+
+
+def now() -> dt.datetime:
+    """Return the current time in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class PolicyStore:
+    """Reads and writes policy rows, the revision and the audit log through one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create_schema(self) -> None:
+        """Create the tables that are missing and the revision row; idempotent."""
+        with self.engine.begin() as conn:
+            rule_table.create(conn, checkfirst=True)
+            metadata.create_all(conn)
+            if conn.execute(sa.select(revision_table.c.id)).first() is None:
+                conn.execute(revision_table.insert().values(id=1, revision=0, changed_at=now()))
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session whose work commits together or not at all."""
+        with Session(self.engine) as session, session.begin():
+            yield session
+
+    def revision(self) -> int:
+        """Return the current policy revision (one cheap query)."""
+        with self.engine.connect() as conn:
+            return self._read_revision(conn)
+
+    def load(self) -> tuple[int, list[Rule]]:
+        """Return the revision and every rule row, read in one consistent transaction."""
+        with self.engine.connect() as conn, conn.begin():
+            return self._read_revision(conn), self.read_rules(conn)
+
+    @staticmethod
+    def _read_revision(conn: sa.Connection | Session) -> int:
+        value = conn.execute(sa.select(revision_table.c.revision).where(revision_table.c.id == 1))
+        row = value.first()
+        return int(row[0]) if row is not None else 0
+
+    @staticmethod
+    def read_rules(conn: sa.Connection | Session) -> list[Rule]:
+        """Return every rule row in insertion order."""
+        cols = [rule_table.c.ptype, *(rule_table.c[c] for c in VALUE_COLUMNS)]
+        result = conn.execute(sa.select(*cols).order_by(rule_table.c.id))
+        rules = []
+        for ptype, *values in result:
+            while values and values[-1] is None:
+                values.pop()
+            rules.append(Rule(ptype, tuple(values)))
+        return rules
+
+    def lock_revision(self, session: Session) -> int:
+        """Take the write lock on the revision row and return the current revision."""
+        # The no-op UPDATE takes the row lock (PostgreSQL) or the database write lock
+        # (SQLite) so that concurrent writers serialize here rather than interleave.
+        session.execute(
+            revision_table.update()
+            .where(revision_table.c.id == 1)
+            .values(revision=revision_table.c.revision)
+        )
+        return self._read_revision(session)
+
+    @staticmethod
+    def set_revision(session: Session, revision: int) -> None:
+        """Record a new revision number."""
+        session.execute(
+            revision_table.update()
+            .where(revision_table.c.id == 1)
+            .values(revision=revision, changed_at=now())
+        )
+
+    @staticmethod
+    def insert_rules(session: Session, rules: Iterable[Rule]) -> None:
+        """Insert rule rows."""
+        rows = [
+            {"ptype": r.ptype, **{c: (r.values[i] if i < len(r.values) else None)
+                                  for i, c in enumerate(VALUE_COLUMNS)}}
+            for r in rules
+        ]
+        if rows:
+            session.execute(rule_table.insert(), rows)
+
+    @staticmethod
+    def delete_rules(session: Session, rules: Iterable[Rule]) -> None:
+        """Delete rule rows equal to the given rules."""
+        for r in rules:
+            conds = [rule_table.c.ptype == r.ptype]
+            for i, c in enumerate(VALUE_COLUMNS):
+                col = rule_table.c[c]
+                conds.append(col == r.values[i] if i < len(r.values) else col.is_(None))
+            session.execute(rule_table.delete().where(*conds))
+
+    @staticmethod
+    def insert_audit(session: Session, entry: AuditEntry) -> None:
+        """Append an audit entry."""
+        session.execute(
+            audit_table.insert().values(
+                at=entry.at,
+                actor=entry.actor,
+                source=entry.source,
+                action=entry.action,
+                added=json.dumps([r.as_list() for r in entry.added]),
+                removed=json.dumps([r.as_list() for r in entry.removed]),
+                forced=entry.forced,
+                revision=entry.revision,
+                detail=entry.detail,
+            )
+        )
+
+    def audit_entries(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        actor: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+    ) -> list[AuditEntry]:
+        """Return audit entries, newest first, filtered by actor and time."""
+        query = sa.select(audit_table).order_by(audit_table.c.id.desc())
+        if actor:
+            query = query.where(audit_table.c.actor == actor)
+        if since:
+            query = query.where(audit_table.c.at >= since)
+        if until:
+            query = query.where(audit_table.c.at < until)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).mappings().all()
+        return [
+            AuditEntry(
+                id=row["id"],
+                at=row["at"],
+                actor=row["actor"],
+                source=row["source"],
+                action=row["action"],
+                added=tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(row["added"])),
+                removed=tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(row["removed"])),
+                forced=bool(row["forced"]),
+                revision=row["revision"],
+                detail=row["detail"],
+            )
+            for row in rows
+        ]
