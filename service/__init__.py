@@ -1,0 +1,104 @@
+"""The Flask application: every request decided by the policy engine."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+
+from authz import LockoutGuard
+from authz import PolicyEngine
+from authz import PolicyModel
+from authz import PolicyStore
+from authz.sync import RevisionPoller
+from service import middleware
+from service import responses
+from service import users
+from service.config import Env
+from service.config import Settings
+from service.config import load_settings
+from service.extensions import csrf
+from service.extensions import db
+from service.extensions import login_manager
+from service.passwords import Passwords
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app; ``test_config`` overrides settings by field name (tests)."""
+    app = Flask(__name__, instance_relative_config=True)
+    settings = load_settings(overrides=test_config, default_instance=app.instance_path)
+    app.config.from_mapping(settings.to_flask_config())
+    app.config["AUTHZ"] = settings
+    register_extensions(app, settings)
+    register_engine(app, settings)
+    middleware.init_app(app)
+    register_blueprints(app)
+    responses.register_error_handlers(app)
+    register_cli(app)
+    return app
+
+
+def register_extensions(app: Flask, settings: Settings) -> None:
+    """Bind the database, login manager, CSRF protection and password hasher."""
+    if settings.database_url.startswith("sqlite"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15}}
+    db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            _tune_sqlite(db.engine)
+    login_manager.init_app(app)
+    login_manager.session_protection = "basic"
+    login_manager.user_loader(users.load_by_token)
+    csrf.init_app(app)
+    app.extensions["authz.passwords"] = Passwords(
+        settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
+    )
+
+
+def register_engine(app: Flask, settings: Settings) -> None:
+    """Build the policy engine into ``app.extensions["authz"]`` and try to load the policy."""
+    with app.app_context():
+        store = PolicyStore(db.engine)
+    engine = PolicyEngine(
+        PolicyModel.from_file(settings.model_path),
+        store,
+        guard=LockoutGuard(path=settings.editor_path, method="GET"),
+        active_subjects=users.active_subjects,
+    )
+    app.extensions["authz"] = engine
+    try:
+        engine.load()
+    except Exception as e:  # noqa: BLE001 - the service starts and answers 503 until it can load
+        app.logger.warning("policy not loaded yet (%s); requests get 503 until it is", e)
+    if settings.poll_interval > 0 and settings.env is not Env.TESTING:
+        poller = RevisionPoller(engine, settings.poll_interval)
+        poller.start()
+        app.extensions["authz.poller"] = poller
+
+
+def register_blueprints(app: Flask) -> None:
+    """Plug in the pages."""
+    from service.auth.views import bp as auth_bp
+    from service.pages import bp as pages_bp
+
+    app.register_blueprint(pages_bp)
+    app.register_blueprint(auth_bp)
+
+
+def register_cli(app: Flask) -> None:
+    """Add the db, users, roles and policy command groups."""
+    from service.cli import register
+
+    register(app)
+
+
+def _tune_sqlite(engine: sa.Engine) -> None:
+    # WAL lets the service read while the CLI writes; busy_timeout waits for the lock.
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()

@@ -1,0 +1,1 @@
+"""Login, registration and logout."""

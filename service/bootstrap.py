@@ -1,0 +1,71 @@
+"""First-run setup: tables, the default policy, the first admin. Idempotent."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from flask import current_app
+
+from authz import csvio
+from authz.engine import Change
+from service import users
+from service.extensions import db
+
+
+@dataclass(frozen=True)
+class InitReport:
+    """What an init did."""
+
+    policy_rows: int
+    admin_email: str | None
+    admin_password: str | None  # set only when generated, to be shown once
+
+
+def init_database(
+    *, admin_email: str = "", admin_password: str = "", create_admin: bool = False, actor: str
+) -> InitReport:
+    """Create missing tables; load the default policy into an empty table; add an admin.
+
+    :param create_admin: make an admin (email default ``admin@localhost``, generated
+        password) when no active user can open the policy editor.
+    """
+    settings = current_app.config["AUTHZ"]
+    engine = users.engine()
+    db.create_all()
+    engine.store.create_schema()
+    engine.load()
+    rows = 0
+    if not engine.rules():
+        policy = csvio.read_file(settings.default_policy, engine.model)
+        applied = engine.apply(
+            Change(add=policy.rules), actor=actor, source="cli", action="policy.init",
+            detail=settings.default_policy,
+        )
+        rows = len(applied.added)
+    email = (admin_email or settings.admin_email).strip().lower()
+    password = admin_password or settings.admin_password
+    if not email and not (create_admin and not _has_admin()):
+        return InitReport(rows, None, None)
+    email = email or "admin@localhost"
+    generated = None
+    if users.get(email) is None:
+        if not password:
+            password = generated = secrets.token_urlsafe(12)
+        users.create(
+            email, password, roles=[settings.admin_role], actor=actor, source="cli",
+            action="user.create-admin",
+        )
+    elif settings.admin_role not in users.direct_roles(email):
+        users.assign_role(email, settings.admin_role, actor=actor, source="cli")
+    return InitReport(rows, email or None, generated)
+
+
+def _has_admin() -> bool:
+    engine = users.engine()
+    guard = engine.guard
+    if guard is None:
+        return False
+    with engine.store.transaction() as session:
+        subjects = list(users.active_subjects(session))
+    return bool(guard.holders(engine.snapshot, subjects))

@@ -1,0 +1,303 @@
+"""Command line: ``flask --app service db|users|roles|policy ...`` and the ``authz`` script."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask
+from flask import current_app
+from flask.cli import AppGroup
+from flask.cli import FlaskGroup
+from flask.cli import with_appcontext
+
+from authz import AuthzError
+from authz import Change
+from authz import PolicyFileError
+from authz import csvio
+from authz.paths import canonical_action
+from authz.paths import canonical_object
+from service import users
+from service.bootstrap import init_database
+from service.config import ConfigError
+
+db_cli = AppGroup("db", help="Create and initialise the database.")
+users_cli = AppGroup("users", help="Manage accounts.")
+roles_cli = AppGroup("roles", help="Manage role assignments (g rows).")
+policy_cli = AppGroup("policy", help="Load, export and check the policy.")
+
+
+def actor() -> str:
+    """The audit actor for commands: the operating-system user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def fail(message: str) -> None:
+    """Stop with a one-line error and exit status 1."""
+    raise click.ClickException(message)
+
+
+def ok(message: str) -> None:
+    """Print a one-line success message."""
+    click.secho(message, fg="green")
+
+
+class _Errors:
+    """Turn user errors into one-line ClickExceptions, never tracebacks."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, _tb: Any) -> bool:
+        if error is None or isinstance(error, click.ClickException):
+            return False
+        if isinstance(error, PolicyFileError):
+            raise click.ClickException(str(error)) from error
+        if isinstance(error, users.AccountError | AuthzError | ConfigError):
+            raise click.ClickException(str(error)) from error
+        return False
+
+
+errors = _Errors
+
+
+# -- db ---------------------------------------------------------------------------------
+
+
+@db_cli.command("init")
+@click.option("--admin-email", default="", help="Create (or promote) this admin account.")
+@click.option("--admin-password", default="", help="Its password (generated when omitted).")
+def db_init(admin_email: str, admin_password: str) -> None:
+    """Create tables; load the default policy when the policy table is empty."""
+    with errors():
+        report = init_database(
+            admin_email=admin_email, admin_password=admin_password, actor=actor()
+        )
+    _print_init(report)
+
+
+def _print_init(report: Any) -> None:
+    if report.policy_rows:
+        ok(f"Database ready; default policy loaded ({report.policy_rows} rows).")
+    else:
+        ok("Database ready; policy table kept as it was.")
+    if report.admin_email:
+        click.echo(f"Admin account: {report.admin_email}")
+    if report.admin_password:
+        click.secho(f"Admin password (shown once): {report.admin_password}", fg="yellow")
+
+
+# -- users ------------------------------------------------------------------------------
+
+
+def _password(value: str | None) -> str:
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline().rstrip("\n")
+        if not line:
+            fail("no password given (use --password, a terminal prompt or standard input)")
+        return line
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--password", default=None, help="The password (prompted when omitted).")
+@click.option("--role", "roles", multiple=True, help="Role to give (repeatable); default role when omitted.")
+def users_create(email: str, password: str | None, roles: tuple[str, ...]) -> None:
+    """Create an active account."""
+    with errors():
+        user = users.create(email, _password(password), roles=list(roles) or None,
+                            actor=actor(), source="cli")
+    ok(f"Created {user.email} with roles: {', '.join(users.direct_roles(user.email))}.")
+
+
+@users_cli.command("list")
+def users_list() -> None:
+    """List accounts with their state and direct roles."""
+    rows = users.list_users()
+    for user in rows:
+        state = "active" if user.active else "inactive"
+        click.echo(f"{user.email}\t{state}\t{','.join(users.direct_roles(user.email))}")
+    click.echo(f"{len(rows)} account(s).")
+
+
+@users_cli.command("activate")
+@click.argument("email")
+def users_activate(email: str) -> None:
+    """Let an account log in again."""
+    with errors():
+        user = users.set_active(email, True, actor=actor(), source="cli")
+    ok(f"Activated {user.email}.")
+
+
+@users_cli.command("deactivate")
+@click.argument("email")
+@click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
+def users_deactivate(email: str, force: bool) -> None:
+    """Stop an account: its sessions end now and it is treated as anonymous."""
+    with errors():
+        user = users.set_active(email, False, actor=actor(), source="cli", force=force)
+    ok(f"Deactivated {user.email}; its sessions are ended.")
+
+
+@users_cli.command("set-password")
+@click.argument("email")
+@click.option("--password", default=None, help="The new password (prompted when omitted).")
+def users_set_password(email: str, password: str | None) -> None:
+    """Set a new password; every session of the account ends."""
+    with errors():
+        users.require(email)
+        user = users.set_password(email, _password(password), actor=actor(), source="cli")
+    ok(f"Password changed for {user.email}; its sessions are ended.")
+
+
+# -- roles ------------------------------------------------------------------------------
+
+
+@roles_cli.command("list")
+def roles_list() -> None:
+    """List roles with their direct members."""
+    snapshot = users.engine().snapshot
+    names = users.known_roles()
+    for role in names:
+        click.echo(f"{role}\t{', '.join(snapshot.members_of(role))}")
+    click.echo(f"{len(names)} role(s).")
+
+
+@roles_cli.command("add")
+@click.argument("subject")
+@click.argument("role")
+def roles_add(subject: str, role: str) -> None:
+    """Give a user (EMAIL) or a role a role."""
+    with errors():
+        changed = users.assign_role(subject, role, actor=actor(), source="cli")
+    ok(f"{subject.strip().lower()} now has role {role}." if changed
+       else f"{subject.strip().lower()} already had role {role}.")
+
+
+@roles_cli.command("remove")
+@click.argument("subject")
+@click.argument("role")
+@click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
+def roles_remove(subject: str, role: str, force: bool) -> None:
+    """Take a role away from a user (EMAIL) or a role."""
+    with errors():
+        users.remove_role(subject, role, actor=actor(), source="cli", force=force)
+    ok(f"{subject.strip().lower()} no longer has role {role}.")
+
+
+# -- policy -----------------------------------------------------------------------------
+
+
+@policy_cli.command("load")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--merge", "mode", flag_value="merge", default=True, help="Add missing rows (default).")
+@click.option("--replace", "mode", flag_value="replace", help="Make the table equal to the file.")
+@click.option("--dry-run", is_flag=True, help="Print the diff; change nothing.")
+@click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
+def policy_load(file: Path, mode: str, dry_run: bool, force: bool) -> None:
+    """Validate a policy CSV, then apply it in one transaction."""
+    engine = users.engine()
+    with errors():
+        policy = csvio.read_file(file, engine.model)
+        engine.refresh()
+        change = csvio.plan(engine.rules(), policy.rules, replace=mode == "replace")
+        if dry_run:
+            if change:
+                click.echo(csvio.describe(change))
+            ok(f"Dry run: would add {len(change.add)} and remove {len(change.remove)} row(s); "
+               "nothing changed.")
+            return
+        applied = engine.apply(
+            change, actor=actor(), source="cli", action=f"policy.load.{mode}",
+            detail=str(file), force=force,
+        )
+    ok(f"Loaded {file} ({mode}): {len(applied.added)} added, {len(applied.removed)} removed, "
+       f"revision {applied.revision}.")
+
+
+@policy_cli.command("export")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def policy_export(file: Path | None) -> None:
+    """Write the policy as CSV (to FILE, or standard output)."""
+    engine = users.engine()
+    with errors():
+        engine.refresh()
+        text = csvio.export(engine.rules())
+    if file is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        file.write_text(text, encoding="utf-8")
+    except OSError as e:
+        fail(f"cannot write {file}: {e.strerror}")
+    ok(f"Exported {len(engine.rules())} rows to {file}.")
+
+
+@policy_cli.command("check")
+@click.argument("subject")
+@click.argument("path")
+@click.argument("method")
+@click.option("--explain", is_flag=True, help="Name the rule that decided.")
+def policy_check(subject: str, path: str, method: str, explain: bool) -> None:
+    """Decide a request as the middleware would: EMAIL or anonymous, PATH, METHOD."""
+    engine = users.engine()
+    with errors():
+        engine.refresh()
+        decision = engine.decide(subject.strip().lower(), canonical_object(path),
+                                 canonical_action(method))
+    verdict = "allow" if decision.allowed else "deny"
+    click.secho(decision.explain() if explain else verdict,
+                fg="green" if decision.allowed else "red")
+
+
+# -- wiring -----------------------------------------------------------------------------
+
+
+def register(app: Flask) -> None:
+    """Add the command groups to an app."""
+    for group in (db_cli, users_cli, roles_cli, policy_cli):
+        app.cli.add_command(group)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@with_appcontext
+def serve(host: str, port: int) -> None:
+    """Initialise the database if needed and run the service (development server)."""
+    with errors():
+        report = init_database(create_admin=True, actor=actor())
+    _print_init(report)
+    click.echo(f"Serving on http://{host}:{port}/ (for production use gunicorn, see README).")
+    from werkzeug.serving import run_simple
+
+    run_simple(host, port, current_app._get_current_object(), threaded=True)  # type: ignore[attr-defined]
+
+
+def _create_app() -> Flask:
+    from service import create_app
+
+    try:
+        return create_app()
+    except ConfigError as e:
+        click.secho(f"Configuration error: {e}", fg="red", err=True)
+        sys.exit(2)
+
+
+cli = FlaskGroup(create_app=_create_app, add_default_commands=False,
+                 help="The authorization service: serve, db, users, roles, policy.")
+cli.add_command(serve)
+
+
+def main() -> None:
+    """Entry point of the ``authz`` console script."""
+    cli.main(prog_name="authz")

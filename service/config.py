@@ -1,0 +1,229 @@
+"""Settings: every ``AUTHZ_*`` environment variable (and ``.env``), parsed once, checked at start."""
+
+from __future__ import annotations
+
+import enum
+import os
+import secrets
+from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+#: The repository root, where the shipped model.conf and policies/ live.
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "AUTHZ_"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable and the reason."""
+
+
+class Env(enum.StrEnum):
+    """Where the service runs; production refuses generated secrets and default databases."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+    TESTING = "testing"
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _role(value: str) -> str:
+    from authz.rules import is_role
+
+    if not is_role(value):
+        raise ValueError("must be a role name ([a-z][a-z0-9_-]*)")
+    return value
+
+
+def _database_url(value: str) -> str:
+    try:
+        make_url(value)
+    except ArgumentError as e:
+        raise ValueError(f"is not a database URL ({e})") from e
+    return value
+
+
+def _existing_file(value: str) -> str:
+    if not Path(value).is_file():
+        raise ValueError(f"no such file: {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service configuration; built once by :func:`load_settings`, never mutated."""
+
+    #: development, production or testing. Production requires SECRET_KEY and DATABASE_URL.
+    env: Env = Env.DEVELOPMENT
+    #: Any SQLAlchemy URL; default: SQLite file authz.db in the instance folder.
+    database_url: str = ""
+    #: Signs sessions and CSRF tokens; default (not in production): generated once and
+    #: kept in the instance folder.
+    secret_key: str = ""
+    #: The Casbin model file.
+    model_path: str = str(ROOT / "model.conf")
+    #: The policy a fresh install gets (loaded when the policy table is empty).
+    default_policy: str = str(ROOT / "policies" / "default.csv")
+    #: The role a newly registered account gets.
+    default_role: str = "user"
+    #: The role `db init` and `authz serve` give the first admin.
+    admin_role: str = "admin"
+    #: First admin for `db init`/`authz serve` (password generated and printed when unset).
+    admin_email: str = ""
+    admin_password: str = ""
+    #: The request the lockout guard keeps reachable for at least one active user.
+    editor_path: str = "/admin/"
+    #: Seconds between policy revision checks (changes made by other instances); 0 = off.
+    poll_interval: float = 0.5
+    #: Failed logins per account (and 4x per client address) before login is refused.
+    login_max_failures: int = 5
+    #: The window, in seconds, over which failed logins are counted.
+    login_window: int = 900
+    #: Minimum password length for new passwords.
+    password_min_length: int = 10
+    #: argon2id cost parameters (time cost, memory in KiB, lanes).
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 65536
+    argon2_parallelism: int = 4
+    #: Send the session cookie over HTTPS only (default: on in production).
+    secure_cookies: bool | None = None
+    #: The folder for the SQLite database and the generated secret key.
+    instance_path: str = ""
+
+    def to_flask_config(self) -> dict[str, Any]:
+        """Return the Flask config keys derived from these settings."""
+        secure = self.secure_cookies if self.secure_cookies is not None else (
+            self.env is Env.PRODUCTION
+        )
+        return {
+            "SECRET_KEY": self.secret_key,
+            "SQLALCHEMY_DATABASE_URI": self.database_url,
+            "SESSION_COOKIE_HTTPONLY": True,
+            "SESSION_COOKIE_SAMESITE": "Lax",
+            "SESSION_COOKIE_SECURE": secure,
+            "REMEMBER_COOKIE_SECURE": secure,
+            "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
+            "TESTING": self.env is Env.TESTING,
+        }
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "env": Env,
+    "database_url": _database_url,
+    "secret_key": str,
+    "model_path": _existing_file,
+    "default_policy": _existing_file,
+    "default_role": _role,
+    "admin_role": _role,
+    "admin_email": str,
+    "admin_password": str,
+    "editor_path": str,
+    "poll_interval": _positive_float,
+    "login_max_failures": _positive_int,
+    "login_window": _positive_int,
+    "password_min_length": _positive_int,
+    "argon2_time_cost": _positive_int,
+    "argon2_memory_cost": _positive_int,
+    "argon2_parallelism": _positive_int,
+    "secure_cookies": _bool,
+    "instance_path": str,
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    default_instance: str | Path,
+    dotenv: bool = True,
+) -> Settings:
+    """Build Settings from ``AUTHZ_*`` variables (and ``.env``); raise ConfigError on any fault.
+
+    :param overrides: values by field name that win over the environment (tests).
+    """
+    if environ is None:
+        if dotenv:
+            from dotenv import load_dotenv
+
+            load_dotenv(Path.cwd() / ".env", override=False)
+        environ = os.environ
+    names = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX):].lower()
+        if name not in names:
+            # A misspelt variable would otherwise be silently ignored.
+            raise ConfigError(f"{key}: unknown setting (known: {_known()})")
+        try:
+            values[name] = _PARSERS[name](raw)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from e
+    for name, value in (overrides or {}).items():
+        if name not in names:
+            raise ConfigError(f"{name}: unknown setting")
+        values[name] = value
+    env = Env(values.get("env", Env.DEVELOPMENT))
+    values["env"] = env
+    instance = Path(values.get("instance_path") or default_instance)
+    values["instance_path"] = str(instance)
+    if env is Env.PRODUCTION:
+        for name in ("secret_key", "database_url"):
+            if not values.get(name):
+                raise ConfigError(f"{PREFIX}{name.upper()}: required when AUTHZ_ENV=production")
+        if len(values["secret_key"]) < 32:
+            raise ConfigError(f"{PREFIX}SECRET_KEY: must be at least 32 characters in production")
+    if not values.get("database_url"):
+        values["database_url"] = f"sqlite:///{instance / 'authz.db'}"
+    if not values.get("secret_key"):
+        values["secret_key"] = _instance_secret(instance)
+    return Settings(**values)
+
+
+def _instance_secret(instance: Path) -> str:
+    """Return the secret key kept in the instance folder, generating it on first use."""
+    path = instance / "secret_key"
+    try:
+        if path.exists():
+            return path.read_text(encoding="utf-8").strip()
+        instance.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(key)
+        return key
+    except OSError as e:
+        raise ConfigError(f"{PREFIX}SECRET_KEY: unset, and cannot keep one in {path}: {e}") from e
+
+
+def _known() -> str:
+    return ", ".join(PREFIX + f.name.upper() for f in fields(Settings))

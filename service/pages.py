@@ -1,0 +1,24 @@
+"""The application's own pages: home and the admin landing page."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from flask import render_template
+
+from service import users
+from service.middleware import current_subject
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.route("/")
+def home() -> str:
+    """The home page, for any logged-in user (by the default policy)."""
+    subject = current_subject()
+    return render_template("home.html", roles=users.engine().roles_for(subject))
+
+
+@bp.route("/admin/")
+def admin() -> str:
+    """The admin landing page, for admins (by the default policy)."""
+    return render_template("admin.html", revision=users.engine().revision)

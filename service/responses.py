@@ -1,0 +1,106 @@
+"""HTTP translation of outcomes: JSON or HTML, problem documents, safe redirects."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask
+from flask import Response
+from flask import jsonify
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import url_for
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from authz import EngineUnavailable
+
+API_PREFIX = "/api/"
+
+
+def wants_json() -> bool:
+    """Whether the caller is an API client rather than a browser."""
+    if request.path.startswith(API_PREFIX):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes[
+        "text/html"
+    ]
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
+    """Return an RFC 9457 ``application/problem+json`` response."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    return response
+
+
+def page(status: int, title: str, detail: str, **context: Any) -> Response:
+    """Return the HTML error page, or a problem document for API callers."""
+    if wants_json():
+        return problem(status, title, detail)
+    html = render_template("error.html", status=status, title=title, detail=detail, **context)
+    return Response(html, status=status, mimetype="text/html")
+
+
+def safe_next_url(target: str | None) -> str | None:
+    """Return ``target`` when it is a path on this site, else None (open-redirect guard)."""
+    if not target or not target.startswith("/"):
+        return None
+    # "//host" and "/\\host" are read by browsers as another host; anything with a
+    # scheme, a host or a control character could leave this site.
+    if target.startswith("//") or "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
+
+
+def login_required() -> Response:
+    """The answer to an anonymous request the policy refuses: login redirect or 401."""
+    if wants_json():
+        response = problem(401, "Unauthorized", "log in or send a service token")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="authz"'
+        return response
+    target = request.full_path if request.query_string else request.path
+    return redirect(url_for("auth.login", next=target))
+
+
+def forbidden(subject: str) -> Response:
+    """The answer to a logged-in request the policy refuses."""
+    return page(
+        403,
+        "Forbidden",
+        f"Your account ({subject}) and its roles may not {request.method} {request.path}.",
+        forbidden=True,
+    )
+
+
+def unavailable(reason: str) -> Response:
+    """The answer when the engine cannot decide: 503, never an allow."""
+    response = page(503, "Service unavailable", "Authorization is unavailable; try again shortly.")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Render HTTP errors as pages or problem documents; map engine and database faults to 503."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> Response:
+        return page(e.code or 500, e.name, e.description or "")
+
+    @app.errorhandler(EngineUnavailable)
+    def engine_down(e: EngineUnavailable) -> Response:
+        app.logger.error("engine unavailable: %s", e)
+        return unavailable(str(e))
+
+    @app.errorhandler(SQLAlchemyError)
+    def database_down(e: SQLAlchemyError) -> Response:
+        app.logger.error("database error: %s", e.__class__.__name__)
+        return unavailable(e.__class__.__name__)

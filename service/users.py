@@ -1,0 +1,294 @@
+"""Accounts: register, authenticate, (de)activate, change password, assign roles.
+
+The only module views and commands use for account data. Every change that touches the
+policy (role rows) or ends sessions goes through the engine's write path, so the account
+row, the role rows and the audit entry commit together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from authz import Change
+from authz import PolicyEngine
+from authz import Rule
+from authz.rules import is_role
+from service.extensions import db
+from service.models import LoginFailure
+from service.models import User
+from service.models import new_session_token
+from service.models import utcnow
+from service.passwords import Passwords
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\Z")
+
+
+class AccountError(Exception):
+    """An account operation was refused; the message is safe to show."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def engine() -> PolicyEngine:
+    """Return the app's policy engine."""
+    return current_app.extensions["authz"]  # type: ignore[no-any-return]
+
+
+def passwords() -> Passwords:
+    """Return the app's password hasher."""
+    return current_app.extensions["authz.passwords"]  # type: ignore[no-any-return]
+
+
+def normalize_email(email: str) -> str:
+    """Return the lower-cased email, or raise AccountError when it is not one."""
+    email = email.strip().lower()
+    if not _EMAIL.match(email) or len(email) > 255:
+        raise AccountError("enter a valid email address", field="email")
+    return email
+
+
+def check_password(password: str) -> None:
+    """Raise AccountError when a new password is too weak."""
+    minimum = current_app.config["AUTHZ"].password_min_length
+    if len(password) < minimum:
+        raise AccountError(f"the password must have at least {minimum} characters", field="password")
+    if len(password) > 1024:
+        raise AccountError("the password must have at most 1024 characters", field="password")
+
+
+def active_subjects(session: Session) -> Sequence[str]:
+    """Return the subjects of active accounts (the lockout guard's view of users)."""
+    return session.scalars(sa.select(User.email).where(User.active.is_(True))).all()
+
+
+def get(email: str) -> User | None:
+    """Return the account with this email, or None."""
+    try:
+        email = normalize_email(email)
+    except AccountError:
+        return None
+    return db.session.scalar(sa.select(User).where(User.email == email))
+
+
+def require(email: str) -> User:
+    """Return the account with this email, or raise AccountError."""
+    user = get(email)
+    if user is None:
+        raise AccountError(f"no account with email {email.strip().lower()!r}")
+    return user
+
+
+def load_by_token(token: str) -> User | None:
+    """Return the active account owning a session token (Flask-Login's user loader)."""
+    return db.session.scalar(
+        sa.select(User).where(User.session_token == token, User.active.is_(True))
+    )
+
+
+def list_users(search: str = "") -> list[User]:
+    """Return accounts ordered by email, optionally filtered by a substring."""
+    query = sa.select(User).order_by(User.email)
+    if search:
+        query = query.where(User.email.contains(search.lower()))
+    return list(db.session.scalars(query))
+
+
+def direct_roles(subject: str) -> list[str]:
+    """Return the roles assigned directly to a subject (its g rows)."""
+    return sorted(r.values[1] for r in engine().rules() if r.ptype == "g" and r.values[0] == subject)
+
+
+def known_roles() -> list[str]:
+    """Return every role named in the policy."""
+    names = set()
+    for r in engine().rules():
+        if r.ptype == "g":
+            names.add(r.values[1])
+            if is_role(r.values[0]):
+                names.add(r.values[0])
+        elif is_role(r.values[0]):
+            names.add(r.values[0])
+    return sorted(names)
+
+
+def create(
+    email: str,
+    password: str,
+    *,
+    roles: Iterable[str] | None = None,
+    actor: str,
+    source: str,
+    action: str = "user.create",
+) -> User:
+    """Create an active account with its roles (default: the default role), atomically."""
+    email = normalize_email(email)
+    check_password(password)
+    wanted = list(roles) if roles is not None else [current_app.config["AUTHZ"].default_role]
+    for role in wanted:
+        _check_role(role)
+    hashed = passwords().hash(password)
+
+    def add_user(session: Session) -> None:
+        if session.scalar(sa.select(User.id).where(User.email == email)) is not None:
+            raise AccountError("an account with this email already exists", field="email")
+        session.add(User(email=email, password_hash=hashed, session_token=new_session_token()))
+        try:
+            session.flush()
+        except IntegrityError as e:  # a concurrent registration of the same email won
+            raise AccountError("an account with this email already exists", field="email") from e
+
+    db.session.rollback()  # end any read transaction before the write
+    engine().apply(
+        Change.adding(*(Rule.of("g", email, role) for role in wanted)),
+        actor=actor, source=source, action=action, detail=email, hook=add_user,
+    )
+    return require(email)
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """Return the active account for these credentials, or None; same cost either way."""
+    try:
+        email = normalize_email(email)
+    except AccountError:
+        email = ""
+    user = db.session.scalar(sa.select(User).where(User.email == email)) if email else None
+    ok = passwords().verify(user.password_hash if user else None, password)
+    if not ok or user is None or not user.active:
+        return None
+    if passwords().needs_rehash(user.password_hash):
+        user.password_hash = passwords().hash(password)
+    user.last_login_at = utcnow()
+    db.session.commit()
+    return user
+
+
+def set_active(
+    email: str, active: bool, *, actor: str, source: str, force: bool = False
+) -> User:
+    """Activate or deactivate an account; deactivation ends its sessions at once."""
+    user = require(email)
+    target = user.email
+
+    def update(session: Session) -> None:
+        values: dict[str, object] = {"active": active}
+        if not active:
+            values["session_token"] = new_session_token()
+        session.execute(sa.update(User).where(User.email == target).values(**values))
+
+    db.session.rollback()
+    engine().apply(
+        Change(), actor=actor, source=source, force=force,
+        action="user.activate" if active else "user.deactivate", detail=target, hook=update,
+    )
+    return require(target)
+
+
+def set_password(email: str, password: str, *, actor: str, source: str) -> User:
+    """Set a new password and end every session of the account."""
+    check_password(password)
+    user = require(email)
+    target = user.email
+    hashed = passwords().hash(password)
+
+    def update(session: Session) -> None:
+        session.execute(
+            sa.update(User)
+            .where(User.email == target)
+            .values(password_hash=hashed, session_token=new_session_token())
+        )
+
+    db.session.rollback()
+    engine().apply(
+        Change(), actor=actor, source=source, action="user.password", detail=target, hook=update
+    )
+    return require(target)
+
+
+def end_sessions(user: User) -> None:
+    """Rotate the session token, so every existing session cookie of the user is dead."""
+    user.session_token = new_session_token()
+    db.session.commit()
+
+
+def assign_role(subject: str, role: str, *, actor: str, source: str, force: bool = False) -> bool:
+    """Give a user (by email) or a role a role; return False when it already had it."""
+    member = _member(subject)
+    _check_role(role)
+    applied = engine().apply(
+        Change.adding(Rule.of("g", member, role)), actor=actor, source=source,
+        action="role.assign", force=force,
+    )
+    return applied.changed
+
+
+def remove_role(subject: str, role: str, *, actor: str, source: str, force: bool = False) -> None:
+    """Take a role away from a user or a role; AccountError when it did not have it."""
+    member = _member(subject)
+    rule = Rule.of("g", member, role)
+    if rule not in engine().snapshot.ruleset:
+        raise AccountError(f"{member} does not have role {role!r}")
+    engine().apply(
+        Change.removing(rule), actor=actor, source=source, action="role.remove", force=force
+    )
+
+
+def _member(subject: str) -> str:
+    subject = subject.strip()
+    if is_role(subject):
+        return subject
+    return require(subject).email
+
+
+def _check_role(role: str) -> None:
+    if not is_role(role):
+        raise AccountError(f"{role!r} is not a role name ([a-z][a-z0-9_-]*)")
+    known = known_roles()
+    if role not in known:
+        raise AccountError(f"unknown role {role!r} (known: {', '.join(known) or 'none'})")
+
+
+# -- login throttling -----------------------------------------------------------------
+
+
+def throttled(email: str, address: str) -> bool:
+    """Whether logins for this email or from this address are refused for now."""
+    settings = current_app.config["AUTHZ"]
+    since = utcnow() - dt.timedelta(seconds=settings.login_window)
+    counts = dict(
+        db.session.execute(
+            sa.select(LoginFailure.key, sa.func.count())
+            .where(LoginFailure.key.in_(_keys(email, address)), LoginFailure.at >= since)
+            .group_by(LoginFailure.key)
+        ).all()
+    )
+    by_email = counts.get(f"email:{email.strip().lower()}", 0)
+    by_address = counts.get(f"addr:{address}", 0)
+    return by_email >= settings.login_max_failures or by_address >= 4 * settings.login_max_failures
+
+
+def record_failure(email: str, address: str) -> None:
+    """Count a failed login against the email and the client address."""
+    for key in _keys(email, address):
+        db.session.add(LoginFailure(key=key))
+    db.session.commit()
+
+
+def clear_failures(email: str) -> None:
+    """Forget the failed logins of an email after a successful one."""
+    db.session.execute(sa.delete(LoginFailure).where(LoginFailure.key == f"email:{email}"))
+    db.session.commit()
+
+
+def _keys(email: str, address: str) -> list[str]:
+    return [f"email:{email.strip().lower()[:255]}", f"addr:{address}"]
