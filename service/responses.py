@@ -7,11 +7,13 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 from flask import Response
+from flask import g
 from flask import jsonify
 from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
+from flask_login import AnonymousUserMixin
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
@@ -83,7 +85,12 @@ def forbidden(subject: str) -> Response:
 
 def unavailable(reason: str) -> Response:
     """The answer when the engine cannot decide: 503, never an allow."""
-    response = page(503, "Service unavailable", "Authorization is unavailable; try again shortly.")
+    # Rendering must not load the user again from a database that just failed.
+    g._login_user = AnonymousUserMixin()
+    response = page(
+        503, "Service unavailable", "Authorization is unavailable; try again shortly.",
+        hide_nav=True,
+    )
     response.headers["Retry-After"] = "5"
     return response
 

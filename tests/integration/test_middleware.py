@@ -1,0 +1,211 @@
+"""Every request is decided by the engine: each branch of the middleware on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from authz import Change
+from authz import Rule
+from service import create_app
+from service.extensions import db
+from tests.conftest import USER
+from tests.conftest import AuthActions
+from tests.conftest import app_config
+from tests.conftest import dispose
+
+
+def engine(app: Flask):  # noqa: ANN201 - test helper
+    return app.extensions["authz"]
+
+
+def add(app: Flask, *rules: Rule) -> None:
+    engine(app).apply(Change.adding(*rules), actor="test", source="cli")
+
+
+def remove(app: Flask, *rules: Rule) -> None:
+    engine(app).apply(Change.removing(*rules), actor="test", source="cli")
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/", "/login?next=/"),
+        ("/admin/", "/login?next=/admin/"),
+        ("/admin/?tab=rules&x=1", "/login?next=/admin/?tab%3Drules%26x%3D1"),
+        ("/no/such/page", "/login?next=/no/such/page"),
+    ],
+)
+def test_anonymous_page_request_redirects_to_login_with_next(
+    client: FlaskClient, path: str, location: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"] == location
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/api/v1/policy", {}),
+        ("/api/v1/decisions", {"Accept": "text/html"}),
+        ("/", {"Accept": "application/json"}),
+    ],
+)
+def test_anonymous_api_request_gets_401_problem_json(
+    client: FlaskClient, path: str, headers: dict[str, str]
+) -> None:
+    response = client.get(path, headers=headers)
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+    assert response.json is not None and response.json["status"] == 401
+
+
+def test_user_refused_gets_403_page(client: FlaskClient, auth: AuthActions) -> None:
+    auth.login()
+    response = client.get("/admin/")
+    assert response.status_code == 403
+    assert response.mimetype == "text/html"
+    assert "may not GET /admin/" in response.get_data(as_text=True)
+
+
+def test_user_refused_on_api_gets_403_problem_json(client: FlaskClient, auth: AuthActions) -> None:
+    auth.login()
+    response = client.get("/api/v1/policy")
+    assert response.status_code == 403
+    assert response.mimetype == "application/problem+json"
+    assert "user@example.com" in response.json["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path_info", "raw"),
+    [
+        ("/a/../admin/", "/a/../admin/"),
+        ("/./admin/", "/./admin/"),
+        ("/admin/..", "/admin/.."),
+        ("//admin/", "//admin/"),
+        ("/admin\\x", "/admin%5Cx"),
+        ("/admin/x", "/admin%2Fx"),
+        ("/admin/x", "/admin%2fx"),
+        ("/admin/../x", "/admin/%2e%2e/x"),
+        ("/a\x00b", "/a%00b"),
+        ("/a\nb", "/a%0Ab"),
+    ],
+)
+def test_ambiguous_paths_are_refused_with_400_before_any_decision(
+    client: FlaskClient, auth: AuthActions, path_info: str, raw: str
+) -> None:
+    auth.login()
+    response = client.get(
+        "/", environ_overrides={"PATH_INFO": path_info, "REQUEST_URI": raw, "RAW_URI": raw}
+    )
+    assert response.status_code == 400
+    assert "Refused path" in response.get_data(as_text=True)
+
+
+def test_static_files_reachable_by_anonymous_through_a_policy_row(app: Flask) -> None:
+    client = app.test_client()
+    with client.get("/static/style.css") as response:
+        assert response.status_code == 200
+        assert b"font-family" in response.data
+    # No code exemption: take the row away and the static file is refused too.
+    remove(app, Rule.of("p", "anonymous", "/static/*", "GET", "allow"))
+    assert client.get("/static/style.css").status_code == 302
+
+
+def test_login_page_open_only_by_policy_row(app: Flask) -> None:
+    client = app.test_client()
+    assert client.get("/login").status_code == 200
+    remove(app, Rule.of("p", "anonymous", "/login", "GET|POST", "allow"))
+    assert client.get("/login").status_code == 302
+
+
+def test_policy_change_is_visible_on_the_next_request(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    auth.login()
+    assert client.get("/reports/7").status_code == 403
+    rule = Rule.of("p", "user", "/reports/:id", "GET", "allow")
+    add(app, rule)
+    assert client.get("/reports/7").status_code == 404  # allowed; the route does not exist
+    remove(app, rule)
+    assert client.get("/reports/7").status_code == 403
+
+
+def test_deny_row_overrides_allow_row(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.login()
+    assert client.get("/").status_code == 200
+    add(app, Rule.of("p", USER, "/", "GET", "deny"))
+    assert client.get("/").status_code == 403
+
+
+def test_head_is_checked_as_get(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.login()
+    assert client.head("/").status_code == 200
+    add(app, Rule.of("p", USER, "/", "GET", "deny"))
+    assert client.head("/").status_code == 403
+
+
+def test_method_is_part_of_the_decision(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.login()
+    assert client.delete("/").status_code == 403  # only GET is granted on /
+
+
+def test_decision_makes_no_database_query(app: Flask, client: FlaskClient) -> None:
+    from sqlalchemy import event
+
+    statements: list[str] = []
+    with app.app_context():
+        sa_engine = db.engine
+
+    def count(_conn, _cursor, statement, *_args):  # noqa: ANN001, ANN202
+        statements.append(statement)
+
+    event.listen(sa_engine, "before_cursor_execute", count)
+    try:
+        with client.get("/static/style.css") as response:
+            assert response.status_code == 200
+        assert client.get("/admin/").status_code == 302
+    finally:
+        event.remove(sa_engine, "before_cursor_execute", count)
+    assert statements == []
+
+
+def test_503_when_the_database_is_unreachable_at_start(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "authz.db"
+    app = create_app(app_config(tmp_path, database_url=f"sqlite:///{missing}"))
+    try:
+        client = app.test_client()
+        for path in ("/", "/login", "/static/style.css"):
+            with client.get(path) as response:
+                assert response.status_code == 503, path
+                assert response.headers["Retry-After"]
+        assert client.get("/api/v1/x").mimetype == "application/problem+json"
+    finally:
+        dispose(app)
+
+
+def test_503_when_the_database_goes_away_for_a_logged_in_user(
+    app: Flask, client: FlaskClient, auth: AuthActions, tmp_path: Path
+) -> None:
+    auth.login()
+    assert client.get("/").status_code == 200
+    dispose(app)
+    (tmp_path / "authz.db").unlink()  # the user table is gone: the user cannot be loaded
+    response = client.get("/")
+    assert response.status_code == 503
+    assert client.get("/admin/").status_code == 503
+
+
+def test_503_when_the_engine_cannot_decide(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.login()
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("matcher exploded")
+
+    snapshot = engine(app).snapshot
+    object.__setattr__(snapshot, "decide", broken)
+    assert client.get("/").status_code == 503

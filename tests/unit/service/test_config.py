@@ -1,0 +1,108 @@
+"""Settings: one prefix, typed values, clear errors, no default secret in production."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from service.config import ConfigError
+from service.config import Env
+from service.config import load_settings
+
+
+def settings(tmp_path: Path, **env: str):  # noqa: ANN201 - test helper
+    return load_settings(env, default_instance=tmp_path / "instance")
+
+
+def test_defaults_use_sqlite_in_the_instance_folder_and_keep_a_generated_secret(
+    tmp_path: Path,
+) -> None:
+    first = settings(tmp_path)
+    assert first.env is Env.DEVELOPMENT
+    assert first.database_url == f"sqlite:///{tmp_path / 'instance' / 'authz.db'}"
+    assert len(first.secret_key) >= 32
+    key_file = tmp_path / "instance" / "secret_key"
+    assert key_file.read_text() == first.secret_key
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert settings(tmp_path).secret_key == first.secret_key  # kept, not regenerated
+
+
+def test_values_are_parsed_and_typed(tmp_path: Path) -> None:
+    s = settings(
+        tmp_path,
+        AUTHZ_DATABASE_URL="postgresql+psycopg://u@db/authz",
+        AUTHZ_DEFAULT_ROLE="member",
+        AUTHZ_POLL_INTERVAL="2.5",
+        AUTHZ_SECURE_COOKIES="yes",
+        AUTHZ_LOGIN_MAX_FAILURES="3",
+    )
+    assert s.database_url == "postgresql+psycopg://u@db/authz"
+    assert s.default_role == "member"
+    assert s.poll_interval == 2.5
+    assert s.secure_cookies is True
+    assert s.login_max_failures == 3
+    assert s.to_flask_config()["SESSION_COOKIE_SECURE"] is True
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AUTHZ_DATABSE_URL": "sqlite://"}, "AUTHZ_DATABSE_URL: unknown setting"),
+        ({"AUTHZ_ENV": "staging"}, "AUTHZ_ENV:"),
+        ({"AUTHZ_DATABASE_URL": "not a url"}, "AUTHZ_DATABASE_URL: is not a database URL"),
+        ({"AUTHZ_DEFAULT_ROLE": "Admin"}, "AUTHZ_DEFAULT_ROLE: must be a role name"),
+        ({"AUTHZ_POLL_INTERVAL": "-1"}, "AUTHZ_POLL_INTERVAL: must not be negative"),
+        ({"AUTHZ_POLL_INTERVAL": "soon"}, "AUTHZ_POLL_INTERVAL:"),
+        ({"AUTHZ_SECURE_COOKIES": "maybe"}, "AUTHZ_SECURE_COOKIES: must be true or false"),
+        ({"AUTHZ_MODEL_PATH": "/no/such/model.conf"}, "AUTHZ_MODEL_PATH: no such file"),
+        ({"AUTHZ_LOGIN_WINDOW": "0"}, "AUTHZ_LOGIN_WINDOW: must be at least 1"),
+    ],
+)
+def test_a_wrong_value_names_the_variable_and_the_reason(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(tmp_path, **env)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({}, "AUTHZ_SECRET_KEY"),
+        ({"AUTHZ_SECRET_KEY": "x" * 40}, "AUTHZ_DATABASE_URL"),
+        ({"AUTHZ_DATABASE_URL": "postgresql://db/authz"}, "AUTHZ_SECRET_KEY"),
+    ],
+)
+def test_production_refuses_to_start_without_secret_and_database(
+    tmp_path: Path, env: dict[str, str], missing: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{missing}: required when AUTHZ_ENV=production"):
+        settings(tmp_path, AUTHZ_ENV="production", **env)
+    assert not (tmp_path / "instance" / "secret_key").exists()
+
+
+def test_production_refuses_a_short_secret(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        settings(tmp_path, AUTHZ_ENV="production", AUTHZ_SECRET_KEY="short",
+                 AUTHZ_DATABASE_URL="postgresql://db/authz")
+
+
+def test_production_with_both_starts_with_secure_cookies(tmp_path: Path) -> None:
+    s = settings(tmp_path, AUTHZ_ENV="production", AUTHZ_SECRET_KEY="k" * 40,
+                 AUTHZ_DATABASE_URL="postgresql://db/authz")
+    assert s.to_flask_config()["SESSION_COOKIE_SECURE"] is True
+
+
+def test_dotenv_file_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("AUTHZ_DEFAULT_ROLE=reader\n")
+    monkeypatch.chdir(tmp_path)
+    assert "AUTHZ_DEFAULT_ROLE" not in os.environ
+    try:
+        s = load_settings(default_instance=tmp_path / "instance")
+    finally:
+        os.environ.pop("AUTHZ_DEFAULT_ROLE", None)  # load_dotenv exported it
+    assert s.default_role == "reader"
