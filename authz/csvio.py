@@ -7,7 +7,6 @@ comment line; a value holding a comma or a quote is written in double quotes.
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,21 +46,20 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
     errors: list[RuleError] = []
     rules: list[Rule] = []
     seen: dict[Rule, int] = {}
-    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True, strict=True)
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            errors.append(RuleError(f"cannot parse: {e}", line=reader.line_num))
-            break
-        line = reader.line_num
-        fields = [f.strip() for f in fields]
-        while fields and fields[-1] == "" and len(fields) > 1:
-            fields.pop()  # a trailing comma is harmless
-        if not fields or fields == [""] or fields[0].startswith("#"):
+    # One physical line is one record: values may not contain line breaks, so a stray
+    # quote can never swallow the lines after it, and a comment is never parsed as CSV.
+    for line, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
             continue
+        try:
+            fields = next(csv.reader([raw], skipinitialspace=True, strict=True))
+        except csv.Error as e:
+            errors.append(RuleError(f"cannot parse: {e}", line=line))
+            continue
+        fields = [f.strip() for f in fields]
+        while len(fields) > 1 and fields[-1] == "":
+            fields.pop()  # a trailing comma is harmless
         try:
             rule = validate(Rule(fields[0], tuple(fields[1:])), model, line=line)
         except RuleError as e:

@@ -25,6 +25,7 @@ from authz.errors import StaleRevision
 from authz.guards import LockoutGuard
 from authz.model import PolicyModel
 from authz.rules import Rule
+from authz.rules import shape
 from authz.rules import validate
 from authz.snapshot import Snapshot
 from authz.store import AuditEntry
@@ -95,7 +96,9 @@ class PolicyEngine:
         self.verified_at = 0.0
 
     @classmethod
-    def from_paths(cls, model_path: str | Path, store: PolicyStore, **kwargs: object) -> PolicyEngine:
+    def from_paths(
+        cls, model_path: str | Path, store: PolicyStore, **kwargs: object
+    ) -> PolicyEngine:
         """Build an engine from a model file path."""
         return cls(PolicyModel.from_file(model_path), store, **kwargs)  # type: ignore[arg-type]
 
@@ -202,12 +205,22 @@ class PolicyEngine:
         :raises RuleError, StaleRevision, NotFound, LockoutRefused, EngineUnavailable:
         """
         add = self.validate(change.add)
-        remove = [validate(r, self.model) for r in change.remove]
+        # Rows to remove need only name a stored row, even one that no longer validates
+        # (e.g. after the model was replaced).
+        remove = [shape(r, self.model) for r in change.remove]
         with self._write_lock:
             try:
                 return self._apply(
-                    add, remove, actor=actor, source=source, action=action, detail=detail,
-                    force=force, strict=strict, expected_revision=expected_revision, hook=hook,
+                    add,
+                    remove,
+                    actor=actor,
+                    source=source,
+                    action=action,
+                    detail=detail,
+                    force=force,
+                    strict=strict,
+                    expected_revision=expected_revision,
+                    hook=hook,
                 )
             except SQLAlchemyError as e:
                 raise EngineUnavailable(f"the change was not saved: {e.__class__.__name__}") from e
@@ -265,14 +278,26 @@ class PolicyEngine:
             self.store.insert_audit(
                 session,
                 AuditEntry(
-                    actor=actor, source=source, action=action, added=added, removed=removed,
-                    forced=force, detail=detail, revision=new_rev,
+                    actor=actor,
+                    source=source,
+                    action=action,
+                    added=added,
+                    removed=removed,
+                    forced=force,
+                    detail=detail,
+                    revision=new_rev,
                 ),
             )
         self._swap(after)
         if changed:
-            log.info("policy revision %d: +%d -%d rows by %s (%s)",
-                     new_rev, len(added), len(removed), actor, source)
+            log.info(
+                "policy revision %d: +%d -%d rows by %s (%s)",
+                new_rev,
+                len(added),
+                len(removed),
+                actor,
+                source,
+            )
             for listener in self._listeners:
                 try:
                     listener(new_rev)

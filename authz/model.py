@@ -15,6 +15,10 @@ from authz.errors import ModelError
 _CALL = re.compile(r"\b([A-Za-z_]\w*)\(\s*r[._]([A-Za-z]\w*)\s*,\s*p[._]([A-Za-z]\w*)\s*\)")
 
 
+#: The adapter's table has six value columns (v0..v5).
+MAX_FIELDS = 6
+
+
 @dataclass(frozen=True)
 class PolicyModel:
     """A parsed Casbin model of request shape (sub, obj, act)."""
@@ -54,8 +58,7 @@ class PolicyModel:
         names = tuple(t.removeprefix("r_") for t in request)
         if len(names) != 3:
             raise ModelError(
-                f"{source}: the request must have three fields (sub, obj, act), "
-                f"found {len(names)}"
+                f"{source}: the request must have three fields (sub, obj, act), found {len(names)}"
             )
         policies = {
             key: tuple(t.removeprefix(key + "_") for t in ast.tokens)
@@ -66,6 +69,9 @@ class PolicyModel:
         roles: dict[str, int] = {}
         for key, ast in sections.get("g", {}).items():
             roles[key] = ast.value.count("_")
+        widths = [*(len(v) for v in policies.values()), *roles.values()]
+        if max(widths) > MAX_FIELDS:
+            raise ModelError(f"{source}: a row may have at most {MAX_FIELDS} values (v0..v5)")
         matcher = sections["m"]["m"].value
         field_functions = {pfield: fn for fn, _rfield, pfield in _CALL.findall(matcher)}
         return cls(

@@ -73,6 +73,32 @@ def normalize(rule: Rule, model: PolicyModel) -> Rule:
     return rule
 
 
+def shape(rule: Rule, model: PolicyModel, *, line: int | None = None) -> Rule:
+    """Return the normalized rule when its type and arity fit the model (no value checks).
+
+    Enough to name a stored row for removal, even one that no longer validates.
+    """
+    arity = model.arity(rule.ptype)
+    if arity is None:
+        known = ", ".join(sorted([*model.policies, *model.roles]))
+        raise RuleError(f"unknown rule type {rule.ptype!r} (the model has {known})", line=line)
+    rule = normalize(rule, model)
+    if len(rule.values) != arity:
+        raise RuleError(
+            f"{rule.ptype!r} rows have {arity} values, this one has {len(rule.values)}",
+            line=line,
+        )
+    return rule
+
+
+def field_names(ptype: str, model: PolicyModel) -> tuple[str, ...]:
+    """Return the names of a row's values: the model's for p rows, member/role for g rows."""
+    if ptype in model.policies:
+        return model.policies[ptype]
+    arity = model.arity(ptype) or 0
+    return ("member", "role", *(f"v{i}" for i in range(2, arity)))[:arity]
+
+
 def validate(rule: Rule, model: PolicyModel, *, line: int | None = None) -> Rule:
     """Return the normalized rule, or raise RuleError naming the bad field."""
     arity = model.arity(rule.ptype)
@@ -85,7 +111,7 @@ def validate(rule: Rule, model: PolicyModel, *, line: int | None = None) -> Rule
             f"{rule.ptype!r} rows have {arity} values, this one has {len(rule.values)}",
             line=line,
         )
-    names = model.policies.get(rule.ptype) or tuple(f"v{i}" for i in range(arity))
+    names = field_names(rule.ptype, model)
     for name, value in zip(names, rule.values, strict=True):
         _check_value(name, value, line)
     if rule.ptype in model.policies:

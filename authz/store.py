@@ -26,6 +26,32 @@ from authz.rules import Rule
 
 metadata = sa.MetaData()
 
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """A point in time stored as naive UTC and read back as aware UTC, on every database.
+
+    SQLite keeps no time zone, so comparing an aware value written in another zone with
+    stored wall-clock strings would be wrong; normalising on the way in and out is not.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: dt.datetime | None, dialect: sa.Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: sa.Dialect
+    ) -> dt.datetime | None:
+        return value.replace(tzinfo=dt.UTC) if value is not None else None
+
+
 #: The adapter's table: ptype plus six value columns, unused ones NULL.
 rule_table: sa.Table = CasbinRule.__table__
 VALUE_COLUMNS = ("v0", "v1", "v2", "v3", "v4", "v5")
@@ -35,14 +61,14 @@ revision_table = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("revision", sa.Integer, nullable=False),
-    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("changed_at", UTCDateTime, nullable=False),
 )
 
 audit_table = sa.Table(
     "audit_log",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
     sa.Column("actor", sa.String(255), nullable=False, index=True),
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("action", sa.String(64), nullable=False),
@@ -147,8 +173,13 @@ class PolicyStore:
     def insert_rules(session: Session, rules: Iterable[Rule]) -> None:
         """Insert rule rows."""
         rows = [
-            {"ptype": r.ptype, **{c: (r.values[i] if i < len(r.values) else None)
-                                  for i, c in enumerate(VALUE_COLUMNS)}}
+            {
+                "ptype": r.ptype,
+                **{
+                    c: (r.values[i] if i < len(r.values) else None)
+                    for i, c in enumerate(VALUE_COLUMNS)
+                },
+            }
             for r in rules
         ]
         if rows:

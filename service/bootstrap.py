@@ -39,7 +39,10 @@ def init_database(
     if not engine.rules():
         policy = csvio.read_file(settings.default_policy, engine.model)
         applied = engine.apply(
-            Change(add=policy.rules), actor=actor, source="cli", action="policy.init",
+            Change(add=policy.rules),
+            actor=actor,
+            source="cli",
+            action="policy.init",
             detail=settings.default_policy,
         )
         rows = len(applied.added)
@@ -53,7 +56,11 @@ def init_database(
         if not password:
             password = generated = secrets.token_urlsafe(12)
         users.create(
-            email, password, roles=[settings.admin_role], actor=actor, source="cli",
+            email,
+            password,
+            roles=[settings.admin_role],
+            actor=actor,
+            source="cli",
             action="user.create-admin",
         )
     elif settings.admin_role not in users.direct_roles(email):

@@ -15,7 +15,6 @@ from flask.cli import FlaskGroup
 from flask.cli import with_appcontext
 
 from authz import AuthzError
-from authz import Change
 from authz import PolicyFileError
 from authz import csvio
 from authz.paths import canonical_action
@@ -110,12 +109,15 @@ def _password(value: str | None) -> str:
 @users_cli.command("create")
 @click.argument("email")
 @click.option("--password", default=None, help="The password (prompted when omitted).")
-@click.option("--role", "roles", multiple=True, help="Role to give (repeatable); default role when omitted.")
+@click.option(
+    "--role", "roles", multiple=True, help="Role to give (repeatable); default role when omitted."
+)
 def users_create(email: str, password: str | None, roles: tuple[str, ...]) -> None:
     """Create an active account."""
     with errors():
-        user = users.create(email, _password(password), roles=list(roles) or None,
-                            actor=actor(), source="cli")
+        user = users.create(
+            email, _password(password), roles=list(roles) or None, actor=actor(), source="cli"
+        )
     ok(f"Created {user.email} with roles: {', '.join(users.direct_roles(user.email))}.")
 
 
@@ -179,8 +181,11 @@ def roles_add(subject: str, role: str) -> None:
     """Give a user (EMAIL) or a role a role."""
     with errors():
         changed = users.assign_role(subject, role, actor=actor(), source="cli")
-    ok(f"{subject.strip().lower()} now has role {role}." if changed
-       else f"{subject.strip().lower()} already had role {role}.")
+    ok(
+        f"{subject.strip().lower()} now has role {role}."
+        if changed
+        else f"{subject.strip().lower()} already had role {role}."
+    )
 
 
 @roles_cli.command("remove")
@@ -199,7 +204,9 @@ def roles_remove(subject: str, role: str, force: bool) -> None:
 
 @policy_cli.command("load")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--merge", "mode", flag_value="merge", default=True, help="Add missing rows (default).")
+@click.option(
+    "--merge", "mode", flag_value="merge", default=True, help="Add missing rows (default)."
+)
 @click.option("--replace", "mode", flag_value="replace", help="Make the table equal to the file.")
 @click.option("--dry-run", is_flag=True, help="Print the diff; change nothing.")
 @click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
@@ -213,15 +220,23 @@ def policy_load(file: Path, mode: str, dry_run: bool, force: bool) -> None:
         if dry_run:
             if change:
                 click.echo(csvio.describe(change))
-            ok(f"Dry run: would add {len(change.add)} and remove {len(change.remove)} row(s); "
-               "nothing changed.")
+            ok(
+                f"Dry run: would add {len(change.add)} and remove {len(change.remove)} row(s); "
+                "nothing changed."
+            )
             return
         applied = engine.apply(
-            change, actor=actor(), source="cli", action=f"policy.load.{mode}",
-            detail=str(file), force=force,
+            change,
+            actor=actor(),
+            source="cli",
+            action=f"policy.load.{mode}",
+            detail=str(file),
+            force=force,
         )
-    ok(f"Loaded {file} ({mode}): {len(applied.added)} added, {len(applied.removed)} removed, "
-       f"revision {applied.revision}.")
+    ok(
+        f"Loaded {file} ({mode}): {len(applied.added)} added, {len(applied.removed)} removed, "
+        f"revision {applied.revision}."
+    )
 
 
 @policy_cli.command("export")
@@ -252,11 +267,13 @@ def policy_check(subject: str, path: str, method: str, explain: bool) -> None:
     engine = users.engine()
     with errors():
         engine.refresh()
-        decision = engine.decide(subject.strip().lower(), canonical_object(path),
-                                 canonical_action(method))
+        decision = engine.decide(
+            subject.strip().lower(), canonical_object(path), canonical_action(method)
+        )
     verdict = "allow" if decision.allowed else "deny"
-    click.secho(decision.explain() if explain else verdict,
-                fg="green" if decision.allowed else "red")
+    click.secho(
+        decision.explain() if explain else verdict, fg="green" if decision.allowed else "red"
+    )
 
 
 # -- wiring -----------------------------------------------------------------------------
@@ -293,8 +310,11 @@ def _create_app() -> Flask:
         sys.exit(2)
 
 
-cli = FlaskGroup(create_app=_create_app, add_default_commands=False,
-                 help="The authorization service: serve, db, users, roles, policy.")
+cli = FlaskGroup(
+    create_app=_create_app,
+    add_default_commands=False,
+    help="The authorization service: serve, db, users, roles, policy.",
+)
 cli.add_command(serve)
 
 

@@ -1,4 +1,4 @@
-"""Settings: every ``AUTHZ_*`` environment variable (and ``.env``), parsed once, checked at start."""
+"""Settings: every ``AUTHZ_*`` variable (and ``.env``), parsed once, checked at start."""
 
 from __future__ import annotations
 
@@ -120,8 +120,8 @@ class Settings:
 
     def to_flask_config(self) -> dict[str, Any]:
         """Return the Flask config keys derived from these settings."""
-        secure = self.secure_cookies if self.secure_cookies is not None else (
-            self.env is Env.PRODUCTION
+        secure = (
+            self.secure_cookies if self.secure_cookies is not None else (self.env is Env.PRODUCTION)
         )
         return {
             "SECRET_KEY": self.secret_key,
@@ -180,7 +180,7 @@ def load_settings(
     for key, raw in environ.items():
         if not key.startswith(PREFIX):
             continue
-        name = key[len(PREFIX):].lower()
+        name = key[len(PREFIX) :].lower()
         if name not in names:
             # A misspelt variable would otherwise be silently ignored.
             raise ConfigError(f"{key}: unknown setting (known: {_known()})")

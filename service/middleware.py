@@ -38,7 +38,9 @@ def authorize() -> Response | None:
     environ = request.environ
     try:
         # Check the path as the server received it and as the router will see it.
-        canonical_object(environ.get("PATH_INFO", ""), environ.get("RAW_URI") or environ.get("REQUEST_URI"))
+        canonical_object(
+            environ.get("PATH_INFO", ""), environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        )
         obj = canonical_object(request.path)
     except UnsafePath as e:
         return responses.page(400, "Bad request", f"Refused path: {e}.")

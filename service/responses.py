@@ -27,9 +27,10 @@ def wants_json() -> bool:
     if request.path.startswith(API_PREFIX):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes[
-        "text/html"
-    ]
+    return (
+        best == "application/json"
+        and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
@@ -55,7 +56,11 @@ def safe_next_url(target: str | None) -> str | None:
         return None
     # "//host" and "/\\host" are read by browsers as another host; anything with a
     # scheme, a host or a control character could leave this site.
-    if target.startswith("//") or "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
+    if (
+        target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 32 or ord(c) == 127 for c in target)
+    ):
         return None
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:
@@ -88,7 +93,9 @@ def unavailable(reason: str) -> Response:
     # Rendering must not load the user again from a database that just failed.
     g._login_user = AnonymousUserMixin()
     response = page(
-        503, "Service unavailable", "Authorization is unavailable; try again shortly.",
+        503,
+        "Service unavailable",
+        "Authorization is unavailable; try again shortly.",
         hide_nav=True,
     )
     response.headers["Retry-After"] = "5"

@@ -62,7 +62,9 @@ def check_password(password: str) -> None:
     """Raise AccountError when a new password is too weak."""
     minimum = current_app.config["AUTHZ"].password_min_length
     if len(password) < minimum:
-        raise AccountError(f"the password must have at least {minimum} characters", field="password")
+        raise AccountError(
+            f"the password must have at least {minimum} characters", field="password"
+        )
     if len(password) > 1024:
         raise AccountError("the password must have at most 1024 characters", field="password")
 
@@ -106,7 +108,9 @@ def list_users(search: str = "") -> list[User]:
 
 def direct_roles(subject: str) -> list[str]:
     """Return the roles assigned directly to a subject (its g rows)."""
-    return sorted(r.values[1] for r in engine().rules() if r.ptype == "g" and r.values[0] == subject)
+    return sorted(
+        r.values[1] for r in engine().rules() if r.ptype == "g" and r.values[0] == subject
+    )
 
 
 def known_roles() -> list[str]:
@@ -151,7 +155,11 @@ def create(
     db.session.rollback()  # end any read transaction before the write
     engine().apply(
         Change.adding(*(Rule.of("g", email, role) for role in wanted)),
-        actor=actor, source=source, action=action, detail=email, hook=add_user,
+        actor=actor,
+        source=source,
+        action=action,
+        detail=email,
+        hook=add_user,
     )
     return require(email)
 
@@ -173,9 +181,7 @@ def authenticate(email: str, password: str) -> User | None:
     return user
 
 
-def set_active(
-    email: str, active: bool, *, actor: str, source: str, force: bool = False
-) -> User:
+def set_active(email: str, active: bool, *, actor: str, source: str, force: bool = False) -> User:
     """Activate or deactivate an account; deactivation ends its sessions at once."""
     user = require(email)
     target = user.email
@@ -188,8 +194,13 @@ def set_active(
 
     db.session.rollback()
     engine().apply(
-        Change(), actor=actor, source=source, force=force,
-        action="user.activate" if active else "user.deactivate", detail=target, hook=update,
+        Change(),
+        actor=actor,
+        source=source,
+        force=force,
+        action="user.activate" if active else "user.deactivate",
+        detail=target,
+        hook=update,
     )
     return require(target)
 
@@ -226,8 +237,11 @@ def assign_role(subject: str, role: str, *, actor: str, source: str, force: bool
     member = _member(subject)
     _check_role(role)
     applied = engine().apply(
-        Change.adding(Rule.of("g", member, role)), actor=actor, source=source,
-        action="role.assign", force=force,
+        Change.adding(Rule.of("g", member, role)),
+        actor=actor,
+        source=source,
+        action="role.assign",
+        force=force,
     )
     return applied.changed
 

@@ -90,7 +90,9 @@ class AuthActions:
     def __init__(self, client: FlaskClient) -> None:
         self.client = client
 
-    def login(self, email: str = USER, password: str = USER_PASSWORD, next: str = "") -> TestResponse:
+    def login(
+        self, email: str = USER, password: str = USER_PASSWORD, next: str = ""
+    ) -> TestResponse:
         token = csrf_token(self.client, "/login")
         data = {"email": email, "password": password, "csrf_token": token}
         if next:
@@ -105,8 +107,12 @@ class AuthActions:
         token = csrf_token(self.client, "/register")
         return self.client.post(
             "/register",
-            data={"email": email, "password": password,
-                  "confirm": password if confirm is None else confirm, "csrf_token": token},
+            data={
+                "email": email,
+                "password": password,
+                "confirm": password if confirm is None else confirm,
+                "csrf_token": token,
+            },
         )
 
 

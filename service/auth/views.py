@@ -66,8 +66,11 @@ def register() -> Response | str:
     if form.validate_on_submit():
         try:
             user = users.create(
-                form.email.data, form.password.data, actor=form.email.data.strip().lower(),
-                source="web", action="user.register",
+                form.email.data,
+                form.password.data,
+                actor=form.email.data.strip().lower(),
+                source="web",
+                action="user.register",
             )
         except users.AccountError as e:
             field = form.password if e.field == "password" else form.email

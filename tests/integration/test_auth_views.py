@@ -100,7 +100,8 @@ def test_login_is_throttled_after_repeated_failures(app: Flask, auth: AuthAction
         auth.login("ghost@example.com", "wrong-password")
     assert auth.login("ghost@example.com", "whatever-pass").status_code == 429
     # Another account from another address is not affected.
-    other = app.test_client(); other.environ_base["REMOTE_ADDR"] = "10.0.0.9"  # noqa: E702
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "10.0.0.9"  # noqa: E702
     assert AuthActions(other).login(ADMIN, "admin-password-1").status_code == 302
 
 
@@ -159,7 +160,9 @@ def test_deactivated_user_is_anonymous_at_once(
     assert client.get("/").status_code == 302
 
 
-def test_register_gives_the_default_role(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+def test_register_gives_the_default_role(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
     response = auth.register("Fresh@Example.com", "long-enough-pw")
     assert response.status_code == 302
     assert client.get("/").status_code == 200

@@ -200,7 +200,9 @@ def test_503_when_the_database_goes_away_for_a_logged_in_user(
     assert client.get("/admin/").status_code == 503
 
 
-def test_503_when_the_engine_cannot_decide(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+def test_503_when_the_engine_cannot_decide(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
     auth.login()
 
     def broken(*_args: object) -> None:

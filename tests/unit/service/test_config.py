@@ -87,13 +87,21 @@ def test_production_refuses_to_start_without_secret_and_database(
 
 def test_production_refuses_a_short_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least 32 characters"):
-        settings(tmp_path, AUTHZ_ENV="production", AUTHZ_SECRET_KEY="short",
-                 AUTHZ_DATABASE_URL="postgresql://db/authz")
+        settings(
+            tmp_path,
+            AUTHZ_ENV="production",
+            AUTHZ_SECRET_KEY="short",
+            AUTHZ_DATABASE_URL="postgresql://db/authz",
+        )
 
 
 def test_production_with_both_starts_with_secure_cookies(tmp_path: Path) -> None:
-    s = settings(tmp_path, AUTHZ_ENV="production", AUTHZ_SECRET_KEY="k" * 40,
-                 AUTHZ_DATABASE_URL="postgresql://db/authz")
+    s = settings(
+        tmp_path,
+        AUTHZ_ENV="production",
+        AUTHZ_SECRET_KEY="k" * 40,
+        AUTHZ_DATABASE_URL="postgresql://db/authz",
+    )
     assert s.to_flask_config()["SESSION_COOKIE_SECURE"] is True
 
 

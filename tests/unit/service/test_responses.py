@@ -15,9 +15,19 @@ def test_same_site_paths_are_kept(target: str) -> None:
 @pytest.mark.parametrize(
     "target",
     [
-        None, "", "//evil.example", "///evil.example", "https://evil.example/",
-        "http:/evil.example", "/\\evil.example", "\\\\evil.example", "javascript:alert(1)",
-        "evil.example/", "/\t/evil.example", "/\r\n/evil", "/a\\b",
+        None,
+        "",
+        "//evil.example",
+        "///evil.example",
+        "https://evil.example/",
+        "http:/evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "javascript:alert(1)",
+        "evil.example/",
+        "/\t/evil.example",
+        "/\r\n/evil",
+        "/a\\b",
     ],
 )
 def test_anything_that_could_leave_the_site_is_refused(target: str | None) -> None:

@@ -1,0 +1,322 @@
+"""authz.csvio: whole-file validation, merge/replace/dry-run plans, and export round trips."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from authz import csvio
+from authz.engine import Change
+from authz.engine import PolicyEngine
+from authz.errors import PolicyFileError
+from authz.model import PolicyModel
+from authz.rules import Rule
+
+
+def p(sub: str, obj: str, act: str, eft: str = "allow") -> Rule:
+    """Build a p row."""
+    return Rule.of("p", sub, obj, act, eft)
+
+
+def g(member: str, role: str) -> Rule:
+    """Build a g row."""
+    return Rule.of("g", member, role)
+
+
+def bad_lines(error: PolicyFileError) -> list[tuple[int | None, str | None]]:
+    """Return (line, field) of every error a PolicyFileError lists."""
+    return [(e.line, e.field) for e in error.errors]
+
+
+# -- reading good files ----------------------------------------------------------------
+
+
+def test_bom_and_crlf(model: PolicyModel, data_dir: Path) -> None:
+    """A UTF-8 BOM and CRLF line endings parse like plain LF text."""
+    path = data_dir / "good_bom_crlf.csv"
+    raw = path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf") and b"\r\n" in raw  # the corpus file is what it claims
+    assert csvio.read_file(path, model).rules == (
+        p("anonymous", "/login", "GET|POST"),
+        p("user", "/reports/*", "GET"),
+        g("admin", "user"),
+    )
+
+
+def test_bom_in_text(model: PolicyModel) -> None:
+    """parse() drops a BOM at the start of text it is given directly."""
+    assert csvio.parse("\ufeffg, admin, user\r\n", model).rules == (g("admin", "user"),)
+
+
+def test_quotes_comments_blank_lines(model: PolicyModel, data_dir: Path) -> None:
+    """Quoted commas and doubled quotes, comments, blank lines, tight and trailing commas."""
+    policy = csvio.read_file(data_dir / "good_quoted.csv", model)
+    assert policy.rules == (
+        p("user", "/a,b", "GET"),
+        p("user", '/say/"hi"', "GET|POST", "deny"),
+        p("user", "/tight", "GET"),
+        p("user", "/trailing-comma", "GET"),
+        g("alice@example.com", "admin"),
+    )
+    assert policy.path == str(data_dir / "good_quoted.csv")
+
+
+def test_quoted_comma_inline(model: PolicyModel) -> None:
+    """`p, user, "/a,b", GET` is one path holding a comma."""
+    assert csvio.parse('p, user, "/a,b", GET\n', model).rules == (p("user", "/a,b", "GET"),)
+
+
+def test_default_policy_parses(model: PolicyModel, default_rules: tuple[Rule, ...]) -> None:
+    """The shipped default.csv is valid and has the documented role chain."""
+    assert g("user", "anonymous") in default_rules
+    assert g("admin", "user") in default_rules
+    assert len(default_rules) == 11
+
+
+# -- reading bad files -----------------------------------------------------------------
+
+#: file in tests/data -> the (line, field) of every error it must report
+BAD_FILES = [
+    pytest.param("bad_arity.csv", [(3, None)], id="arity"),
+    pytest.param("bad_unknown_ptype.csv", [(3, None)], id="unknown-ptype"),
+    pytest.param("bad_regex.csv", [(2, "act")], id="broken-regex"),
+    pytest.param("bad_role_name.csv", [(3, "role")], id="bad-role-name"),
+    pytest.param("bad_empty_subject.csv", [(2, "sub")], id="empty-subject"),
+    pytest.param("bad_duplicate.csv", [(4, None)], id="duplicate-row"),
+    pytest.param("bad_unterminated_quote.csv", [(2, None)], id="unterminated-quote"),
+    pytest.param("bad_three_lines.csv", [(3, None), (5, "obj"), (7, "eft")], id="three-bad-lines"),
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), BAD_FILES)
+def test_bad_files_report_every_bad_line(
+    model: PolicyModel, data_dir: Path, name: str, expected: list[tuple[int, str | None]]
+) -> None:
+    """PolicyFileError lists each bad line with its number and field, and nothing else."""
+    path = data_dir / name
+    with pytest.raises(PolicyFileError) as info:
+        csvio.read_file(path, model)
+    assert bad_lines(info.value) == expected
+    assert info.value.path == str(path)
+    message = str(info.value)
+    assert f"{len(expected)} bad line(s), nothing was changed" in message
+    for line, _field in expected:
+        assert f"line {line}: " in message
+
+
+def test_duplicate_names_the_first_occurrence(model: PolicyModel, data_dir: Path) -> None:
+    """A duplicated row points back at the line it repeats (after normalization)."""
+    with pytest.raises(PolicyFileError) as info:
+        csvio.read_file(data_dir / "bad_duplicate.csv", model)
+    assert "duplicates line 1" in info.value.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("p, user\nq, a, b\n", [(1, None), (2, None)], id="two-in-a-row"),
+        pytest.param(
+            "p, Admin, /, GET\np, user, /, GET|(\ng, admin, admin\ng, admin, alice@example.com\n",
+            [(1, "sub"), (2, "act"), (3, "role"), (4, "role")],
+            id="four-fields",
+        ),
+        pytest.param(
+            "# ok\n\np, user, /\r\n\r\np, user, x, GET\r\n",
+            [(3, None), (5, "obj")],
+            id="numbers-count-comments-and-blanks",
+        ),
+        pytest.param("p, user, /a\x00, GET\n", [(1, "obj")], id="control-char"),
+    ],
+)
+def test_parse_reports_every_bad_line(
+    model: PolicyModel, text: str, expected: list[tuple[int, str | None]]
+) -> None:
+    """parse() keeps going after a bad line so that one run reports them all."""
+    with pytest.raises(PolicyFileError) as info:
+        csvio.parse(text, model)
+    assert bad_lines(info.value) == expected
+
+
+def test_missing_file(model: PolicyModel, tmp_path: Path) -> None:
+    """A file that cannot be read is a PolicyFileError, not an OSError."""
+    with pytest.raises(PolicyFileError, match="cannot read the file"):
+        csvio.read_file(tmp_path / "nope.csv", model)
+
+
+def test_not_utf8(model: PolicyModel, tmp_path: Path) -> None:
+    """A file in another encoding is refused with the offending byte."""
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("p, user, /caf\u00e9, GET\n".encode("latin-1"))
+    with pytest.raises(PolicyFileError, match="not UTF-8"):
+        csvio.read_file(path, model)
+
+
+def test_a_comment_never_hides_the_rules_after_it(model: PolicyModel, data_dir: Path) -> None:
+    """A quote inside a comment line has no effect on the lines that follow."""
+    assert csvio.read_file(data_dir / "good_comment_quote.csv", model).rules == (
+        p("user", "/reports/*", "GET"),
+        p("user", "/", "GET"),
+    )
+
+
+def test_unterminated_quote_is_reported_where_it_opens(model: PolicyModel, data_dir: Path) -> None:
+    """The error for an unclosed quote names the line holding the opening quote."""
+    with pytest.raises(PolicyFileError) as info:
+        csvio.read_file(data_dir / "bad_unterminated_quote_midfile.csv", model)
+    assert bad_lines(info.value) == [(2, None)]
+
+
+def test_a_csv_syntax_error_does_not_hide_later_bad_lines(
+    model: PolicyModel, data_dir: Path
+) -> None:
+    """After a stray character behind a closing quote, the later bad lines are still listed."""
+    with pytest.raises(PolicyFileError) as info:
+        csvio.read_file(data_dir / "bad_quote_then_more.csv", model)
+    assert bad_lines(info.value) == [(1, None), (3, None)]
+
+
+# -- merge, replace, dry run -----------------------------------------------------------
+
+
+def test_merge_adds_only_missing_rows(
+    engine: PolicyEngine,
+    model: PolicyModel,
+    data_dir: Path,
+    default_rules: tuple[Rule, ...],
+    db_state: Callable,
+) -> None:
+    """--merge adds the file's rows that are missing and removes nothing."""
+    wanted = csvio.read_file(data_dir / "good_small.csv", model).rules
+    change = csvio.plan(engine.rules(), wanted, replace=False)
+    assert change == Change(add=(p("user", "/reports/*", "GET"),), remove=())
+    applied = engine.apply(change, actor="test", source="cli")
+    assert applied.added == (p("user", "/reports/*", "GET"),)
+    assert set(db_state().rules) == set(default_rules) | {p("user", "/reports/*", "GET")}
+
+
+def test_merge_of_a_file_already_in_the_database_is_empty(
+    engine: PolicyEngine, default_rules: tuple[Rule, ...]
+) -> None:
+    """Merging the same rows again plans nothing."""
+    assert not csvio.plan(engine.rules(), default_rules, replace=False)
+
+
+def test_replace_makes_the_table_equal_to_the_file(
+    engine: PolicyEngine, model: PolicyModel, data_dir: Path, db_state: Callable
+) -> None:
+    """--replace adds what is missing and removes what the file lacks, in one revision."""
+    wanted = csvio.read_file(data_dir / "good_small.csv", model).rules
+    change = csvio.plan(engine.rules(), wanted, replace=True)
+    assert p("user", "/logout", "GET|POST") in change.remove
+    assert change.add == (p("user", "/reports/*", "GET"),)
+    before = db_state()
+    engine.apply(change, actor="test", source="cli")
+    after = db_state()
+    assert after.rules == tuple(sorted(wanted))
+    assert after.revision == before.revision + 1
+    assert after.audit_count == before.audit_count + 1
+    assert set(engine.rules()) == set(wanted)
+
+
+def test_dry_run_plans_and_describes_without_changing_anything(
+    engine: PolicyEngine, model: PolicyModel, data_dir: Path, db_state: Callable
+) -> None:
+    """--dry-run is plan + describe: the diff is printed, the database is untouched."""
+    before = db_state()
+    wanted = csvio.read_file(data_dir / "good_small.csv", model).rules
+    diff = csvio.describe(csvio.plan(engine.rules(), wanted, replace=True))
+    lines = diff.splitlines()
+    assert "+ p, user, /reports/*, GET, allow" in lines
+    assert "- p, user, /logout, GET|POST, allow" in lines
+    assert lines == sorted(lines, key=lambda line: line[0] != "-")  # removals first
+    assert all(line[:2] in ("+ ", "- ") for line in lines)
+    assert db_state() == before
+
+
+@pytest.mark.parametrize(
+    ("current", "wanted", "replace", "add", "remove"),
+    [
+        pytest.param([], [g("a", "b")], False, [g("a", "b")], [], id="empty-db"),
+        pytest.param([g("a", "b")], [], False, [], [], id="merge-empty-file"),
+        pytest.param([g("a", "b")], [], True, [], [g("a", "b")], id="replace-empty-file"),
+        pytest.param(
+            [g("a", "b"), g("a", "b")],
+            [g("c", "d"), g("c", "d")],
+            True,
+            [g("c", "d")],
+            [g("a", "b")],
+            id="duplicates-collapse",
+        ),
+    ],
+)
+def test_plan(
+    current: list[Rule], wanted: list[Rule], replace: bool, add: list[Rule], remove: list[Rule]
+) -> None:
+    """plan() is a pure diff of two row lists."""
+    assert csvio.plan(current, wanted, replace=replace) == Change(tuple(add), tuple(remove))
+
+
+# -- export ----------------------------------------------------------------------------
+
+TRICKY = [
+    p("user", "/a,b", "GET"),
+    p("user", "/a, b", "GET|POST"),
+    p("user", '/say/"hi"', "GET", "deny"),
+    p("user", '/"', ".*"),
+    p("user", "/x", "#GET"),
+    p("user", "/x", '"GET"|POST'),
+    p("alice@example.com", "/users/:id", "(GET|POST)"),
+    p("user", "*", "GET"),
+    p("user", "/caf\u00e9", "GET"),
+]
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        pytest.param(TRICKY, id="commas-quotes-hashes"),
+        pytest.param([g("alice@example.com", "admin"), g("admin", "user"), *TRICKY], id="mixed"),
+        pytest.param([], id="empty"),
+    ],
+)
+def test_export_parses_back_to_the_same_rules(model: PolicyModel, rules: list[Rule]) -> None:
+    """export() writes CSV that parse() reads back to exactly the same rule set."""
+    text = csvio.export(rules)
+    assert sorted(csvio.parse(text, model).rules) == sorted(rules)
+
+
+def test_export_round_trip_through_the_database(
+    engine: PolicyEngine, model: PolicyModel, tmp_path: Path
+) -> None:
+    """Rows with commas and quotes survive store, export, file and re-import unchanged."""
+    engine.apply(Change.adding(*TRICKY), actor="test", source="cli")
+    engine.load()
+    path = tmp_path / "export.csv"
+    path.write_text(csvio.export(engine.rules()), encoding="utf-8")
+    reread = csvio.read_file(path, model).rules
+    assert sorted(reread) == sorted(engine.rules())
+    assert not csvio.plan(engine.rules(), reread, replace=True)
+
+
+def test_export_puts_policy_rows_before_role_rows(default_rules: tuple[Rule, ...]) -> None:
+    """Exported files list p rows first, then g rows, each group in its original order."""
+    lines = csvio.export(reversed(default_rules)).splitlines()
+    assert [line.split(",")[0] for line in lines] == ["p"] * 9 + ["g"] * 2
+    assert lines[0] == "p, admin, /api/v1/*, .*, allow"
+    assert lines[-1] == "g, user, anonymous"
+
+
+@pytest.mark.parametrize(
+    ("rule", "line"),
+    [
+        (p("user", "/", "GET"), "p, user, /, GET, allow"),
+        (p("user", "/a,b", "GET"), 'p, user, "/a,b", GET, allow'),
+        (p("user", '/a"b', "GET"), 'p, user, "/a""b", GET, allow'),
+        (p("user", "/x", "#GET"), 'p, user, /x, "#GET", allow'),
+    ],
+)
+def test_format_rule_quotes_only_when_needed(rule: Rule, line: str) -> None:
+    """Plain values stay bare; commas, quotes and leading '#' are quoted."""
+    assert csvio.format_rule(rule) == line

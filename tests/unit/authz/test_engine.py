@@ -1,0 +1,456 @@
+"""authz.engine: snapshot reads without the database, and audited, all-or-nothing writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from authz.engine import Applied
+from authz.engine import Change
+from authz.engine import PolicyEngine
+from authz.errors import EngineUnavailable
+from authz.errors import NotFound
+from authz.errors import RuleError
+from authz.errors import StaleRevision
+from authz.model import PolicyModel
+from authz.rules import Rule
+from authz.store import PolicyStore
+
+ALICE = "alice@example.com"
+REPORTS = Rule.of("p", "user", "/reports/*", "GET", "allow")
+HOME = Rule.of("p", "user", "/", "GET", "allow")
+
+
+def unreachable_store(tmp_path: Path) -> PolicyStore:
+    """A store whose SQLite file lies in a directory that does not exist."""
+    return PolicyStore(sa.create_engine(f"sqlite:///{tmp_path / 'missing' / 'policy.db'}"))
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def test_decisions_make_no_database_query(engine: PolicyEngine, store: PolicyStore) -> None:
+    """decide and explain read the in-memory snapshot only."""
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))  # (conn, cursor, statement, parameters, ...)
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        for sub, obj, act in [("admin", "/", "GET"), ("anonymous", "/admin/", "POST")]:
+            engine.decide(sub, obj, act)
+            engine.explain(sub, obj, act)
+        engine.roles_for("admin")
+        engine.rules()
+        assert statements == []
+        store.revision()  # the listener does see a real query
+        assert len(statements) == 1
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+
+
+def test_decisions_survive_a_lost_database(engine: PolicyEngine, tmp_path: Path) -> None:
+    """With the database gone, the loaded snapshot still decides."""
+    engine.store.engine.dispose()
+    engine.store = unreachable_store(tmp_path)
+    assert engine.decide("admin", "/admin/", "GET").allowed
+    assert not engine.decide("anonymous", "/admin/", "GET").allowed
+
+
+def test_decide_before_load_is_unavailable(model: PolicyModel, store: PolicyStore) -> None:
+    """A never-loaded engine refuses to decide rather than guessing."""
+    engine = PolicyEngine(model, store)
+    assert not engine.loaded
+    with pytest.raises(EngineUnavailable):
+        engine.decide("admin", "/", "GET")
+    with pytest.raises(EngineUnavailable):
+        engine.explain("admin", "/", "GET")
+    with pytest.raises(EngineUnavailable):
+        _ = engine.revision
+
+
+def test_load_from_an_unreachable_database(model: PolicyModel, tmp_path: Path) -> None:
+    """load() on a database that cannot be opened raises EngineUnavailable."""
+    engine = PolicyEngine(model, unreachable_store(tmp_path))
+    with pytest.raises(EngineUnavailable):
+        engine.load()
+    assert not engine.loaded
+    with pytest.raises(EngineUnavailable):
+        engine.decide("admin", "/", "GET")
+
+
+def test_load_reads_rows_and_revision(
+    engine: PolicyEngine, model: PolicyModel, store: PolicyStore, default_rules: tuple[Rule, ...]
+) -> None:
+    """A fresh engine on a written database loads every row and the revision."""
+    fresh = PolicyEngine(model, store)
+    fresh.load()
+    assert fresh.loaded
+    assert fresh.revision == 1
+    assert fresh.rules() == default_rules
+
+
+def test_a_taken_snapshot_never_changes(engine: PolicyEngine) -> None:
+    """A write swaps in a new snapshot; one already taken keeps deciding the old way."""
+    before = engine.snapshot
+    engine.apply(Change.adding(REPORTS), actor="test", source="cli")
+    assert engine.snapshot is not before
+    assert not before.decide("user", "/reports/1", "GET").allowed
+    assert engine.decide("user", "/reports/1", "GET").allowed
+    assert before.revision == 1 and engine.revision == 2
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+def test_apply_writes_rows_one_audit_entry_and_one_revision(
+    engine: PolicyEngine, store: PolicyStore, db_state: Callable
+) -> None:
+    """A change writes its rows, exactly one audit entry, and bumps the revision by one."""
+    before = db_state()
+    applied = engine.apply(
+        Change(add=(REPORTS, Rule.of("g", ALICE, "admin")), remove=(HOME,)),
+        actor="ops@example.com",
+        source="api",
+        action="policy.edit",
+        detail="ticket 12",
+    )
+    after = db_state()
+    assert applied == Applied(
+        added=(REPORTS, Rule.of("g", ALICE, "admin")), removed=(HOME,), revision=2
+    )
+    assert applied.changed
+    assert after.revision == before.revision + 1 == engine.revision
+    assert set(after.rules) == (set(before.rules) | {REPORTS, Rule.of("g", ALICE, "admin")}) - {
+        HOME
+    }
+    assert after.audit_count == before.audit_count + 1
+    entry = store.audit_entries(limit=1)[0]
+    assert (entry.actor, entry.source, entry.action, entry.detail) == (
+        "ops@example.com",
+        "api",
+        "policy.edit",
+        "ticket 12",
+    )
+    assert entry.added == (REPORTS, Rule.of("g", ALICE, "admin"))
+    assert entry.removed == (HOME,)
+    assert (entry.forced, entry.revision) == (False, 2)
+    assert set(engine.rules()) == set(after.rules)
+
+
+def test_apply_normalizes_rows(engine: PolicyEngine, db_state: Callable) -> None:
+    """A p row without an effect is stored with 'allow'; removal matches it the same way."""
+    engine.apply(Change.adding(Rule.of("p", "user", "/reports/*", "GET")), actor="t", source="cli")
+    assert REPORTS in db_state().rules
+    engine.apply(
+        Change.removing(Rule.of("p", "user", "/reports/*", "GET")), actor="t", source="cli"
+    )
+    assert REPORTS not in db_state().rules
+
+
+INVALID = [
+    pytest.param(Rule.of("x", "user", "/", "GET"), id="unknown-ptype"),
+    pytest.param(Rule.of("p", "user", "/"), id="arity"),
+    pytest.param(Rule.of("p", "user", "/a/(", "GET"), id="bad-pattern"),
+    pytest.param(Rule.of("g", ALICE, "Admin"), id="bad-role"),
+    pytest.param(Rule.of("g", "admin", "admin"), id="self-inheritance"),
+]
+
+
+@pytest.mark.parametrize("bad", INVALID)
+def test_an_invalid_row_to_add_changes_nothing(
+    engine: PolicyEngine, db_state: Callable, bad: Rule
+) -> None:
+    """One invalid row in a change raises RuleError and nothing is written."""
+    before, snapshot = db_state(), engine.snapshot
+    with pytest.raises(RuleError):
+        engine.apply(Change(add=(REPORTS, bad)), actor="test", source="cli")
+    assert db_state() == before
+    assert engine.snapshot is snapshot
+
+
+@pytest.mark.parametrize("bad", INVALID[:2])
+def test_a_row_to_remove_of_the_wrong_shape_changes_nothing(
+    engine: PolicyEngine, db_state: Callable, bad: Rule
+) -> None:
+    """A row to remove must at least have a known type and the right arity."""
+    before, snapshot = db_state(), engine.snapshot
+    with pytest.raises(RuleError):
+        engine.apply(Change(add=(REPORTS,), remove=(HOME, bad)), actor="test", source="cli")
+    assert db_state() == before
+    assert engine.snapshot is snapshot
+
+
+def test_a_stored_row_that_no_longer_validates_can_be_removed(
+    engine: PolicyEngine, store: PolicyStore, db_state: Callable
+) -> None:
+    """Rows written before a model change (or by hand) can still be taken out."""
+    legacy = Rule.of("g", ALICE, "Admin")
+    with store.transaction() as session:
+        store.insert_rules(session, [legacy])
+    engine.load()
+    assert legacy in engine.snapshot.ruleset
+    applied = engine.apply(Change.removing(legacy), actor="test", source="cli")
+    assert applied.removed == (legacy,)
+    assert legacy not in db_state().rules
+
+
+def test_stale_revision_changes_nothing(engine: PolicyEngine, db_state: Callable) -> None:
+    """A change based on an old revision raises StaleRevision and writes nothing."""
+    before, snapshot = db_state(), engine.snapshot
+    with pytest.raises(StaleRevision) as info:
+        engine.apply(Change.adding(REPORTS), actor="t", source="api", expected_revision=0)
+    assert (info.value.expected, info.value.current) == (0, 1)
+    assert db_state() == before
+    assert engine.snapshot is snapshot
+
+
+def test_expected_revision_that_is_current_is_applied(
+    engine: PolicyEngine, db_state: Callable
+) -> None:
+    """The right expected_revision lets the change through."""
+    applied = engine.apply(Change.adding(REPORTS), actor="t", source="api", expected_revision=1)
+    assert applied.revision == 2
+    assert db_state().revision == 2
+
+
+def test_strict_removal_of_an_absent_row(engine: PolicyEngine, db_state: Callable) -> None:
+    """With strict=True removing a row that is not there raises NotFound and changes nothing."""
+    before = db_state()
+    with pytest.raises(NotFound):
+        engine.apply(
+            Change(add=(REPORTS,), remove=(HOME, Rule.of("g", ALICE, "admin"))),
+            actor="t",
+            source="api",
+            strict=True,
+        )
+    assert db_state() == before
+
+
+def test_lenient_removal_of_an_absent_row_is_a_no_op(
+    engine: PolicyEngine, db_state: Callable
+) -> None:
+    """Without strict, an absent row is skipped and nothing is recorded."""
+    before = db_state()
+    applied = engine.apply(Change.removing(REPORTS), actor="t", source="cli")
+    assert applied == Applied((), (), 1)
+    assert db_state() == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(Change.adding(HOME), id="add-existing"),
+        pytest.param(Change.adding(Rule.of("p", "user", "/", "GET")), id="add-existing-short"),
+        pytest.param(Change(add=(HOME,), remove=(HOME,)), id="remove-and-re-add"),
+        pytest.param(Change(), id="empty"),
+    ],
+)
+def test_a_change_that_changes_nothing_is_not_recorded(
+    engine: PolicyEngine, db_state: Callable, change: Change
+) -> None:
+    """Adding a present row is a no-op: no new row, no audit entry, no revision bump."""
+    before, snapshot = db_state(), engine.snapshot
+    applied = engine.apply(change, actor="t", source="cli")
+    assert not applied.changed
+    assert applied.revision == 1
+    assert db_state() == before
+    assert engine.snapshot is snapshot
+
+
+def test_duplicates_within_one_change_are_added_once(
+    engine: PolicyEngine, db_state: Callable
+) -> None:
+    """The same row twice in one change is stored once."""
+    applied = engine.apply(Change.adding(REPORTS, REPORTS), actor="t", source="cli")
+    assert applied.added == (REPORTS,)
+    assert db_state().rules.count(REPORTS) == 1
+
+
+@pytest.fixture
+def accounts(store: PolicyStore) -> sa.Table:
+    """A table of the caller's own (like the service's users), in the policy database."""
+    table = sa.Table("accounts", sa.MetaData(), sa.Column("email", sa.String(255)))
+    with store.engine.begin() as conn:
+        table.create(conn)
+    return table
+
+
+def count_accounts(store: PolicyStore, accounts: sa.Table) -> int:
+    """Return the number of account rows."""
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one()
+
+
+def test_a_failing_hook_rolls_everything_back(
+    engine: PolicyEngine, store: PolicyStore, accounts: sa.Table, db_state: Callable
+) -> None:
+    """A hook that raises undoes the hook's writes, the rows, the audit entry and the revision."""
+    before, snapshot = db_state(), engine.snapshot
+
+    def hook(session: Session) -> None:
+        session.execute(accounts.insert().values(email=ALICE))
+        session.flush()
+        raise RuntimeError("the account could not be created")
+
+    with pytest.raises(RuntimeError, match="could not be created"):
+        engine.apply(Change.adding(Rule.of("g", ALICE, "user")), actor="t", source="web", hook=hook)
+    assert db_state() == before
+    assert count_accounts(store, accounts) == 0
+    assert engine.snapshot is snapshot
+
+
+def test_a_hook_commits_with_the_change(
+    engine: PolicyEngine, store: PolicyStore, accounts: sa.Table, db_state: Callable
+) -> None:
+    """A hook's writes share the change's transaction."""
+
+    def hook(session: Session) -> None:
+        session.execute(accounts.insert().values(email=ALICE))
+
+    engine.apply(Change.adding(Rule.of("g", ALICE, "user")), actor="t", source="web", hook=hook)
+    assert count_accounts(store, accounts) == 1
+    assert Rule.of("g", ALICE, "user") in db_state().rules
+
+
+def test_a_hook_alone_is_audited_without_a_revision_bump(
+    engine: PolicyEngine, store: PolicyStore, accounts: sa.Table, db_state: Callable
+) -> None:
+    """A hook with no row change still commits and is audited, but the policy stays put."""
+    before = db_state()
+
+    def hook(session: Session) -> None:
+        session.execute(accounts.insert().values(email=ALICE))
+
+    applied = engine.apply(Change(), actor="t", source="web", action="user.create", hook=hook)
+    after = db_state()
+    assert not applied.changed
+    assert count_accounts(store, accounts) == 1
+    assert (after.revision, after.rules) == (before.revision, before.rules)
+    assert after.audit_count == before.audit_count + 1
+    assert store.audit_entries(limit=1)[0].action == "user.create"
+
+
+def test_listeners_hear_each_committed_revision(engine: PolicyEngine) -> None:
+    """on_change listeners get the new revision; a failing one does not undo the write."""
+    heard: list[int] = []
+
+    def broken(revision: int) -> None:
+        raise RuntimeError("notifier down")
+
+    engine.on_change(broken)
+    engine.on_change(heard.append)
+    engine.apply(Change.adding(REPORTS), actor="t", source="cli")
+    engine.apply(Change.adding(REPORTS), actor="t", source="cli")  # no-op: not announced
+    engine.apply(Change.removing(REPORTS), actor="t", source="cli")
+    assert heard == [2, 3]
+    assert engine.revision == 3
+
+
+def test_refresh_picks_up_another_instances_write(
+    engine: PolicyEngine, other_engine: PolicyEngine
+) -> None:
+    """refresh() reloads after a second engine on the same database wrote."""
+    assert engine.refresh() is False
+    other_engine.apply(Change.adding(REPORTS), actor="t", source="api")
+    assert not engine.decide("user", "/reports/1", "GET").allowed
+    assert engine.refresh() is True
+    assert engine.revision == 2
+    assert engine.decide("user", "/reports/1", "GET").allowed
+    assert engine.refresh() is False
+
+
+def test_refresh_on_an_unreachable_database(engine: PolicyEngine, tmp_path: Path) -> None:
+    """refresh() raises EngineUnavailable and keeps the snapshot it has."""
+    snapshot = engine.snapshot
+    engine.store = unreachable_store(tmp_path)
+    with pytest.raises(EngineUnavailable):
+        engine.refresh()
+    assert engine.snapshot is snapshot
+
+
+def test_a_write_on_a_stale_engine_builds_on_the_stored_rows(
+    engine: PolicyEngine, other_engine: PolicyEngine, db_state: Callable
+) -> None:
+    """An engine behind the database writes on top of what is stored, losing nothing."""
+    other_engine.apply(Change.adding(REPORTS), actor="t", source="api")
+    extra = Rule.of("g", ALICE, "user")
+    applied = engine.apply(Change.adding(extra, REPORTS), actor="t", source="cli")
+    assert applied.added == (extra,)
+    assert applied.revision == 3
+    assert {REPORTS, extra} <= set(db_state().rules)
+    assert engine.decide("user", "/reports/1", "GET").allowed
+    assert engine.decide(ALICE, "/", "GET").allowed
+
+
+def test_a_write_to_an_unreachable_database(engine: PolicyEngine, tmp_path: Path) -> None:
+    """A write that cannot reach the database raises EngineUnavailable; the snapshot stays."""
+    snapshot = engine.snapshot
+    engine.store = unreachable_store(tmp_path)
+    with pytest.raises(EngineUnavailable):
+        engine.apply(Change.adding(REPORTS), actor="t", source="cli")
+    assert engine.snapshot is snapshot
+
+
+def test_a_stored_row_that_cannot_be_evaluated_fails_closed(
+    model: PolicyModel, store: PolicyStore
+) -> None:
+    """A broken row written around the engine makes its decisions unavailable, never allowed."""
+    with store.transaction() as session:
+        store.insert_rules(session, [Rule.of("p", "user", "/x", "GET|(", "allow"), HOME])
+    engine = PolicyEngine(model, store)
+    engine.load()
+    with pytest.raises(EngineUnavailable, match="could not decide"):
+        engine.decide("user", "/x", "GET")
+    assert engine.decide("user", "/", "GET").allowed
+
+
+def test_another_model_of_the_same_request_shape(store: PolicyStore, data_dir: Path) -> None:
+    """The engine works with a replacement model: no roles, keyMatch, exact methods."""
+    variant = PolicyModel.from_file(data_dir / "model_keymatch_no_roles.conf")
+    engine = PolicyEngine(variant, store)
+    engine.load()
+    rule = Rule.of("p", "user", "/a/*", "GET")
+    applied = engine.apply(Change.adding(rule), actor="t", source="cli")
+    assert applied.added == (rule,)
+    assert engine.decide("user", "/a/b", "GET").rule == rule
+    assert not engine.decide("user", "/a/b", "POST").allowed
+    assert not engine.decide("admin", "/a/b", "GET").allowed
+    with pytest.raises(RuleError):
+        engine.apply(
+            Change.adding(Rule.of("g", "alice@example.com", "admin")), actor="t", source="cli"
+        )
+
+
+# -- the audit log ---------------------------------------------------------------------
+
+
+def test_audit_entries_newest_first_and_filtered_by_actor(
+    engine: PolicyEngine, store: PolicyStore
+) -> None:
+    """The audit log lists every write, newest first, and filters by actor."""
+    engine.apply(Change.adding(REPORTS), actor="ops@example.com", source="api")
+    engine.apply(Change.removing(REPORTS), actor="root", source="cli")
+    entries = store.audit_entries()
+    assert [(e.actor, e.revision) for e in entries] == [
+        ("root", 3),
+        ("ops@example.com", 2),
+        ("test", 1),
+    ]
+    assert [e.revision for e in store.audit_entries(actor="ops@example.com")] == [2]
+    assert [e.revision for e in store.audit_entries(limit=1, offset=1)] == [2]
+
+
+def test_audit_time_filter_honours_time_zones(engine: PolicyEngine, store: PolicyStore) -> None:
+    """`since` means the same instant whatever zone it is written in."""
+    first = store.audit_entries()[-1]
+    plus_five = dt.timezone(dt.timedelta(hours=5))
+    a_minute_before = (first.at - dt.timedelta(minutes=1)).replace(tzinfo=dt.UTC)
+    assert len(store.audit_entries(since=a_minute_before)) == 1
+    assert len(store.audit_entries(since=a_minute_before.astimezone(plus_five))) == 1
