@@ -91,6 +91,7 @@ class PolicyEngine:
         self.active_subjects = active_subjects
         self._snapshot: Snapshot | None = None
         self._write_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
         self._listeners: list[Callable[[int], None]] = []
         #: monotonic time of the last successful load or revision check.
         self.verified_at = 0.0
@@ -171,10 +172,12 @@ class PolicyEngine:
         self._listeners.append(listener)
 
     def _swap(self, snapshot: Snapshot) -> None:
-        current = self._snapshot
-        # Never go backwards: a slow reload must not undo a newer committed write.
-        if current is None or snapshot.revision >= current.revision:
-            self._snapshot = snapshot
+        # Swaps serialize (readers never take this lock) and never go backwards: a slow
+        # reload must not undo a newer committed write.
+        with self._swap_lock:
+            current = self._snapshot
+            if current is None or snapshot.revision >= current.revision:
+                self._snapshot = snapshot
 
     # -- writing ------------------------------------------------------------------------
 
@@ -204,6 +207,7 @@ class PolicyEngine:
         :param hook: run inside the transaction, e.g. to write an account row.
         :raises RuleError, StaleRevision, NotFound, LockoutRefused, EngineUnavailable:
         """
+        actor = actor[:255]  # the audit column's width; actors are emails or "cli:<user>"
         add = self.validate(change.add)
         # Rows to remove need only name a stored row, even one that no longer validates
         # (e.g. after the model was replaced).

@@ -128,8 +128,13 @@ class PolicyStore:
 
     def load(self) -> tuple[int, list[Rule]]:
         """Return the revision and every rule row, read in one consistent transaction."""
-        with self.engine.connect() as conn, conn.begin():
-            return self._read_revision(conn), self.read_rules(conn)
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # READ COMMITTED gives each statement its own view; the revision and the
+                # rows must come from one.
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                return self._read_revision(conn), self.read_rules(conn)
 
     @staticmethod
     def _read_revision(conn: sa.Connection | Session) -> int:

@@ -27,6 +27,7 @@ class RevisionPoller:
         """Start polling in a daemon thread (idempotent)."""
         if self._thread is not None:
             return
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="authz-poller", daemon=True)
         self._thread.start()
 
