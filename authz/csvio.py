@@ -32,11 +32,13 @@ def read_file(path: str | Path, model: PolicyModel) -> PolicyFile:
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
-        raise PolicyFileError([RuleError(f"cannot read the file: {e.strerror}")], str(path)) from e
+        reason = f"cannot read the file: {e.strerror}"
+        raise PolicyFileError([RuleError(reason)], str(path), message=reason) from e
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise PolicyFileError([RuleError(f"not UTF-8 text (byte {e.start})")], str(path)) from e
+        reason = f"not UTF-8 text (byte {e.start})"
+        raise PolicyFileError([RuleError(reason)], str(path), message=reason) from e
     return parse(text, model, path=str(path))
 
 

@@ -21,7 +21,9 @@ from sqlalchemy.orm import Session
 from authz.decision import Decision
 from authz.errors import EngineUnavailable
 from authz.errors import NotFound
+from authz.errors import RuleError
 from authz.errors import StaleRevision
+from authz.errors import database_reason
 from authz.guards import LockoutGuard
 from authz.model import PolicyModel
 from authz.rules import Rule
@@ -151,7 +153,7 @@ class PolicyEngine:
         try:
             revision, rules = self.store.load()
         except SQLAlchemyError as e:
-            raise EngineUnavailable(f"cannot read the policy: {e.__class__.__name__}") from e
+            raise EngineUnavailable(f"cannot read the policy: {database_reason(e)}") from e
         self._swap(Snapshot(revision, tuple(rules), self.model))
         self.verified_at = time.monotonic()
 
@@ -160,7 +162,7 @@ class PolicyEngine:
         try:
             current = self.store.revision()
         except SQLAlchemyError as e:
-            raise EngineUnavailable(f"cannot read the policy revision: {e}") from e
+            raise EngineUnavailable(f"cannot read the policy revision: {database_reason(e)}") from e
         if self._snapshot is not None and self._snapshot.revision == current:
             self.verified_at = time.monotonic()
             return False
@@ -227,7 +229,20 @@ class PolicyEngine:
                     hook=hook,
                 )
             except SQLAlchemyError as e:
-                raise EngineUnavailable(f"the change was not saved: {e.__class__.__name__}") from e
+                raise EngineUnavailable(f"the change was not saved: {database_reason(e)}") from e
+
+    def _refuse_cycles(self, after: Snapshot, added: tuple[Rule, ...]) -> None:
+        # A role that inherits from itself makes every member of the cycle hold every
+        # role in it (e.g. anonymous -> admin -> user -> anonymous hands visitors admin).
+        for rule in added:
+            if rule.ptype in self.model.roles:
+                member, role = rule.values[0], rule.values[1]
+                path = after.inheritance_path(role, member, rule.ptype)
+                if path is not None:
+                    cycle = " -> ".join([member, *path])
+                    raise RuleError(
+                        f"{rule} would make an inheritance cycle: {cycle}", field="role"
+                    )
 
     def _apply(
         self,
@@ -270,6 +285,7 @@ class PolicyEngine:
                 session.flush()
             new_rev = current_rev + 1 if changed else current_rev
             after = base.with_changes(new_rev, added, removed) if changed else base
+            self._refuse_cycles(after, added)
             if self.guard is not None and self.active_subjects is not None and not force:
                 subjects_after = list(self.active_subjects(session))
                 self.guard.check(base, after, subjects_before, subjects_after)

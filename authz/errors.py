@@ -26,16 +26,28 @@ class RuleError(AuthzError):
 class PolicyFileError(AuthzError):
     """A policy file has one or more bad lines; ``errors`` lists every one."""
 
-    def __init__(self, errors: list[RuleError], path: str | None = None) -> None:
+    def __init__(
+        self, errors: list[RuleError], path: str | None = None, *, message: str | None = None
+    ) -> None:
         self.errors = errors
         self.path = path
         head = f"{path}: " if path else ""
+        if message is not None:
+            super().__init__(f"{head}{message}")
+            return
         lines = "\n".join(f"  {e}" for e in errors)
         super().__init__(f"{head}{len(errors)} bad line(s), nothing was changed\n{lines}")
 
 
 class EngineUnavailable(AuthzError):
     """The engine cannot decide (policy not loaded, database unreachable)."""
+
+
+def database_reason(error: BaseException) -> str:
+    """Return one line naming a database error: its class and the driver's first line."""
+    orig = getattr(error, "orig", None) or error
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{error.__class__.__name__}: {first}" if first else error.__class__.__name__
 
 
 class UnsafePath(AuthzError):

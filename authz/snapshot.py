@@ -53,6 +53,31 @@ class Snapshot:
         """Return every role the subject holds, directly or through inheritance."""
         return sorted(self._enforcer.get_implicit_roles_for_user(subject))
 
+    def inheritance_path(self, start: str, goal: str, ptype: str = "g") -> list[str] | None:
+        """Return a chain of ``ptype`` links from ``start`` up to ``goal``, or None."""
+        links = self._links(ptype)
+        seen = {start}
+        stack = [(start, [start])]
+        while stack:
+            name, path = stack.pop()
+            if name == goal:
+                return path
+            for parent in links.get(name, ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append((parent, [*path, parent]))
+        return None
+
+    def _links(self, ptype: str) -> dict[str, list[str]]:
+        cache = self.__dict__.setdefault("_link_cache", {})
+        if ptype not in cache:
+            links: dict[str, list[str]] = {}
+            for r in self.rules:
+                if r.ptype == ptype:
+                    links.setdefault(r.values[0], []).append(r.values[1])
+            cache[ptype] = links
+        return cache[ptype]  # type: ignore[no-any-return]
+
     def members_of(self, role: str) -> list[str]:
         """Return the direct members of a role (users and roles)."""
         return sorted(r.values[0] for r in self.rules if r.ptype == "g" and r.values[1] == role)

@@ -32,6 +32,9 @@ def init_database(
     """
     settings = current_app.config["AUTHZ"]
     engine = users.engine()
+    explicit = admin_email or settings.admin_email
+    if explicit:
+        users.normalize_email(explicit)  # refuse a bad email before changing anything
     db.create_all()
     engine.store.create_schema()
     engine.load()
@@ -63,8 +66,11 @@ def init_database(
             source="cli",
             action="user.create-admin",
         )
-    elif settings.admin_role not in users.direct_roles(email):
-        users.assign_role(email, settings.admin_role, actor=actor, source="cli")
+    else:
+        if not users.require(email).active:
+            users.set_active(email, True, actor=actor, source="cli")
+        if settings.admin_role not in users.direct_roles(email):
+            users.assign_role(email, settings.admin_role, actor=actor, source="cli")
     return InitReport(rows, email or None, generated)
 
 

@@ -13,10 +13,11 @@ from flask import current_app
 from flask.cli import AppGroup
 from flask.cli import FlaskGroup
 from flask.cli import with_appcontext
+from sqlalchemy.exc import SQLAlchemyError
 
 from authz import AuthzError
-from authz import PolicyFileError
 from authz import csvio
+from authz.errors import database_reason
 from authz.paths import canonical_action
 from authz.paths import canonical_object
 from service import users
@@ -56,14 +57,29 @@ class _Errors:
     def __exit__(self, kind: Any, error: Any, _tb: Any) -> bool:
         if error is None or isinstance(error, click.ClickException):
             return False
-        if isinstance(error, PolicyFileError):
-            raise click.ClickException(str(error)) from error
         if isinstance(error, users.AccountError | AuthzError | ConfigError):
             raise click.ClickException(str(error)) from error
+        if isinstance(error, SQLAlchemyError):
+            raise click.ClickException(
+                f"the database is unreachable or not initialised (run `db init`): "
+                f"{database_reason(error)}"
+            ) from error
         return False
 
 
 errors = _Errors
+
+
+class FriendlyCommand(click.Command):
+    """A command whose user errors end in one line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with errors():
+            return super().invoke(ctx)
+
+
+for _group in (db_cli, users_cli, roles_cli, policy_cli):
+    _group.command_class = FriendlyCommand
 
 
 # -- db ---------------------------------------------------------------------------------
@@ -271,6 +287,9 @@ def policy_check(subject: str, path: str, method: str, explain: bool) -> None:
             subject.strip().lower(), canonical_object(path), canonical_action(method)
         )
     verdict = "allow" if decision.allowed else "deny"
+    account = users.get(subject) if "@" in subject else None
+    if account is not None and not account.active:
+        click.echo(f"note: {account.email} is deactivated; its requests are decided as anonymous")
     click.secho(
         decision.explain() if explain else verdict, fg="green" if decision.allowed else "red"
     )
@@ -285,7 +304,7 @@ def register(app: Flask) -> None:
         app.cli.add_command(group)
 
 
-@click.command("serve")
+@click.command("serve", cls=FriendlyCommand)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @with_appcontext

@@ -248,7 +248,8 @@ def assign_role(subject: str, role: str, *, actor: str, source: str, force: bool
 
 def remove_role(subject: str, role: str, *, actor: str, source: str, force: bool = False) -> None:
     """Take a role away from a user or a role; AccountError when it did not have it."""
-    member = _member(subject)
+    # No account lookup: a row naming an account that no longer exists must still go.
+    member = subject.strip() if is_role(subject.strip()) else subject.strip().lower()
     rule = Rule.of("g", member, role)
     if rule not in engine().snapshot.ruleset:
         raise AccountError(f"{member} does not have role {role!r}")

@@ -454,3 +454,26 @@ def test_audit_time_filter_honours_time_zones(engine: PolicyEngine, store: Polic
     a_minute_before = (first.at - dt.timedelta(minutes=1)).replace(tzinfo=dt.UTC)
     assert len(store.audit_entries(since=a_minute_before)) == 1
     assert len(store.audit_entries(since=a_minute_before.astimezone(plus_five))) == 1
+
+
+@pytest.mark.parametrize(
+    ("rows", "cycle"),
+    [
+        ([Rule.of("g", "anonymous", "admin")], "anonymous -> admin -> user -> anonymous"),
+        ([Rule.of("g", "anonymous", "user")], "anonymous -> user -> anonymous"),
+        (
+            [Rule.of("g", "a", "b"), Rule.of("g", "b", "c"), Rule.of("g", "c", "a")],
+            "-> a",
+        ),
+    ],
+)
+def test_a_change_that_makes_an_inheritance_cycle_is_refused(
+    engine: PolicyEngine, db_state: Callable, rows: list[Rule], cycle: str
+) -> None:
+    """A cycle would hand every member of it every role in it; nothing is written."""
+    before = db_state()
+    with pytest.raises(RuleError, match="inheritance cycle") as info:
+        engine.apply(Change(add=tuple(rows)), actor="t", source="cli")
+    assert cycle in str(info.value)
+    assert db_state() == before
+    assert not engine.decide("anonymous", "/admin/", "GET").allowed
