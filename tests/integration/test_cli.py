@@ -136,8 +136,15 @@ def test_db_init_on_a_fresh_database_loads_the_default_policy_and_creates_the_ad
     fresh_app: Flask,
 ) -> None:
     runner = fresh_app.test_cli_runner()
-    result = invoke(runner, "db", "init", "--admin-email", "Root@Example.com",
-                    "--admin-password", "root-password-1")
+    result = invoke(
+        runner,
+        "db",
+        "init",
+        "--admin-email",
+        "Root@Example.com",
+        "--admin-password",
+        "root-password-1",
+    )
     default_rules = read_policy(fresh_app, DEFAULT_POLICY)
     out = assert_ok(result)
     assert f"default policy loaded ({len(default_rules)} rows)" in out
@@ -156,8 +163,15 @@ def test_db_init_on_a_fresh_database_loads_the_default_policy_and_creates_the_ad
     assert client.get("/admin/").status_code == 200
 
     before = state(fresh_app)
-    again = invoke(runner, "db", "init", "--admin-email", "root@example.com",
-                   "--admin-password", "root-password-1")
+    again = invoke(
+        runner,
+        "db",
+        "init",
+        "--admin-email",
+        "root@example.com",
+        "--admin-password",
+        "root-password-1",
+    )
     assert "policy table kept as it was" in assert_ok(again)
     assert state(fresh_app) == before
 
@@ -271,8 +285,18 @@ def test_users_create_gives_the_default_role(
 
 
 def test_users_create_with_roles_and_odd_spelling(app: Flask, runner: FlaskCliRunner) -> None:
-    result = invoke(runner, "users", "create", "  New@Example.COM ", "--password", "0123456789",
-                    "--role", "admin", "--role", "user")
+    result = invoke(
+        runner,
+        "users",
+        "create",
+        "  New@Example.COM ",
+        "--password",
+        "0123456789",
+        "--role",
+        "admin",
+        "--role",
+        "user",
+    )
     assert assert_ok(result).strip() == f"Created {NEW} with roles: admin, user."
     assert account(app, NEW) is not None
     with app.app_context():
@@ -283,33 +307,92 @@ def test_users_create_with_roles_and_odd_spelling(app: Flask, runner: FlaskCliRu
 @pytest.mark.parametrize(
     ("email", "options", "stdin", "message"),
     [
-        pytest.param(USER, ["--password", NEW_PASSWORD], None,
-                     "an account with this email already exists", id="duplicate"),
-        pytest.param("USER@Example.com", ["--password", NEW_PASSWORD], None,
-                     "an account with this email already exists", id="duplicate-other-case"),
-        pytest.param(USER, ["--password", NEW_PASSWORD, "--role", "admin"], None,
-                     "an account with this email already exists", id="duplicate-with-role"),
-        pytest.param("not-an-email", ["--password", NEW_PASSWORD], None,
-                     "enter a valid email address", id="invalid-email"),
-        pytest.param("a b@example.com", ["--password", NEW_PASSWORD], None,
-                     "enter a valid email address", id="email-with-space"),
-        pytest.param(NEW, ["--password", "012345678"], None,
-                     "the password must have at least 10 characters", id="password-9-chars"),
-        pytest.param(NEW, [], "short\n", "the password must have at least 10 characters",
-                     id="short-password-on-stdin"),
+        pytest.param(
+            USER,
+            ["--password", NEW_PASSWORD],
+            None,
+            "an account with this email already exists",
+            id="duplicate",
+        ),
+        pytest.param(
+            "USER@Example.com",
+            ["--password", NEW_PASSWORD],
+            None,
+            "an account with this email already exists",
+            id="duplicate-other-case",
+        ),
+        pytest.param(
+            USER,
+            ["--password", NEW_PASSWORD, "--role", "admin"],
+            None,
+            "an account with this email already exists",
+            id="duplicate-with-role",
+        ),
+        pytest.param(
+            "not-an-email",
+            ["--password", NEW_PASSWORD],
+            None,
+            "enter a valid email address",
+            id="invalid-email",
+        ),
+        pytest.param(
+            "a b@example.com",
+            ["--password", NEW_PASSWORD],
+            None,
+            "enter a valid email address",
+            id="email-with-space",
+        ),
+        pytest.param(
+            NEW,
+            ["--password", "012345678"],
+            None,
+            "the password must have at least 10 characters",
+            id="password-9-chars",
+        ),
+        pytest.param(
+            NEW,
+            [],
+            "short\n",
+            "the password must have at least 10 characters",
+            id="short-password-on-stdin",
+        ),
         pytest.param(NEW, [], None, "no password given", id="no-password"),
-        pytest.param(NEW, ["--password", NEW_PASSWORD, "--role", "editor"], None,
-                     "unknown role 'editor' (known: admin, anonymous, user)", id="unknown-role"),
-        pytest.param(NEW, ["--password", NEW_PASSWORD, "--role", "admin", "--role", "editor"],
-                     None, "unknown role 'editor'", id="one-unknown-role-of-two"),
-        pytest.param(NEW, ["--password", NEW_PASSWORD, "--role", "Admins"], None,
-                     "'Admins' is not a role name", id="bad-role-name"),
-        pytest.param(NEW, ["--password", NEW_PASSWORD, "--role", "x@example.com"], None,
-                     "is not a role name", id="email-as-role"),
+        pytest.param(
+            NEW,
+            ["--password", NEW_PASSWORD, "--role", "editor"],
+            None,
+            "unknown role 'editor' (known: admin, anonymous, user)",
+            id="unknown-role",
+        ),
+        pytest.param(
+            NEW,
+            ["--password", NEW_PASSWORD, "--role", "admin", "--role", "editor"],
+            None,
+            "unknown role 'editor'",
+            id="one-unknown-role-of-two",
+        ),
+        pytest.param(
+            NEW,
+            ["--password", NEW_PASSWORD, "--role", "Admins"],
+            None,
+            "'Admins' is not a role name",
+            id="bad-role-name",
+        ),
+        pytest.param(
+            NEW,
+            ["--password", NEW_PASSWORD, "--role", "x@example.com"],
+            None,
+            "is not a role name",
+            id="email-as-role",
+        ),
     ],
 )
 def test_users_create_failures_change_nothing(
-    app: Flask, runner: FlaskCliRunner, email: str, options: list[str], stdin: str | None,
+    app: Flask,
+    runner: FlaskCliRunner,
+    email: str,
+    options: list[str],
+    stdin: str | None,
     message: str,
 ) -> None:
     before = state(app)
@@ -411,27 +494,58 @@ def test_users_set_password(
 @pytest.mark.parametrize(
     ("args", "stdin", "message"),
     [
-        pytest.param(["activate", "nobody@example.com"], None,
-                     "no account with email 'nobody@example.com'", id="activate-unknown"),
-        pytest.param(["activate", "not-an-email"], None,
-                     "no account with email 'not-an-email'", id="activate-invalid-email"),
-        pytest.param(["deactivate", "Nobody@Example.com"], None,
-                     "no account with email 'nobody@example.com'", id="deactivate-unknown"),
-        pytest.param(["deactivate", "nobody@example.com", "--force"], None,
-                     "no account with email 'nobody@example.com'", id="deactivate-unknown-forced"),
+        pytest.param(
+            ["activate", "nobody@example.com"],
+            None,
+            "no account with email 'nobody@example.com'",
+            id="activate-unknown",
+        ),
+        pytest.param(
+            ["activate", "not-an-email"],
+            None,
+            "no account with email 'not-an-email'",
+            id="activate-invalid-email",
+        ),
+        pytest.param(
+            ["deactivate", "Nobody@Example.com"],
+            None,
+            "no account with email 'nobody@example.com'",
+            id="deactivate-unknown",
+        ),
+        pytest.param(
+            ["deactivate", "nobody@example.com", "--force"],
+            None,
+            "no account with email 'nobody@example.com'",
+            id="deactivate-unknown-forced",
+        ),
         pytest.param(["deactivate", ADMIN], None, LOCKOUT, id="deactivate-only-admin"),
-        pytest.param(["set-password", "nobody@example.com", "--password", NEW_PASSWORD], None,
-                     "no account with email 'nobody@example.com'", id="set-password-unknown"),
-        pytest.param(["set-password", "nobody@example.com"], None,
-                     "no account with email 'nobody@example.com'",
-                     id="set-password-unknown-before-asking"),
-        pytest.param(["set-password", USER, "--password", "012345678"], None,
-                     "the password must have at least 10 characters", id="set-password-short"),
-        pytest.param(["set-password", USER], "short\n",
-                     "the password must have at least 10 characters",
-                     id="set-password-short-on-stdin"),
-        pytest.param(["set-password", USER], None, "no password given",
-                     id="set-password-none-given"),
+        pytest.param(
+            ["set-password", "nobody@example.com", "--password", NEW_PASSWORD],
+            None,
+            "no account with email 'nobody@example.com'",
+            id="set-password-unknown",
+        ),
+        pytest.param(
+            ["set-password", "nobody@example.com"],
+            None,
+            "no account with email 'nobody@example.com'",
+            id="set-password-unknown-before-asking",
+        ),
+        pytest.param(
+            ["set-password", USER, "--password", "012345678"],
+            None,
+            "the password must have at least 10 characters",
+            id="set-password-short",
+        ),
+        pytest.param(
+            ["set-password", USER],
+            "short\n",
+            "the password must have at least 10 characters",
+            id="set-password-short-on-stdin",
+        ),
+        pytest.param(
+            ["set-password", USER], None, "no password given", id="set-password-none-given"
+        ),
     ],
 )
 def test_users_command_failures_change_nothing(
@@ -481,7 +595,10 @@ def test_roles_remove_takes_the_role_away(
     assert Rule.of("g", USER, "admin") not in engine_of(app).rules()
     entry = audit(app)[0]
     assert (entry.action, entry.removed, entry.forced) == (
-        "role.remove", (Rule.of("g", USER, "admin"),), False)
+        "role.remove",
+        (Rule.of("g", USER, "admin"),),
+        False,
+    )
     assert auth.login(USER, USER_PASSWORD).status_code == 302
     assert auth.client.get("/admin/").status_code == 403
 
@@ -515,23 +632,40 @@ def test_removing_the_last_admin_role_is_refused_unless_forced(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param(["add", "nobody@example.com", "admin"],
-                     "no account with email 'nobody@example.com'", id="add-unknown-user"),
+        pytest.param(
+            ["add", "nobody@example.com", "admin"],
+            "no account with email 'nobody@example.com'",
+            id="add-unknown-user",
+        ),
         pytest.param(["add", USER, "editor"], "unknown role 'editor'", id="add-unknown-role"),
         pytest.param(["add", USER, "Admins"], "'Admins' is not a role name", id="add-bad-role"),
-        pytest.param(["add", USER, "ad min"], "'ad min' is not a role name",
-                     id="add-role-with-space"),
+        pytest.param(
+            ["add", USER, "ad min"], "'ad min' is not a role name", id="add-role-with-space"
+        ),
         pytest.param(["add", USER, ADMIN], "is not a role name", id="add-user-as-role"),
-        pytest.param(["add", "admin", "admin"], "cannot inherit from itself",
-                     id="add-role-to-itself"),
-        pytest.param(["remove", USER, "admin"], f"{USER} does not have role 'admin'",
-                     id="remove-role-user-lacks"),
-        pytest.param(["remove", ADMIN, "user"], f"{ADMIN} does not have role 'user'",
-                     id="remove-inherited-role"),
-        pytest.param(["remove", USER, "editor"], f"{USER} does not have role 'editor'",
-                     id="remove-unknown-role"),
-        pytest.param(["remove", "nobody@example.com", "user"],
-                     "nobody@example.com does not have role 'user'", id="remove-unknown-user"),
+        pytest.param(
+            ["add", "admin", "admin"], "cannot inherit from itself", id="add-role-to-itself"
+        ),
+        pytest.param(
+            ["remove", USER, "admin"],
+            f"{USER} does not have role 'admin'",
+            id="remove-role-user-lacks",
+        ),
+        pytest.param(
+            ["remove", ADMIN, "user"],
+            f"{ADMIN} does not have role 'user'",
+            id="remove-inherited-role",
+        ),
+        pytest.param(
+            ["remove", USER, "editor"],
+            f"{USER} does not have role 'editor'",
+            id="remove-unknown-role",
+        ),
+        pytest.param(
+            ["remove", "nobody@example.com", "user"],
+            "nobody@example.com does not have role 'user'",
+            id="remove-unknown-user",
+        ),
         pytest.param(["remove", ADMIN, "admin"], LOCKOUT, id="remove-last-admin"),
     ],
 )
@@ -652,19 +786,32 @@ def _edited_policy(runner: FlaskCliRunner, tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("mode", "diff", "summary"),
     [
-        pytest.param(["--replace"],
-                     ["- p, anonymous, /favicon.ico, GET, allow",
-                      "+ p, user, /reports/*, GET, allow"],
-                     "Dry run: would add 1 and remove 1 row(s); nothing changed.", id="replace"),
-        pytest.param(["--merge"], ["+ p, user, /reports/*, GET, allow"],
-                     "Dry run: would add 1 and remove 0 row(s); nothing changed.", id="merge"),
-        pytest.param([], ["+ p, user, /reports/*, GET, allow"],
-                     "Dry run: would add 1 and remove 0 row(s); nothing changed.",
-                     id="default-is-merge"),
+        pytest.param(
+            ["--replace"],
+            ["- p, anonymous, /favicon.ico, GET, allow", "+ p, user, /reports/*, GET, allow"],
+            "Dry run: would add 1 and remove 1 row(s); nothing changed.",
+            id="replace",
+        ),
+        pytest.param(
+            ["--merge"],
+            ["+ p, user, /reports/*, GET, allow"],
+            "Dry run: would add 1 and remove 0 row(s); nothing changed.",
+            id="merge",
+        ),
+        pytest.param(
+            [],
+            ["+ p, user, /reports/*, GET, allow"],
+            "Dry run: would add 1 and remove 0 row(s); nothing changed.",
+            id="default-is-merge",
+        ),
     ],
 )
 def test_policy_load_dry_run_prints_the_diff_and_changes_nothing(
-    app: Flask, runner: FlaskCliRunner, tmp_path: Path, mode: list[str], diff: list[str],
+    app: Flask,
+    runner: FlaskCliRunner,
+    tmp_path: Path,
+    mode: list[str],
+    diff: list[str],
     summary: str,
 ) -> None:
     edited = _edited_policy(runner, tmp_path)
@@ -837,9 +984,7 @@ def test_policy_check(
         assert lines[0].endswith(f"is allowed by rule [{rule}]")
 
 
-def test_policy_check_explain_names_a_deny_rule(
-    runner: FlaskCliRunner, tmp_path: Path
-) -> None:
+def test_policy_check_explain_names_a_deny_rule(runner: FlaskCliRunner, tmp_path: Path) -> None:
     deny = tmp_path / "deny.csv"
     deny.write_text(
         "p, user, /reports/*, GET, allow\np, user, /reports/secret, GET, deny\n", encoding="utf-8"
@@ -847,13 +992,15 @@ def test_policy_check_explain_names_a_deny_rule(
     assert_ok(invoke(runner, "policy", "load", str(deny)))
     out = assert_ok(invoke(runner, "policy", "check", USER, "/reports/secret", "GET", "--explain"))
     assert out.strip() == (
-        f"deny: {USER} GET /reports/secret is denied by rule "
-        "[p, user, /reports/secret, GET, deny]"
+        f"deny: {USER} GET /reports/secret is denied by rule [p, user, /reports/secret, GET, deny]"
     )
-    assert assert_ok(invoke(runner, "policy", "check", ADMIN, "/reports/secret", "HEAD")).strip() \
+    assert (
+        assert_ok(invoke(runner, "policy", "check", ADMIN, "/reports/secret", "HEAD")).strip()
         == "deny"
-    assert assert_ok(invoke(runner, "policy", "check", USER, "/reports/x", "GET")).strip() \
-        == "allow"
+    )
+    assert (
+        assert_ok(invoke(runner, "policy", "check", USER, "/reports/x", "GET")).strip() == "allow"
+    )
 
 
 @pytest.mark.parametrize(
@@ -917,10 +1064,12 @@ def test_policy_check_refuses_unsafe_paths(
         pytest.param(["policy", "load"], "Missing argument 'FILE'", id="load-no-file"),
         pytest.param(["policy", "load", "."], "is a directory", id="load-directory"),
         pytest.param(["policy", "export", "."], "is a directory", id="export-directory"),
-        pytest.param(["policy", "check", USER, "/"], "Missing argument 'METHOD'",
-                     id="check-no-method"),
-        pytest.param(["db", "init", "--admin-email"], "requires an argument",
-                     id="init-option-without-value"),
+        pytest.param(
+            ["policy", "check", USER, "/"], "Missing argument 'METHOD'", id="check-no-method"
+        ),
+        pytest.param(
+            ["db", "init", "--admin-email"], "requires an argument", id="init-option-without-value"
+        ),
     ],
 )
 def test_usage_errors_exit_2_without_a_traceback(
@@ -937,10 +1086,16 @@ def test_usage_errors_exit_2_without_a_traceback(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param(["--admin-email", "not-an-email", "--admin-password", NEW_PASSWORD],
-                     "enter a valid email address", id="invalid-email"),
-        pytest.param(["--admin-email", NEW, "--admin-password", "012345678"],
-                     "the password must have at least 10 characters", id="short-password"),
+        pytest.param(
+            ["--admin-email", "not-an-email", "--admin-password", NEW_PASSWORD],
+            "enter a valid email address",
+            id="invalid-email",
+        ),
+        pytest.param(
+            ["--admin-email", NEW, "--admin-password", "012345678"],
+            "the password must have at least 10 characters",
+            id="short-password",
+        ),
     ],
 )
 def test_db_init_failures(
@@ -958,8 +1113,9 @@ def test_db_init_failures(
         pytest.param(["users", "list"], id="users-list"),
         pytest.param(["users", "activate", NEW], id="users-activate"),
         pytest.param(["users", "deactivate", NEW], id="users-deactivate"),
-        pytest.param(["users", "set-password", NEW, "--password", NEW_PASSWORD],
-                     id="users-set-password"),
+        pytest.param(
+            ["users", "set-password", NEW, "--password", NEW_PASSWORD], id="users-set-password"
+        ),
         pytest.param(["roles", "list"], id="roles-list"),
         pytest.param(["roles", "add", NEW, "admin"], id="roles-add"),
         pytest.param(["roles", "remove", NEW, "admin"], id="roles-remove"),
@@ -1000,17 +1156,20 @@ def test_the_authz_script_has_the_same_groups(app: Flask) -> None:
     assert assert_ok(listed).splitlines()[-1] == "2 account(s)."
     assert f"{USER}\tactive\tuser" in listed.output
 
-    created = runner.invoke(cli, ["users", "create", NEW, "--password", NEW_PASSWORD],
-                            env=env, prog_name="authz")
+    created = runner.invoke(
+        cli, ["users", "create", NEW, "--password", NEW_PASSWORD], env=env, prog_name="authz"
+    )
     assert assert_ok(created).strip() == f"Created {NEW} with roles: user."
     assert account(app, NEW) is not None  # written to the same database
 
-    checked = runner.invoke(cli, ["policy", "check", NEW, "/", "HEAD", "--explain"],
-                            env=env, prog_name="authz")
+    checked = runner.invoke(
+        cli, ["policy", "check", NEW, "/", "HEAD", "--explain"], env=env, prog_name="authz"
+    )
     assert "allowed by rule [p, user, /, GET, allow]" in assert_ok(checked)
 
-    duplicate = runner.invoke(cli, ["users", "create", NEW, "--password", NEW_PASSWORD],
-                              env=env, prog_name="authz")
+    duplicate = runner.invoke(
+        cli, ["users", "create", NEW, "--password", NEW_PASSWORD], env=env, prog_name="authz"
+    )
     assert "an account with this email already exists" in error_line(duplicate)
 
 

@@ -60,9 +60,7 @@ def test_a_write_on_one_instance_reaches_the_other_within_a_second(
 
     # Removals and deny rows travel the same way.
     assert other_engine.decide("user", "/logout", "POST").allowed
-    engine.apply(
-        Change(add=(DENY_LOGOUT,), remove=(REPORTS,)), actor="test", source="api"
-    )
+    engine.apply(Change(add=(DENY_LOGOUT,), remove=(REPORTS,)), actor="test", source="api")
     wait_until(lambda: not other_engine.decide("user", "/logout", "POST").allowed)
     assert not other_engine.decide("user", "/reports", "GET").allowed
     assert other_engine.rules() == engine.rules()
@@ -86,8 +84,11 @@ def test_start_is_idempotent_and_stop_ends_the_polling(
 
 
 def test_a_failed_poll_keeps_the_snapshot_and_polling_resumes(
-    engine: PolicyEngine, other_engine: PolicyEngine, poller: RevisionPoller,
-    pg_url: str, pg_schema: str,
+    engine: PolicyEngine,
+    other_engine: PolicyEngine,
+    poller: RevisionPoller,
+    pg_url: str,
+    pg_schema: str,
 ) -> None:
     admin = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
     quote = admin.dialect.identifier_preparer.quote_identifier
