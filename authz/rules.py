@@ -101,16 +101,7 @@ def field_names(ptype: str, model: PolicyModel) -> tuple[str, ...]:
 
 def validate(rule: Rule, model: PolicyModel, *, line: int | None = None) -> Rule:
     """Return the normalized rule, or raise RuleError naming the bad field."""
-    arity = model.arity(rule.ptype)
-    if arity is None:
-        known = ", ".join(sorted([*model.policies, *model.roles]))
-        raise RuleError(f"unknown rule type {rule.ptype!r} (the model has {known})", line=line)
-    rule = normalize(rule, model)
-    if len(rule.values) != arity:
-        raise RuleError(
-            f"{rule.ptype!r} rows have {arity} values, this one has {len(rule.values)}",
-            line=line,
-        )
+    rule = shape(rule, model, line=line)
     names = field_names(rule.ptype, model)
     for name, value in zip(names, rule.values, strict=True):
         _check_value(name, value, line)

@@ -71,7 +71,11 @@ def register_engine(app: Flask, settings: Settings) -> None:
     try:
         engine.load()
     except Exception as e:  # noqa: BLE001 - the service starts and answers 503 until it can load
-        app.logger.warning("policy not loaded yet (%s); requests get 503 until it is", e)
+        app.logger.warning(
+            "policy not loaded (%s); until it loads requests get 503 "
+            "(a new database needs `db init`, which `authz serve` runs)",
+            e,
+        )
     if settings.poll_interval > 0 and settings.env is not Env.TESTING:
         poller = RevisionPoller(engine, settings.poll_interval)
         poller.start()
