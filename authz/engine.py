@@ -154,7 +154,7 @@ class PolicyEngine:
             revision, rules = self.store.load()
         except SQLAlchemyError as e:
             raise EngineUnavailable(f"cannot read the policy: {database_reason(e)}") from e
-        self._swap(Snapshot(revision, tuple(rules), self.model))
+        self._swap(Snapshot.of(revision, rules, self.model))
         self.verified_at = time.monotonic()
 
     def refresh(self) -> bool:
@@ -265,7 +265,7 @@ class PolicyEngine:
             base = self._snapshot
             if base is None or base.revision != current_rev:
                 # Another instance wrote since our snapshot: decide on what is stored.
-                base = Snapshot(current_rev, tuple(self.store.read_rules(session)), self.model)
+                base = Snapshot.of(current_rev, self.store.read_rules(session), self.model)
             present = base.ruleset
             missing = [r for r in remove if r not in present]
             if strict and missing:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from authz.errors import RuleError
 from authz.model import PolicyModel
@@ -21,9 +21,11 @@ EFFECTS = ("allow", "deny")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-@dataclass(frozen=True, order=True)
-class Rule:
-    """One policy row: its ptype ("p", "g", ...) and its values in model order."""
+class Rule(NamedTuple):
+    """One policy row: its ptype ("p", "g", ...) and its values in model order.
+
+    A named tuple rather than a dataclass: a policy holds a hundred thousand of these.
+    """
 
     ptype: str
     values: tuple[str, ...]

@@ -1,61 +1,196 @@
-"""An immutable policy snapshot: the rules of one revision and what decides on them."""
+"""An immutable policy snapshot: the rules of one revision and what decides on them.
+
+Decisions come from the compiled index (authz.index) when the model allows it, and from
+a Casbin enforcer otherwise: automatically, with a log line and a metric, never a wrong
+answer.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
-from dataclasses import field
+from collections.abc import Mapping
+from typing import Protocol
 
 import casbin
 
+from authz import metrics
 from authz.decision import Decision
 from authz.decision import Reason
+from authz.errors import EngineUnavailable
+from authz.index import DecisionIndex
+from authz.index import Unsupported
+from authz.index import plan_for
 from authz.model import PolicyModel
 from authz.rules import Rule
 
+log = logging.getLogger("authz")
+_reported: set[str] = set()
 
-@dataclass(frozen=True)
+
+class Decider(Protocol):
+    """What a snapshot decides with."""
+
+    kind: str
+
+    def decide(self, request: tuple[str, str, str]) -> tuple[bool, Rule | None]: ...
+
+    def roles_for(self, subject: str) -> list[str]: ...
+
+    def with_changes(
+        self, rows: Mapping[Rule, int], added: list[tuple[Rule, int]], removed: list[Rule]
+    ) -> Decider: ...
+
+
+class IndexDecider:
+    """Decides with the compiled index."""
+
+    kind = "index"
+
+    def __init__(self, index: DecisionIndex) -> None:
+        self.index = index
+
+    def decide(self, request: tuple[str, str, str]) -> tuple[bool, Rule | None]:
+        return self.index.decide(request)
+
+    def roles_for(self, subject: str) -> list[str]:
+        return sorted(n for n in self.index.names_for(subject) if n != subject)
+
+    def with_changes(
+        self, rows: Mapping[Rule, int], added: list[tuple[Rule, int]], removed: list[Rule]
+    ) -> Decider:
+        return IndexDecider(self.index.with_changes(added, removed))
+
+
+class CasbinDecider:
+    """Decides with a Casbin enforcer: the reference, and the fallback."""
+
+    kind = "casbin"
+
+    def __init__(self, model: PolicyModel, rows: Iterable[Rule]) -> None:
+        self.model = model
+        cmodel = model.casbin_model()
+        self.enforcer = casbin.Enforcer(cmodel)
+        for rule in rows:
+            sec = "g" if rule.ptype in model.roles else "p"
+            cmodel.add_policy(sec, rule.ptype, list(rule.values))
+        self.enforcer.build_role_links()
+
+    def decide(self, request: tuple[str, str, str]) -> tuple[bool, Rule | None]:
+        metrics.count("casbin_decisions")
+        allowed, explain = self.enforcer.enforce_ex(*request)
+        return bool(allowed), Rule("p", tuple(explain)) if explain else None
+
+    def roles_for(self, subject: str) -> list[str]:
+        return sorted(self.enforcer.get_implicit_roles_for_user(subject))
+
+    def with_changes(
+        self, rows: Mapping[Rule, int], added: list[tuple[Rule, int]], removed: list[Rule]
+    ) -> Decider:
+        return CasbinDecider(self.model, rows)
+
+
+def make_decider(model: PolicyModel, rows: Mapping[Rule, int]) -> Decider:
+    """Compile the index for these rows, or fall back to Casbin (logged once per model)."""
+    try:
+        plan = plan_for(model)
+    except Unsupported as e:
+        if model.text not in _reported:
+            _reported.add(model.text)
+            log.warning("decision index not used, falling back to Casbin: %s", e)
+        metrics.set("decider", "casbin")
+        return CasbinDecider(model, rows)
+    if not any(rule.ptype == "p" for rule in rows):
+        # With no p rows Casbin evaluates the matcher once on empty values; let it.
+        return CasbinDecider(model, rows)
+    metrics.set("decider", "index")
+    try:
+        return IndexDecider(DecisionIndex.build(plan, rows))
+    except IndexError as e:  # a stored row of the wrong length
+        raise EngineUnavailable(f"a stored policy row does not fit the model: {e}") from e
+
+
 class Snapshot:
     """The rules of one policy revision; never mutated once built."""
 
-    revision: int
-    rules: tuple[Rule, ...]
-    model: PolicyModel
-    ruleset: frozenset[Rule] = field(init=False)
-    _enforcer: casbin.Enforcer = field(init=False, repr=False)
+    __slots__ = ("revision", "model", "_rows", "_next_seq", "decider", "_rules", "_links")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ruleset", frozenset(self.rules))
-        object.__setattr__(self, "_enforcer", _build_enforcer(self.model, self.rules))
+    def __init__(
+        self,
+        revision: int,
+        model: PolicyModel,
+        rows: dict[Rule, int],
+        next_seq: int,
+        decider: Decider | None = None,
+    ) -> None:
+        self.revision = revision
+        self.model = model
+        self._rows = rows
+        self._next_seq = next_seq
+        self.decider = decider if decider is not None else make_decider(model, rows)
+        self._rules: tuple[Rule, ...] | None = None
+        self._links: dict[str, dict[str, list[str]]] = {}
+
+    @classmethod
+    def of(cls, revision: int, rules: Iterable[Rule], model: PolicyModel) -> Snapshot:
+        """Build a snapshot from rows in policy order."""
+        rows: dict[Rule, int] = {}
+        for seq, rule in enumerate(rules):
+            rows.setdefault(rule, seq)
+        return cls(revision, model, rows, len(rows))
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Every row, in policy order."""
+        if self._rules is None:
+            self._rules = tuple(self._rows)
+        return self._rules
+
+    @property
+    def ruleset(self) -> Mapping[Rule, int]:
+        """The rows, for membership tests."""
+        return self._rows
+
+    @property
+    def kind(self) -> str:
+        """Which decider serves this snapshot: "index" or "casbin"."""
+        return self.decider.kind
 
     def with_changes(self, revision: int, add: Iterable[Rule], remove: Iterable[Rule]) -> Snapshot:
         """Return a new snapshot with rows added and removed (this one is untouched)."""
-        gone = set(remove)
-        rules = [r for r in self.rules if r not in gone]
-        present = set(rules)
-        for r in add:
-            if r not in present:
-                rules.append(r)
-                present.add(r)
-        return Snapshot(revision, tuple(rules), self.model)
+        rows = dict(self._rows)
+        removed = [r for r in remove if rows.pop(r, None) is not None]
+        added: list[tuple[Rule, int]] = []
+        seq = self._next_seq
+        for rule in add:
+            if rule not in rows:
+                rows[rule] = seq
+                added.append((rule, seq))
+                seq += 1
+        if not any(r.ptype == "p" for r in rows) or self.decider.kind != "index":
+            decider = make_decider(self.model, rows)
+        else:
+            decider = self.decider.with_changes(rows, added, removed)
+        return Snapshot(revision, self.model, rows, seq, decider)
 
     def decide(self, sub: str, obj: str, act: str) -> Decision:
         """Decide one request against this snapshot."""
-        allowed, explain = self._enforcer.enforce_ex(sub, obj, act)
-        rule = Rule("p", tuple(explain)) if explain else None
-        if allowed:
-            reason = Reason.ALLOW_RULE if rule else Reason.NO_MATCH
+        allowed, rule = self.decider.decide((sub, obj, act))
+        if rule is None:
+            reason = Reason.NO_MATCH
+        elif allowed:
+            reason = Reason.ALLOW_RULE
         else:
-            reason = Reason.DENY_RULE if rule else Reason.NO_MATCH
-        return Decision(bool(allowed), reason, sub, obj, act, rule)
+            reason = Reason.DENY_RULE
+        return Decision(allowed, reason, sub, obj, act, rule)
 
     def roles_for(self, subject: str) -> list[str]:
         """Return every role the subject holds, directly or through inheritance."""
-        return sorted(self._enforcer.get_implicit_roles_for_user(subject))
+        return self.decider.roles_for(subject)
 
     def inheritance_path(self, start: str, goal: str, ptype: str = "g") -> list[str] | None:
         """Return a chain of ``ptype`` links from ``start`` up to ``goal``, or None."""
-        links = self._links(ptype)
+        links = self._link_map(ptype)
         seen = {start}
         stack = [(start, [start])]
         while stack:
@@ -68,26 +203,15 @@ class Snapshot:
                     stack.append((parent, [*path, parent]))
         return None
 
-    def _links(self, ptype: str) -> dict[str, list[str]]:
-        cache = self.__dict__.setdefault("_link_cache", {})
-        if ptype not in cache:
+    def _link_map(self, ptype: str) -> dict[str, list[str]]:
+        if ptype not in self._links:
             links: dict[str, list[str]] = {}
-            for r in self.rules:
+            for r in self._rows:
                 if r.ptype == ptype:
                     links.setdefault(r.values[0], []).append(r.values[1])
-            cache[ptype] = links
-        return cache[ptype]  # type: ignore[no-any-return]
+            self._links[ptype] = links
+        return self._links[ptype]
 
     def members_of(self, role: str) -> list[str]:
         """Return the direct members of a role (users and roles)."""
-        return sorted(r.values[0] for r in self.rules if r.ptype == "g" and r.values[1] == role)
-
-
-def _build_enforcer(model: PolicyModel, rules: Iterable[Rule]) -> casbin.Enforcer:
-    cmodel = model.casbin_model()
-    enforcer = casbin.Enforcer(cmodel)
-    for rule in rules:
-        sec = "g" if rule.ptype in model.roles else "p"
-        cmodel.add_policy(sec, rule.ptype, list(rule.values))
-    enforcer.build_role_links()
-    return enforcer
+        return sorted(r.values[0] for r in self._rows if r.ptype == "g" and r.values[1] == role)

@@ -205,9 +205,11 @@ def test_503_when_the_engine_cannot_decide(
 ) -> None:
     auth.login()
 
-    def broken(*_args: object) -> None:
-        raise RuntimeError("matcher exploded")
+    class Broken:
+        kind = "broken"
 
-    snapshot = engine(app).snapshot
-    object.__setattr__(snapshot, "decide", broken)
+        def decide(self, request: tuple[str, str, str]) -> None:
+            raise RuntimeError("matcher exploded")
+
+    engine(app).snapshot.decider = Broken()
     assert client.get("/").status_code == 503

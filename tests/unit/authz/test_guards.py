@@ -181,7 +181,7 @@ def test_holders(
     model: PolicyModel, default_rules: tuple[Rule, ...], path: str, method: str, holders: list[str]
 ) -> None:
     """holders() lists the given subjects who may make the guarded request."""
-    snapshot = Snapshot(1, (*default_rules, ALICE_ADMIN, Rule.of("g", BOB, "user")), model)
+    snapshot = Snapshot.of(1, (*default_rules, ALICE_ADMIN, Rule.of("g", BOB, "user")), model)
     guard = LockoutGuard(path=path, method=method)
     assert guard.holders(snapshot, [ALICE, BOB, CAROL, "anonymous"]) == holders
 
@@ -190,8 +190,8 @@ def test_check_compares_before_and_after(
     model: PolicyModel, default_rules: tuple[Rule, ...]
 ) -> None:
     """check() refuses only a loss of the last holder, not a state that had none."""
-    with_alice = Snapshot(1, (*default_rules, ALICE_ADMIN), model)
-    without = Snapshot(2, default_rules, model)
+    with_alice = Snapshot.of(1, (*default_rules, ALICE_ADMIN), model)
+    without = Snapshot.of(2, default_rules, model)
     guard = LockoutGuard()
     with pytest.raises(LockoutRefused):
         guard.check(with_alice, without, [ALICE], [ALICE])
