@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from authz.rules import Rule
 
@@ -16,9 +16,11 @@ class Reason(enum.StrEnum):
     NO_MATCH = "no-match"
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The outcome of one (subject, object, action) check."""
+class Decision(NamedTuple):
+    """The outcome of one (subject, object, action) check.
+
+    A named tuple: one is made per request, and a tuple is the cheapest value to build.
+    """
 
     allowed: bool
     reason: Reason
@@ -35,6 +37,8 @@ class Decision:
             return f"{verdict}: {request} is allowed by rule [{self.rule}]"
         if self.reason is Reason.DENY_RULE:
             return f"{verdict}: {request} is denied by rule [{self.rule}]"
+        if self.allowed:
+            return f"{verdict}: {request} matches no rule that denies it"
         return f"{verdict}: {request} matches no allow rule"
 
     def as_dict(self) -> dict[str, object]:

@@ -131,8 +131,11 @@ class PolicyEngine:
 
     def decide(self, sub: str, obj: str, act: str) -> Decision:
         """Decide one request from the snapshot; no database access."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise EngineUnavailable("the policy is not loaded")
         try:
-            return self.snapshot.decide(sub, obj, act)
+            return snapshot.decide(sub, obj, act)
         except EngineUnavailable:
             raise
         except Exception as e:  # a broken model or matcher must fail closed, never open

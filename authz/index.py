@@ -201,7 +201,8 @@ class DecisionIndex:
         self._buckets = buckets
         self._links = links
         self._predicates = predicates
-        self._closures: dict[str, tuple[str, ...]] = {}
+        self._closures: dict[tuple[str, int], tuple[str, ...]] = {}
+        self.decide = self._compile_decide()  # type: ignore[method-assign]
 
     # -- building -----------------------------------------------------------------------
 
@@ -219,6 +220,7 @@ class DecisionIndex:
                 links.setdefault(rule.values[0], []).append(rule.values[1])
         index._buckets = {k: index._make_bucket(v) for k, v in grouped.items()}
         index._links = {k: tuple(v) for k, v in links.items()}
+        index.decide = index._compile_decide()  # type: ignore[method-assign]
         return index
 
     def with_changes(
@@ -262,7 +264,8 @@ class DecisionIndex:
                     links.pop(member, None)
         index = DecisionIndex(self.plan, buckets, links, self._predicates)
         if not link_changes:
-            index._closures = self._closures  # role closures are unchanged: share them
+            index._closures = self._closures  # the links are unchanged: share the closures
+            index.decide = index._compile_decide()  # type: ignore[method-assign]
         return index
 
     def _bucket_key(self, rule: Rule) -> str:
@@ -305,38 +308,46 @@ class DecisionIndex:
     # -- reading ------------------------------------------------------------------------
 
     def names_for(self, subject: str) -> tuple[str, ...]:
-        """Return the subject and every name it reaches through g links (Casbin's limit)."""
-        links = self._links
-        direct = links.get(subject)
+        """Return the subject and every name it reaches through g links (Casbin's limit).
+
+        Casbin's role manager looks MAX_HIERARCHY_LEVEL levels deep, the subject being
+        the first. Closures of roles are cached per remaining depth (bounded by the
+        policy); a subject's own closure is never stored, so subjects the policy has
+        never seen cost no memory.
+        """
+        direct = self._links.get(subject)
         if direct is None:
-            return (subject,)  # never remembered: unknown subjects cost no memory
-        cached = self._closures.get(subject)
-        if cached is not None:
-            return cached
+            return (subject,)
+        depth = MAX_HIERARCHY_LEVEL - 2  # levels left below the subject's direct roles
+        if len(direct) == 1:
+            tail = self._closure(direct[0], depth)
+            return tail if subject in tail else (subject, *tail)
         seen = {subject: None}
-        frontier = [subject]
-        for _level in range(MAX_HIERARCHY_LEVEL - 1):
+        for role in direct:
+            seen.update(dict.fromkeys(self._closure(role, depth)))
+        return tuple(seen)
+
+    def _closure(self, name: str, depth: int) -> tuple[str, ...]:
+        """``name`` and the names it reaches in at most ``depth`` more hops."""
+        key = (name, depth)
+        found = self._closures.get(key)  # type: ignore[call-overload]
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        seen = {name: None}
+        frontier = [name]
+        for _ in range(depth):
             nxt = []
-            for name in frontier:
-                for parent in links.get(name, ()):
+            for current in frontier:
+                for parent in self._links.get(current, ()):
                     if parent not in seen:
                         seen[parent] = None
                         nxt.append(parent)
             if not nxt:
                 break
             frontier = nxt
-        names = tuple(seen)
-        if subject in self._role_names:
-            self._closures[subject] = names  # roles are finite and policy-bound
-        return names
-
-    @property
-    def _role_names(self) -> set[str]:
-        roles = self.__dict__.get("_roles")
-        if roles is None:
-            roles = {r for parents in self._links.values() for r in parents}
-            self.__dict__["_roles"] = roles
-        return roles
+        result = tuple(seen)
+        self._closures[key] = result  # type: ignore[index]
+        return result
 
     def matches(self, request: tuple[str, ...]) -> list[Entry]:
         """Return the rows whose matcher is true for the request."""
@@ -348,21 +359,28 @@ class DecisionIndex:
             names = self.names_for(request[key.r])
         else:
             names = (request[key.r],)
-        path_value = request[plan.path.r] if plan.path is not None else None
+        path = plan.path
+        path_value = request[path.r] if path is not None else ""
+        trailing = path is not None and path.kind == "keyMatch2" and path_value.endswith("\n")
         found: list[Entry] = []
         buckets = self._buckets
         for name in names:
             bucket = buckets.get(name)
             if bucket is None:
                 continue
-            candidates: tuple[Entry, ...] = bucket.scan
-            if path_value is not None and bucket.literal:
-                hit = bucket.literal.get(path_value)
-                if path_value.endswith("\n") and plan.path.kind == "keyMatch2":  # type: ignore[union-attr]
-                    hit = (hit or ()) + bucket.literal.get(path_value[:-1], ())
+            literal = bucket.literal
+            if literal:
+                hit = literal.get(path_value)
+                if trailing:  # "^p$" also matches p followed by one newline
+                    hit = (hit or ()) + literal.get(path_value[:-1], ())
                 if hit:
-                    candidates = hit + candidates
-            for entry in candidates:
+                    for entry in hit:
+                        for field, predicate in entry[3]:
+                            if not predicate(request[field]):
+                                break
+                        else:
+                            found.append(entry)
+            for entry in bucket.scan:
                 for field, predicate in entry[3]:
                     if not predicate(request[field]):
                         break
@@ -370,24 +388,104 @@ class DecisionIndex:
                     found.append(entry)
         return found
 
-    def decide(self, request: tuple[str, ...]) -> tuple[bool, Rule | None]:
-        """Return (allowed, explaining rule) exactly as Casbin's enforce_ex would."""
-        found = self.matches(request)
-        effect = self.plan.effect
-        if effect == "allow-override":
-            breaking = [e for e in found if e[2] == ALLOW]
-            allowed = bool(breaking)
-        else:
-            breaking = [e for e in found if e[2] == DENY]
-            if effect == "deny-override":
-                allowed = not breaking
+    def _compile_decide(self) -> Callable[[tuple[str, ...]], tuple[bool, Rule | None]]:
+        """Return ``decide`` specialised for this index: locals only on the hot path."""
+        plan = self.plan
+        if plan.key is None or plan.key.kind != "g" or plan.path is None:
+            return self._decide_general
+        key_r = plan.key.r
+        path_r = plan.path.r
+        newline_too = plan.path.kind == "keyMatch2"
+        settling = ALLOW if plan.effect == "allow-override" else DENY
+        effect_name = plan.effect
+        links_get = self._links.get
+        buckets_get = self._buckets.get
+        closures_get = self._closures.get
+        closure = self._closure
+        depth = MAX_HIERARCHY_LEVEL - 2
+
+        def decide(request: tuple[str, ...]) -> tuple[bool, Rule | None]:
+            subject = request[key_r]
+            direct = links_get(subject)
+            if direct is None:
+                names: tuple[str, ...] = (subject,)
+            elif len(direct) == 1:
+                tail = closures_get((direct[0], depth)) or closure(direct[0], depth)
+                names = tail if subject in tail else (subject, *tail)
             else:
-                allowed = not breaking and any(e[2] == ALLOW for e in found)
-        if breaking:
-            return allowed, min(breaking, key=lambda e: e[0])[1]
-        if found:
-            return allowed, max(found, key=lambda e: e[0])[1]
-        return allowed, None
+                names = self.names_for(subject)
+            value = request[path_r]
+            first = last = None
+            any_allow = False
+            for name in names:
+                bucket = buckets_get(name)
+                if bucket is None:
+                    continue
+                candidates = bucket.scan
+                literal = bucket.literal
+                if literal:
+                    hit = literal.get(value)
+                    if newline_too and value.endswith("\n"):
+                        hit = (hit or ()) + literal.get(value[:-1], ())
+                    if hit:
+                        candidates = hit + candidates
+                for entry in candidates:
+                    for field, predicate in entry[3]:
+                        if not predicate(request[field]):
+                            break
+                    else:
+                        effect = entry[2]
+                        if effect == settling and (first is None or entry[0] < first[0]):
+                            first = entry
+                        if last is None or entry[0] > last[0]:
+                            last = entry
+                        if effect == ALLOW:
+                            any_allow = True
+            if last is None:
+                return effect_name == "deny-override", None
+            if effect_name == "allow-override":
+                allowed = first is not None
+            elif effect_name == "deny-override":
+                allowed = first is None
+            else:
+                allowed = first is None and any_allow
+            return allowed, (first or last)[1]
+
+        return decide
+
+    def _decide_general(self, request: tuple[str, ...]) -> tuple[bool, Rule | None]:
+        return DecisionIndex.decide(self, request)
+
+    def decide(self, request: tuple[str, ...]) -> tuple[bool, Rule | None]:
+        """Return (allowed, explaining rule) exactly as Casbin's enforce_ex would.
+
+        Casbin walks the rows in policy order and stops at the first row that settles
+        the effect (an allow for allow-override, a deny otherwise); that row explains
+        the decision, or else the last matching row does.
+        """
+        found = self.matches(request)
+        if not found:
+            return self.plan.effect == "deny-override", None
+        settling = ALLOW if self.plan.effect == "allow-override" else DENY
+        first_settling = None
+        last = found[0]
+        any_allow = False
+        for entry in found:
+            effect = entry[2]
+            if effect == settling and (first_settling is None or entry[0] < first_settling[0]):
+                first_settling = entry
+            if entry[0] > last[0]:
+                last = entry
+            if effect == ALLOW:
+                any_allow = True
+        effect_name = self.plan.effect
+        if effect_name == "allow-override":
+            allowed = first_settling is not None
+        elif effect_name == "deny-override":
+            allowed = first_settling is None
+        else:
+            allowed = first_settling is None and any_allow
+        return allowed, (first_settling or last)[1]
 
 
 def _entries(bucket: Bucket | None) -> list[Entry]:
