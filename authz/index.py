@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from collections.abc import Iterable
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from casbin.effect import AllowAndDenyEffector
@@ -175,60 +174,75 @@ def literal_key(kind: str, pattern: str) -> str | None:
 
 # -- the index --------------------------------------------------------------------------
 
-#: (sequence number, rule, effect code, per-row checks)
+#: (sequence number in policy order, rule, effect code, per-row checks)
 Entry = tuple[int, Rule, int, tuple[tuple[int, Predicate], ...]]
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """The rows of one subject or role: literal paths by value, patterns in a list."""
-
-    literal: Mapping[str, tuple[Entry, ...]]
-    scan: tuple[Entry, ...]
+#: The rows of one subject or role: (literal path -> entries, entries to scan).
+Bucket = tuple[dict[str, tuple[Entry, ...]], tuple[Entry, ...]]
+#: A member's direct roles: one role as a plain string (the common case), else a tuple.
+Roles = str | tuple[str, ...]
 
 
 class DecisionIndex:
-    """Immutable compiled form of one snapshot's rows."""
+    """Immutable compiled form of one snapshot's rows.
+
+    Its only mutable parts are caches keyed by role names, which the policy bounds:
+    nothing is ever remembered about a subject that is not in the policy.
+    """
 
     def __init__(
         self,
         plan: Plan,
         buckets: dict[str, Bucket],
-        links: dict[str, tuple[str, ...]],
+        links: dict[str, Roles],
         predicates: dict[tuple[str, str], Predicate],
+        closures: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.plan = plan
         self._buckets = buckets
         self._links = links
         self._predicates = predicates
-        self._closures: dict[tuple[str, int], tuple[str, ...]] = {}
+        #: role -> the names it reaches within the levels left below a direct role.
+        self._closures: dict[str, tuple[str, ...]] = closures if closures is not None else {}
+        #: role -> the buckets of those names (dropped whenever rows change).
+        self._role_buckets: dict[str, tuple[Bucket, ...]] = {}
         self.decide = self._compile_decide()  # type: ignore[method-assign]
 
     # -- building -----------------------------------------------------------------------
 
     @classmethod
-    def build(cls, plan: Plan, rows: Mapping[Rule, int]) -> DecisionIndex:
-        """Compile rows (rule -> sequence number, in policy order)."""
-        index = cls(plan, {}, {}, {})
+    def build(cls, plan: Plan, rules: Iterable[Rule]) -> DecisionIndex:
+        """Compile rows given in policy order."""
+        shell = cls(plan, {}, {}, {})
         grouped: dict[str, list[Entry]] = {}
-        links: dict[str, list[str]] = {}
-        for rule, seq in rows.items():
-            if rule.ptype == "p":
-                entry = index._entry(rule, seq)
-                grouped.setdefault(index._bucket_key(rule), []).append(entry)
-            elif rule.ptype == "g" and len(rule.values) >= 2:
-                links.setdefault(rule.values[0], []).append(rule.values[1])
-        index._buckets = {k: index._make_bucket(v) for k, v in grouped.items()}
-        index._links = {k: tuple(v) for k, v in links.items()}
-        index.decide = index._compile_decide()  # type: ignore[method-assign]
-        return index
+        links: dict[str, Roles] = {}
+        entry_of = shell._entry
+        key_field = plan.key.p if plan.key is not None else None
+        links_get = links.get
+        for seq, rule in enumerate(rules):
+            ptype, values = rule
+            if ptype == "p":
+                key = values[key_field] if key_field is not None else ""
+                bucket = grouped.get(key)
+                if bucket is None:
+                    bucket = grouped[key] = []
+                bucket.append(entry_of(rule, seq))
+            elif ptype == "g" and len(values) >= 2:
+                # _link, inlined: this loop runs once per row of a large policy.
+                member, role = values[0], values[1]
+                current = links_get(member)
+                if current is None:
+                    links[member] = role
+                elif isinstance(current, str):
+                    links[member] = (current, role)
+                else:
+                    links[member] = (*current, role)
+        buckets = {k: shell._make_bucket(v) for k, v in grouped.items()}
+        return cls(plan, buckets, links, shell._predicates)
 
     def with_changes(
         self, added: Iterable[tuple[Rule, int]], removed: Iterable[Rule]
     ) -> DecisionIndex:
         """Return a new index with rows added and removed; untouched buckets are shared."""
-        buckets = dict(self._buckets)
-        links = self._links
         touched: dict[str, list[Entry]] = {}
         gone: dict[str, set[Rule]] = {}
         link_changes: list[tuple[str, str, bool]] = []
@@ -242,31 +256,28 @@ class DecisionIndex:
                 touched.setdefault(self._bucket_key(rule), []).append(self._entry(rule, seq))
             elif rule.ptype == "g":
                 link_changes.append((rule.values[0], rule.values[1], True))
-        for key in set(touched) | set(gone):
-            old = self._buckets.get(key)
-            entries = [e for e in _entries(old) if e[1] not in gone.get(key, ())]
-            entries += touched.get(key, [])
-            if entries:
-                buckets[key] = self._make_bucket(sorted(entries, key=lambda e: e[0]))
-            else:
-                buckets.pop(key, None)
+        buckets = self._buckets
+        if touched or gone:
+            buckets = dict(buckets)
+            for key in set(touched) | set(gone):
+                dropped = gone.get(key, set())
+                entries = [e for e in _entries(buckets.get(key)) if e[1] not in dropped]
+                entries += touched.get(key, [])
+                if entries:
+                    buckets[key] = self._make_bucket(sorted(entries, key=lambda e: e[0]))
+                else:
+                    buckets.pop(key, None)
+        links = self._links
         if link_changes:
             links = dict(links)
             for member, role, add in link_changes:
-                roles = list(links.get(member, ()))
                 if add:
-                    roles.append(role)
-                elif role in roles:
-                    roles.remove(role)
-                if roles:
-                    links[member] = tuple(roles)
+                    _link(links, member, role)
                 else:
-                    links.pop(member, None)
-        index = DecisionIndex(self.plan, buckets, links, self._predicates)
-        if not link_changes:
-            index._closures = self._closures  # the links are unchanged: share the closures
-            index.decide = index._compile_decide()  # type: ignore[method-assign]
-        return index
+                    _unlink(links, member, role)
+        # Role closures depend on the links only: keep them when no g row changed.
+        closures = self._closures if not link_changes else None
+        return DecisionIndex(self.plan, buckets, links, self._predicates, closures)
 
     def _bucket_key(self, rule: Rule) -> str:
         key = self.plan.key
@@ -303,84 +314,98 @@ class DecisionIndex:
                 scan.append(entry)
             else:
                 literal.setdefault(key, []).append(entry)
-        return Bucket({k: tuple(v) for k, v in literal.items()}, tuple(scan))
+        return ({k: tuple(v) for k, v in literal.items()}, tuple(scan))
 
-    # -- reading ------------------------------------------------------------------------
+    # -- subjects -----------------------------------------------------------------------
+
+    def direct_roles(self, subject: str) -> tuple[str, ...]:
+        """The roles a subject is linked to directly."""
+        roles = self._links.get(subject)
+        if roles is None:
+            return ()
+        return (roles,) if isinstance(roles, str) else roles
 
     def names_for(self, subject: str) -> tuple[str, ...]:
-        """Return the subject and every name it reaches through g links (Casbin's limit).
-
-        Casbin's role manager looks MAX_HIERARCHY_LEVEL levels deep, the subject being
-        the first. Closures of roles are cached per remaining depth (bounded by the
-        policy); a subject's own closure is never stored, so subjects the policy has
-        never seen cost no memory.
-        """
-        direct = self._links.get(subject)
-        if direct is None:
+        """Return the subject and every name it reaches through g links (Casbin's limit)."""
+        direct = self.direct_roles(subject)
+        if not direct:
             return (subject,)
-        depth = MAX_HIERARCHY_LEVEL - 2  # levels left below the subject's direct roles
-        if len(direct) == 1:
-            tail = self._closure(direct[0], depth)
-            return tail if subject in tail else (subject, *tail)
         seen = {subject: None}
         for role in direct:
-            seen.update(dict.fromkeys(self._closure(role, depth)))
+            seen.update(dict.fromkeys(self._closure(role)))
         return tuple(seen)
 
-    def _closure(self, name: str, depth: int) -> tuple[str, ...]:
-        """``name`` and the names it reaches in at most ``depth`` more hops."""
-        key = (name, depth)
-        found = self._closures.get(key)  # type: ignore[call-overload]
+    def _closure(self, role: str) -> tuple[str, ...]:
+        """``role`` and the names it reaches in the levels left below a direct role.
+
+        Casbin's role manager looks MAX_HIERARCHY_LEVEL levels deep, the subject being
+        the first and its direct roles the second.
+        """
+        found = self._closures.get(role)
         if found is not None:
-            return found  # type: ignore[no-any-return]
-        seen = {name: None}
-        frontier = [name]
-        for _ in range(depth):
+            return found
+        seen = {role: None}
+        frontier = [role]
+        for _ in range(MAX_HIERARCHY_LEVEL - 2):
             nxt = []
             for current in frontier:
-                for parent in self._links.get(current, ()):
+                for parent in self.direct_roles(current):
                     if parent not in seen:
                         seen[parent] = None
                         nxt.append(parent)
             if not nxt:
                 break
             frontier = nxt
-        result = tuple(seen)
-        self._closures[key] = result  # type: ignore[index]
-        return result
+        found = self._closures[role] = tuple(seen)
+        return found
+
+    def _buckets_of_role(self, role: str) -> tuple[Bucket, ...]:
+        found = self._role_buckets.get(role)
+        if found is None:
+            get = self._buckets.get
+            found = tuple(b for b in map(get, self._closure(role)) if b is not None)
+            self._role_buckets[role] = found
+        return found
+
+    def buckets_for(self, subject: str) -> tuple[Bucket, ...]:
+        """The buckets of every name the subject holds (a subject in a role cycle may
+        see a bucket twice, which changes neither the effect nor the explaining row)."""
+        roles = self._links.get(subject)
+        own = self._buckets.get(subject)
+        if roles is None:
+            return (own,) if own is not None else ()
+        if isinstance(roles, str):
+            found = self._buckets_of_role(roles)
+        else:
+            found = tuple(b for role in roles for b in self._buckets_of_role(role))
+        return found + (own,) if own is not None else found
+
+    # -- deciding -----------------------------------------------------------------------
+
+    def _groups(self, request: tuple[str, ...]) -> tuple[Bucket, ...]:
+        key = self.plan.key
+        if key is None:
+            bucket = self._buckets.get("")
+            return (bucket,) if bucket is not None else ()
+        if key.kind == "g":
+            return self.buckets_for(request[key.r])
+        bucket = self._buckets.get(request[key.r])
+        return (bucket,) if bucket is not None else ()
 
     def matches(self, request: tuple[str, ...]) -> list[Entry]:
         """Return the rows whose matcher is true for the request."""
-        plan = self.plan
-        key = plan.key
-        if key is None:
-            names: tuple[str, ...] = ("",)
-        elif key.kind == "g":
-            names = self.names_for(request[key.r])
-        else:
-            names = (request[key.r],)
-        path = plan.path
-        path_value = request[path.r] if path is not None else ""
-        trailing = path is not None and path.kind == "keyMatch2" and path_value.endswith("\n")
+        path = self.plan.path
+        value = request[path.r] if path is not None else ""
+        newline_too = path is not None and path.kind == "keyMatch2" and value.endswith("\n")
         found: list[Entry] = []
-        buckets = self._buckets
-        for name in names:
-            bucket = buckets.get(name)
-            if bucket is None:
-                continue
-            literal = bucket.literal
+        for literal, scan in self._groups(request):
+            candidates = scan
             if literal:
-                hit = literal.get(path_value)
-                if trailing:  # "^p$" also matches p followed by one newline
-                    hit = (hit or ()) + literal.get(path_value[:-1], ())
-                if hit:
-                    for entry in hit:
-                        for field, predicate in entry[3]:
-                            if not predicate(request[field]):
-                                break
-                        else:
-                            found.append(entry)
-            for entry in bucket.scan:
+                hit = literal.get(value, ())
+                if newline_too:  # "^p$" also matches p followed by one newline
+                    hit = hit + literal.get(value[:-1], ())
+                candidates = hit + scan
+            for entry in candidates:
                 for field, predicate in entry[3]:
                     if not predicate(request[field]):
                         break
@@ -389,46 +414,55 @@ class DecisionIndex:
         return found
 
     def _compile_decide(self) -> Callable[[tuple[str, ...]], tuple[bool, Rule | None]]:
-        """Return ``decide`` specialised for this index: locals only on the hot path."""
+        """Return ``decide`` specialised for this index: locals only on the hot path.
+
+        Casbin walks the rows in policy order and stops at the first row that settles
+        the effect (an allow for allow-override, a deny otherwise); that row explains
+        the decision, or else the last matching row does.
+        """
         plan = self.plan
-        if plan.key is None or plan.key.kind != "g" or plan.path is None:
-            return self._decide_general
-        key_r = plan.key.r
-        path_r = plan.path.r
-        newline_too = plan.path.kind == "keyMatch2"
-        settling = ALLOW if plan.effect == "allow-override" else DENY
         effect_name = plan.effect
+        settling = ALLOW if effect_name == "allow-override" else DENY
+        path = plan.path
+        path_r = path.r if path is not None else 0
+        has_path = path is not None
+        newline_aware = path is not None and path.kind == "keyMatch2"
+        key = plan.key
+        fast_subject = key is not None and key.kind == "g"
+        key_r = key.r if key is not None else 0
         links_get = self._links.get
         buckets_get = self._buckets.get
-        closures_get = self._closures.get
-        closure = self._closure
-        depth = MAX_HIERARCHY_LEVEL - 2
+        role_buckets_get = self._role_buckets.get
+        buckets_of_role = self._buckets_of_role
+        groups = self._groups
 
         def decide(request: tuple[str, ...]) -> tuple[bool, Rule | None]:
-            subject = request[key_r]
-            direct = links_get(subject)
-            if direct is None:
-                names: tuple[str, ...] = (subject,)
-            elif len(direct) == 1:
-                tail = closures_get((direct[0], depth)) or closure(direct[0], depth)
-                names = tail if subject in tail else (subject, *tail)
+            if fast_subject:
+                subject = request[key_r]
+                roles = links_get(subject)
+                own = buckets_get(subject)
+                if roles is None:
+                    found_groups: tuple[Bucket, ...] = (own,) if own is not None else ()
+                else:
+                    if roles.__class__ is str:
+                        found_groups = role_buckets_get(roles) or buckets_of_role(roles)  # type: ignore[arg-type]
+                    else:
+                        found_groups = tuple(b for r in roles for b in buckets_of_role(r))
+                    if own is not None:
+                        found_groups += (own,)
             else:
-                names = self.names_for(subject)
-            value = request[path_r]
+                found_groups = groups(request)
+            value = request[path_r] if has_path else ""
             first = last = None
             any_allow = False
-            for name in names:
-                bucket = buckets_get(name)
-                if bucket is None:
-                    continue
-                candidates = bucket.scan
-                literal = bucket.literal
+            for literal, scan in found_groups:
+                candidates = scan
                 if literal:
                     hit = literal.get(value)
-                    if newline_too and value.endswith("\n"):
+                    if newline_aware and value[-1:] == "\n":
                         hit = (hit or ()) + literal.get(value[:-1], ())
                     if hit:
-                        candidates = hit + candidates
+                        candidates = hit + scan
                 for entry in candidates:
                     for field, predicate in entry[3]:
                         if not predicate(request[field]):
@@ -453,49 +487,46 @@ class DecisionIndex:
 
         return decide
 
-    def _decide_general(self, request: tuple[str, ...]) -> tuple[bool, Rule | None]:
-        return DecisionIndex.decide(self, request)
-
     def decide(self, request: tuple[str, ...]) -> tuple[bool, Rule | None]:
         """Return (allowed, explaining rule) exactly as Casbin's enforce_ex would.
 
-        Casbin walks the rows in policy order and stops at the first row that settles
-        the effect (an allow for allow-override, a deny otherwise); that row explains
-        the decision, or else the last matching row does.
+        Replaced per instance by the closure ``_compile_decide`` builds.
         """
-        found = self.matches(request)
-        if not found:
-            return self.plan.effect == "deny-override", None
-        settling = ALLOW if self.plan.effect == "allow-override" else DENY
-        first_settling = None
-        last = found[0]
-        any_allow = False
-        for entry in found:
-            effect = entry[2]
-            if effect == settling and (first_settling is None or entry[0] < first_settling[0]):
-                first_settling = entry
-            if entry[0] > last[0]:
-                last = entry
-            if effect == ALLOW:
-                any_allow = True
-        effect_name = self.plan.effect
-        if effect_name == "allow-override":
-            allowed = first_settling is not None
-        elif effect_name == "deny-override":
-            allowed = first_settling is None
-        else:
-            allowed = first_settling is None and any_allow
-        return allowed, (first_settling or last)[1]
+        raise NotImplementedError  # pragma: no cover - shadowed in __init__
+
+
+def _link(links: dict[str, Roles], member: str, role: str) -> None:
+    current = links.get(member)
+    if current is None:
+        links[member] = role
+    elif isinstance(current, str):
+        links[member] = (current, role)
+    else:
+        links[member] = (*current, role)
+
+
+def _unlink(links: dict[str, Roles], member: str, role: str) -> None:
+    current = links.get(member)
+    if current is None:
+        return
+    roles = [current] if isinstance(current, str) else list(current)
+    if role in roles:
+        roles.remove(role)
+    if not roles:
+        del links[member]
+    else:
+        links[member] = roles[0] if len(roles) == 1 else tuple(roles)
 
 
 def _entries(bucket: Bucket | None) -> list[Entry]:
     if bucket is None:
         return []
-    out = [e for group in bucket.literal.values() for e in group]
-    out.extend(bucket.scan)
+    literal, scan = bucket
+    out = [e for group in literal.values() for e in group]
+    out.extend(scan)
     return out
 
 
-def compile_index(model: PolicyModel, rows: Mapping[Rule, int]) -> DecisionIndex:
+def compile_index(model: PolicyModel, rules: Iterable[Rule]) -> DecisionIndex:
     """Compile an index for a supported model; raise Unsupported otherwise."""
-    return DecisionIndex.build(plan_for(model), rows)
+    return DecisionIndex.build(plan_for(model), rules)

@@ -40,7 +40,7 @@ class Decider(Protocol):
     def roles_for(self, subject: str) -> list[str]: ...
 
     def with_changes(
-        self, rows: Mapping[Rule, int], added: list[tuple[Rule, int]], removed: list[Rule]
+        self, rows: Mapping[Rule, None], added: list[tuple[Rule, int]], removed: list[Rule]
     ) -> Decider: ...
 
 
@@ -60,7 +60,7 @@ class IndexDecider:
         return sorted(n for n in self.index.names_for(subject) if n != subject)
 
     def with_changes(
-        self, rows: Mapping[Rule, int], added: list[tuple[Rule, int]], removed: list[Rule]
+        self, rows: Mapping[Rule, None], added: list[tuple[Rule, int]], removed: list[Rule]
     ) -> Decider:
         return IndexDecider(self.index.with_changes(added, removed))
 
@@ -88,12 +88,12 @@ class CasbinDecider:
         return sorted(self.enforcer.get_implicit_roles_for_user(subject))
 
     def with_changes(
-        self, rows: Mapping[Rule, int], added: list[tuple[Rule, int]], removed: list[Rule]
+        self, rows: Mapping[Rule, None], added: list[tuple[Rule, int]], removed: list[Rule]
     ) -> Decider:
         return CasbinDecider(self.model, rows)
 
 
-def make_decider(model: PolicyModel, rows: Mapping[Rule, int]) -> Decider:
+def make_decider(model: PolicyModel, rows: Mapping[Rule, None]) -> Decider:
     """Compile the index for these rows, or fall back to Casbin (logged once per model)."""
     try:
         plan = plan_for(model)
@@ -122,7 +122,7 @@ class Snapshot:
         self,
         revision: int,
         model: PolicyModel,
-        rows: dict[Rule, int],
+        rows: dict[Rule, None],
         next_seq: int,
         decider: Decider | None = None,
     ) -> None:
@@ -137,9 +137,7 @@ class Snapshot:
     @classmethod
     def of(cls, revision: int, rules: Iterable[Rule], model: PolicyModel) -> Snapshot:
         """Build a snapshot from rows in policy order."""
-        rows: dict[Rule, int] = {}
-        for seq, rule in enumerate(rules):
-            rows.setdefault(rule, seq)
+        rows = dict.fromkeys(rules)
         return cls(revision, model, rows, len(rows))
 
     @property
@@ -150,7 +148,7 @@ class Snapshot:
         return self._rules
 
     @property
-    def ruleset(self) -> Mapping[Rule, int]:
+    def ruleset(self) -> Mapping[Rule, None]:
         """The rows, for membership tests."""
         return self._rows
 
@@ -162,12 +160,14 @@ class Snapshot:
     def with_changes(self, revision: int, add: Iterable[Rule], remove: Iterable[Rule]) -> Snapshot:
         """Return a new snapshot with rows added and removed (this one is untouched)."""
         rows = dict(self._rows)
-        removed = [r for r in remove if rows.pop(r, None) is not None]
+        removed = [r for r in remove if r in rows]
+        for r in removed:
+            del rows[r]
         added: list[tuple[Rule, int]] = []
         seq = self._next_seq
         for rule in add:
             if rule not in rows:
-                rows[rule] = seq
+                rows[rule] = None
                 added.append((rule, seq))
                 seq += 1
         if not any(r.ptype == "p" for r in rows) or self.decider.kind != "index":

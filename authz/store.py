@@ -144,14 +144,34 @@ class PolicyStore:
 
     @staticmethod
     def read_rules(conn: sa.Connection | Session) -> list[Rule]:
-        """Return every rule row in insertion order."""
-        cols = [rule_table.c.ptype, *(rule_table.c[c] for c in VALUE_COLUMNS)]
-        result = conn.execute(sa.select(*cols).order_by(rule_table.c.id))
+        """Return every rule row in insertion order, in one query.
+
+        Values that repeat (role names, methods, effects) share one string object, which
+        keeps a large policy small in memory.
+        """
+        connection = conn.connection() if isinstance(conn, Session) else conn
+        # The driver's own cursor, on the same connection and transaction: for a large
+        # policy this read is most of the load time, and SQLAlchemy's row layer doubles it.
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        columns = ", ".join(["ptype", *VALUE_COLUMNS])
+        cursor.execute(f"SELECT {columns} FROM {rule_table.name} ORDER BY id")  # noqa: S608 - constant names
+        result = cursor.fetchall()
+        cursor.close()
+        shared: dict[str, str] = {}
+        share = shared.setdefault
         rules = []
-        for ptype, *values in result:
-            while values and values[-1] is None:
-                values.pop()
-            rules.append(Rule(ptype, tuple(values)))
+        append = rules.append
+        for ptype, v0, v1, v2, v3, v4, v5 in result:
+            if v4 is None and v3 is not None:  # the common p row: four values
+                values: tuple[str, ...] = (share(v0, v0), v1, share(v2, v2), share(v3, v3))
+            elif v2 is None and v1 is not None:  # the common g row: two values
+                values = (v0, share(v1, v1))
+            else:
+                raw = [v0, v1, v2, v3, v4, v5]
+                while raw and raw[-1] is None:
+                    raw.pop()
+                values = tuple(raw)
+            append(Rule(share(ptype, ptype), values))
         return rules
 
     def lock_revision(self, session: Session) -> int:

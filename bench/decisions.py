@@ -122,13 +122,20 @@ def run(shape: Shape, folder: Path, requests: int, casbin_requests: int) -> dict
     db.dispose()
     return {
         "rows": sum(1 for _ in shape.rows()),
-        "ours_load_s": ours_load, "ours_mem_mb": ours_mem,
-        "ours_allow_p50": ours_allow[0], "ours_allow_p99": ours_allow[1],
-        "ours_deny_p50": ours_deny[0], "ours_deny_p99": ours_deny[1],
-        "change_ms_median": statistics.median(change_ms), "change_ms_max": max(change_ms),
-        "casbin_load_s": casbin_load, "casbin_mem_mb": casbin_mem,
-        "casbin_allow_p50": casbin_allow[0], "casbin_allow_p99": casbin_allow[1],
-        "casbin_deny_p50": casbin_deny[0], "casbin_deny_p99": casbin_deny[1],
+        "ours_load_s": ours_load,
+        "ours_mem_mb": ours_mem,
+        "ours_allow_p50": ours_allow[0],
+        "ours_allow_p99": ours_allow[1],
+        "ours_deny_p50": ours_deny[0],
+        "ours_deny_p99": ours_deny[1],
+        "change_ms_median": statistics.median(change_ms),
+        "change_ms_max": max(change_ms),
+        "casbin_load_s": casbin_load,
+        "casbin_mem_mb": casbin_mem,
+        "casbin_allow_p50": casbin_allow[0],
+        "casbin_allow_p99": casbin_allow[1],
+        "casbin_deny_p50": casbin_deny[0],
+        "casbin_deny_p99": casbin_deny[1],
         "casbin_requests": n,
     }
 
@@ -155,9 +162,11 @@ def main() -> None:
             for label, ours, theirs in rows:
                 ratio = theirs / ours if ours > 0 else float("inf")
                 print(f"{label:24}{ours:>14.3f}{theirs:>14.3f}{ratio:>11.0f}x")
-            print(f"one-row change: median {r['change_ms_median']:.2f} ms, "
-                  f"max {r['change_ms_max']:.2f} ms; casbin timed on {r['casbin_requests']} "
-                  "requests")
+            print(
+                f"one-row change: median {r['change_ms_median']:.2f} ms, "
+                f"max {r['change_ms_max']:.2f} ms; casbin timed on {r['casbin_requests']} "
+                "requests"
+            )
 
 
 if __name__ == "__main__":

@@ -417,15 +417,15 @@ def test_load_pairs_the_revision_with_the_rows_of_that_revision(
 
     def commit_between(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         # Another instance commits a write after the revision was read, before the rows are.
-        if "casbin_rule" in statement and not committed:
+        if "policy_revision" in statement and not committed:
             applied = other_engine.apply(Change.adding(REPORTS), actor="test", source="api")
             committed.append(applied.revision)
 
-    sa.event.listen(pg_engine, "before_cursor_execute", commit_between)
+    sa.event.listen(pg_engine, "after_cursor_execute", commit_between)
     try:
         revision, rules = store.load()
     finally:
-        sa.event.remove(pg_engine, "before_cursor_execute", commit_between)
+        sa.event.remove(pg_engine, "after_cursor_execute", commit_between)
 
     assert committed == [2]
     assert (revision, rules) in [(1, list(default_rules)), (2, [*default_rules, REPORTS])]
