@@ -95,6 +95,8 @@ class PolicyEngine:
         self._write_lock = threading.Lock()
         self._swap_lock = threading.Lock()
         self._listeners: list[Callable[[int], None]] = []
+        self._account_listeners: list[Callable[[], None]] = []
+        self.accounts_revision: int | None = None
         #: monotonic time of the last successful load or revision check.
         self.verified_at = 0.0
 
@@ -158,14 +160,23 @@ class PolicyEngine:
         except SQLAlchemyError as e:
             raise EngineUnavailable(f"cannot read the policy: {database_reason(e)}") from e
         self._swap(Snapshot.of(revision, rules, self.model))
+        if self.accounts_revision is None:
+            try:
+                self.accounts_revision = self.store.revisions()[1]
+            except SQLAlchemyError:
+                pass  # the next refresh records it
         self.verified_at = time.monotonic()
 
     def refresh(self) -> bool:
         """Reload when the database holds a newer revision; return whether it did."""
         try:
-            current = self.store.revision()
+            current, accounts = self.store.revisions()
         except SQLAlchemyError as e:
             raise EngineUnavailable(f"cannot read the policy revision: {database_reason(e)}") from e
+        if accounts != self.accounts_revision:
+            if self.accounts_revision is not None:
+                self._accounts_changed()
+            self.accounts_revision = accounts
         if self._snapshot is not None and self._snapshot.revision == current:
             self.verified_at = time.monotonic()
             return False
@@ -175,6 +186,17 @@ class PolicyEngine:
     def on_change(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(revision)`` after every change this engine commits."""
         self._listeners.append(listener)
+
+    def on_accounts_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` when sessions must be re-checked (here or on another instance)."""
+        self._account_listeners.append(listener)
+
+    def _accounts_changed(self) -> None:
+        for listener in self._account_listeners:
+            try:
+                listener()
+            except Exception:  # a listener must not break the write or the poll
+                log.exception("accounts change listener failed")
 
     def _swap(self, snapshot: Snapshot) -> None:
         # Swaps serialize (readers never take this lock) and never go backwards: a slow
@@ -202,6 +224,8 @@ class PolicyEngine:
         strict: bool = False,
         expected_revision: int | None = None,
         hook: Hook | None = None,
+        accounts_changed: bool = False,
+        audit: bool = True,
     ) -> Applied:
         """Apply a change in one transaction with its audit entry; swap the snapshot.
 
@@ -210,6 +234,8 @@ class PolicyEngine:
         :param expected_revision: refuse with StaleRevision unless the policy is
             still at this revision (so two editors cannot overwrite each other).
         :param hook: run inside the transaction, e.g. to write an account row.
+        :param accounts_changed: the hook ended sessions; every instance re-checks them.
+        :param audit: record an audit entry (every policy change is audited regardless).
         :raises RuleError, StaleRevision, NotFound, LockoutRefused, EngineUnavailable:
         """
         actor = actor[:255]  # the audit column's width; actors are emails or "cli:<user>"
@@ -230,6 +256,8 @@ class PolicyEngine:
                     strict=strict,
                     expected_revision=expected_revision,
                     hook=hook,
+                    accounts_changed=accounts_changed,
+                    audit=audit,
                 )
             except SQLAlchemyError as e:
                 raise EngineUnavailable(f"the change was not saved: {database_reason(e)}") from e
@@ -260,6 +288,8 @@ class PolicyEngine:
         strict: bool,
         expected_revision: int | None,
         hook: Hook | None,
+        accounts_changed: bool,
+        audit: bool,
     ) -> Applied:
         with self.store.transaction() as session:
             current_rev = self.store.lock_revision(session)
@@ -298,20 +328,25 @@ class PolicyEngine:
             self.store.insert_rules(session, added)
             if changed:
                 self.store.set_revision(session, new_rev)
-            self.store.insert_audit(
-                session,
-                AuditEntry(
-                    actor=actor,
-                    source=source,
-                    action=action,
-                    added=added,
-                    removed=removed,
-                    forced=force,
-                    detail=detail,
-                    revision=new_rev,
-                ),
-            )
+            if accounts_changed:
+                self.store.bump_accounts(session)
+            if audit or changed:
+                self.store.insert_audit(
+                    session,
+                    AuditEntry(
+                        actor=actor,
+                        source=source,
+                        action=action,
+                        added=added,
+                        removed=removed,
+                        forced=force,
+                        detail=detail,
+                        revision=new_rev,
+                    ),
+                )
         self._swap(after)
+        if accounts_changed:
+            self._accounts_changed()
         if changed:
             log.info(
                 "policy revision %d: +%d -%d rows by %s (%s)",

@@ -77,6 +77,9 @@ class CasbinDecider:
         for rule in rows:
             sec = "g" if rule.ptype in model.roles else "p"
             cmodel.add_policy(sec, rule.ptype, list(rule.values))
+        # As Casbin's own load_policy does: priority models depend on this order.
+        cmodel.sort_policies_by_subject_hierarchy()
+        cmodel.sort_policies_by_priority()
         self.enforcer.build_role_links()
 
     def decide(self, request: tuple[str, str, str]) -> tuple[bool, Rule | None]:

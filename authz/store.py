@@ -62,6 +62,9 @@ revision_table = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("revision", sa.Integer, nullable=False),
     sa.Column("changed_at", UTCDateTime, nullable=False),
+    #: Bumped when sessions must be re-checked (deactivation, password change, logout),
+    #: so instances that cache session lookups drop them.
+    sa.Column("accounts", sa.Integer, nullable=False, default=0, server_default="0"),
 )
 
 audit_table = sa.Table(
@@ -113,7 +116,9 @@ class PolicyStore:
             rule_table.create(conn, checkfirst=True)
             metadata.create_all(conn)
             if conn.execute(sa.select(revision_table.c.id)).first() is None:
-                conn.execute(revision_table.insert().values(id=1, revision=0, changed_at=now()))
+                conn.execute(
+                    revision_table.insert().values(id=1, revision=0, accounts=0, changed_at=now())
+                )
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -123,8 +128,26 @@ class PolicyStore:
 
     def revision(self) -> int:
         """Return the current policy revision (one cheap query)."""
+        return self.revisions()[0]
+
+    def revisions(self) -> tuple[int, int]:
+        """Return (policy revision, accounts revision) in one cheap query."""
         with self.engine.connect() as conn:
-            return self._read_revision(conn)
+            row = conn.execute(
+                sa.select(revision_table.c.revision, revision_table.c.accounts).where(
+                    revision_table.c.id == 1
+                )
+            ).first()
+        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+    @staticmethod
+    def bump_accounts(session: Session) -> None:
+        """Record that sessions must be re-checked everywhere."""
+        session.execute(
+            revision_table.update()
+            .where(revision_table.c.id == 1)
+            .values(accounts=revision_table.c.accounts + 1)
+        )
 
     def load(self) -> tuple[int, list[Rule]]:
         """Return the revision and every rule row, read in one consistent transaction."""

@@ -15,8 +15,8 @@ from authz import PolicyStore
 from authz.sync import RevisionPoller
 from service import middleware
 from service import responses
+from service import sessions
 from service import users
-from service.config import Env
 from service.config import Settings
 from service.config import load_settings
 from service.extensions import csrf
@@ -50,7 +50,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
             _tune_sqlite(db.engine)
     login_manager.init_app(app)
     login_manager.session_protection = "basic"
-    login_manager.user_loader(users.load_by_token)
+    login_manager.user_loader(sessions.load)
     csrf.init_app(app)
     app.extensions["authz.passwords"] = Passwords(
         settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
@@ -76,10 +76,13 @@ def register_engine(app: Flask, settings: Settings) -> None:
             "(a new database needs `db init`, which `authz serve` runs)",
             e,
         )
-    if settings.poll_interval > 0 and settings.env is not Env.TESTING:
+    if settings.poll_interval > 0:
+        # Changes made by other instances (and the CLI) arrive through the revision poll;
+        # session lookups are cached only when that poll runs to invalidate them.
         poller = RevisionPoller(engine, settings.poll_interval)
         poller.start()
         app.extensions["authz.poller"] = poller
+        app.extensions["authz.sessions"] = sessions.SessionCache(engine, settings.poll_interval)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -91,13 +91,6 @@ def require(email: str) -> User:
     return user
 
 
-def load_by_token(token: str) -> User | None:
-    """Return the active account owning a session token (Flask-Login's user loader)."""
-    return db.session.scalar(
-        sa.select(User).where(User.session_token == token, User.active.is_(True))
-    )
-
-
 def list_users(search: str = "") -> list[User]:
     """Return accounts ordered by email, optionally filtered by a substring."""
     query = sa.select(User).order_by(User.email)
@@ -199,6 +192,7 @@ def set_active(email: str, active: bool, *, actor: str, source: str, force: bool
         source=source,
         force=force,
         action="user.activate" if active else "user.deactivate",
+        accounts_changed=True,
         detail=target,
         hook=update,
     )
@@ -221,15 +215,35 @@ def set_password(email: str, password: str, *, actor: str, source: str) -> User:
 
     db.session.rollback()
     engine().apply(
-        Change(), actor=actor, source=source, action="user.password", detail=target, hook=update
+        Change(),
+        actor=actor,
+        source=source,
+        action="user.password",
+        detail=target,
+        hook=update,
+        accounts_changed=True,
     )
     return require(target)
 
 
-def end_sessions(user: User) -> None:
-    """Rotate the session token, so every existing session cookie of the user is dead."""
-    user.session_token = new_session_token()
-    db.session.commit()
+def end_sessions(email: str) -> None:
+    """Rotate the session token, so every existing session cookie of the account is dead."""
+
+    def rotate(session: Session) -> None:
+        session.execute(
+            sa.update(User).where(User.email == email).values(session_token=new_session_token())
+        )
+
+    db.session.rollback()
+    engine().apply(
+        Change(),
+        actor=email,
+        source="web",
+        action="user.logout",
+        hook=rotate,
+        accounts_changed=True,
+        audit=False,
+    )
 
 
 def assign_role(subject: str, role: str, *, actor: str, source: str, force: bool = False) -> bool:

@@ -50,7 +50,10 @@ def make_app(tmp_path: Path, **overrides: Any) -> Flask:
 
 
 def dispose(app: Flask) -> None:
-    """Close the app's database connections."""
+    """Stop the app's revision poller and close its database connections."""
+    poller = app.extensions.get("authz.poller")
+    if poller is not None:
+        poller.stop()
     with app.app_context():
         db.session.remove()
         db.engine.dispose()

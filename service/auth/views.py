@@ -92,7 +92,7 @@ def logout() -> Response | str:
     if request.method == "POST" and form.validate_on_submit():
         if current_user.is_authenticated:
             # Rotating the token kills this cookie even if a copy of it is replayed.
-            users.end_sessions(current_user)
+            users.end_sessions(current_user.email)
         logout_user()
         session.clear()
         flash("You are logged out.", "success")
