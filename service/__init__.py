@@ -49,7 +49,9 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         if db.engine.dialect.name == "sqlite":
             _tune_sqlite(db.engine)
     login_manager.init_app(app)
-    login_manager.session_protection = "basic"
+    # Sessions are ended server-side by rotating the account's token; Flask-Login's
+    # address/agent fingerprint would add a hash per request and no protection.
+    login_manager.session_protection = None
     login_manager.user_loader(sessions.load)
     csrf.init_app(app)
     app.extensions["authz.passwords"] = Passwords(

@@ -79,13 +79,17 @@ def login_required() -> Response:
 
 
 def forbidden(subject: str) -> Response:
-    """The answer to a logged-in request the policy refuses."""
-    return page(
-        403,
-        "Forbidden",
-        f"Your account ({subject}) and its roles may not {request.method} {request.path}.",
-        forbidden=True,
-    )
+    """The answer to a logged-in request the policy refuses.
+
+    A page of its own, not the full layout: it is the one error page that a busy
+    client may hit at request rate, so it renders without the navigation bar and the
+    session work that comes with it.
+    """
+    detail = f"Your account ({subject}) and its roles may not {request.method} {request.path}."
+    if wants_json():
+        return problem(403, "Forbidden", detail)
+    html = render_template("forbidden.html", detail=detail)
+    return Response(html, status=403, mimetype="text/html")
 
 
 def unavailable(reason: str) -> Response:
