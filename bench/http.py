@@ -23,11 +23,9 @@ import re  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
-import sys
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
-from pathlib import Path
 
 from authz import Change  # noqa: E402
 from authz import Rule  # noqa: E402
@@ -35,7 +33,7 @@ from authz import csvio  # noqa: E402
 from bench.shapes import SHAPES  # noqa: E402
 
 USER = "user0@example.com"
-PASSWORD = "bench-password-0"
+PASSWORD = "bench-password-0"  # noqa: S105 - a throwaway account in a temporary database
 
 
 def free_port() -> int:
