@@ -30,7 +30,6 @@ from casbin.model.function import FunctionMap
 from casbin.util.builtin_operators import KEY_MATCH2_PATTERN
 from casbin.util.builtin_operators import key_match
 
-from authz.errors import EngineUnavailable
 from authz.model import PolicyModel
 from authz.rules import Rule
 
@@ -136,16 +135,17 @@ def key_match2_regex(pattern: str) -> str:
     return "^" + expr + "$"
 
 
-def _broken(kind: str, pattern: str, error: Exception) -> Predicate:
-    def fail(_value: str) -> bool:
-        # Casbin raises when it evaluates such a row; so do we, and the caller fails closed.
-        raise EngineUnavailable(f"{kind} pattern {pattern!r} does not compile: {error}")
-
-    return fail
+class BrokenPattern(Unsupported):
+    """A stored row's pattern cannot be evaluated; Casbin is left to decide (and fail)."""
 
 
 def compile_predicate(kind: str, pattern: str) -> Predicate:
-    """Return ``value -> bool`` equal to Casbin's ``kind(value, pattern)``."""
+    """Return ``value -> bool`` equal to Casbin's ``kind(value, pattern)``.
+
+    :raises BrokenPattern: when Casbin would raise evaluating it. Where such a row is
+        evaluated depends on Casbin's row and term order, so a snapshot holding one is
+        decided by Casbin itself rather than by an index that might guess differently.
+    """
     if kind == "eq":
         return pattern.__eq__
     if kind in ("keyMatch2", "regexMatch"):
@@ -153,11 +153,15 @@ def compile_predicate(kind: str, pattern: str) -> Predicate:
         try:
             matcher = re.compile(expr).match
         except re.error as e:
-            return _broken(kind, pattern, e)
+            raise BrokenPattern(f"{kind} pattern {pattern!r} does not compile: {e}") from e
         return lambda value: matcher(value) is not None
     if kind == "keyMatch":
         return lambda value: key_match(value, pattern)
     function = FunctionMap.load_function_map().get_functions()[kind]
+    try:
+        function("/", pattern)
+    except Exception as e:  # noqa: BLE001 - whatever Casbin's function raises
+        raise BrokenPattern(f"{kind} pattern {pattern!r} cannot be evaluated: {e}") from e
     return lambda value: bool(function(value, pattern))
 
 

@@ -49,8 +49,9 @@ class IndexDecider:
 
     kind = "index"
 
-    def __init__(self, index: DecisionIndex) -> None:
+    def __init__(self, index: DecisionIndex, model: PolicyModel) -> None:
         self.index = index
+        self.model = model
         self.decide = index.decide  # type: ignore[method-assign]  # one call less per request
 
     def decide(self, request: tuple[str, str, str]) -> tuple[bool, Rule | None]:
@@ -62,7 +63,10 @@ class IndexDecider:
     def with_changes(
         self, rows: Mapping[Rule, None], added: list[tuple[Rule, int]], removed: list[Rule]
     ) -> Decider:
-        return IndexDecider(self.index.with_changes(added, removed))
+        try:
+            return IndexDecider(self.index.with_changes(added, removed), self.model)
+        except Unsupported as e:
+            return _fallback(self.model, rows, e)
 
 
 class CasbinDecider:
@@ -97,23 +101,32 @@ class CasbinDecider:
 
 
 def make_decider(model: PolicyModel, rows: Mapping[Rule, None]) -> Decider:
-    """Compile the index for these rows, or fall back to Casbin (logged once per model)."""
+    """Compile the index for these rows, or fall back to Casbin (logged, counted)."""
     try:
         plan = plan_for(model)
     except Unsupported as e:
-        if model.text not in _reported:
-            _reported.add(model.text)
-            log.warning("decision index not used, falling back to Casbin: %s", e)
-        metrics.set("decider", "casbin")
-        return CasbinDecider(model, rows)
+        return _fallback(model, rows, e)
     if not any(rule.ptype == "p" for rule in rows):
         # With no p rows Casbin evaluates the matcher once on empty values; let it.
         return CasbinDecider(model, rows)
-    metrics.set("decider", "index")
     try:
-        return IndexDecider(DecisionIndex.build(plan, rows))
+        decider = IndexDecider(DecisionIndex.build(plan, rows), model)
+    except Unsupported as e:  # a stored row the index cannot evaluate exactly
+        return _fallback(model, rows, e)
     except IndexError as e:  # a stored row of the wrong length
         raise EngineUnavailable(f"a stored policy row does not fit the model: {e}") from e
+    metrics.set("decider", "index")
+    return decider
+
+
+def _fallback(model: PolicyModel, rows: Iterable[Rule], reason: Exception) -> CasbinDecider:
+    key = f"{model.text}\0{reason}"
+    if key not in _reported:
+        _reported.add(key)
+        log.warning("decision index not used, falling back to Casbin: %s", reason)
+    metrics.set("decider", "casbin")
+    metrics.count("fallbacks")
+    return CasbinDecider(model, rows)
 
 
 class Snapshot:
@@ -163,7 +176,7 @@ class Snapshot:
     def with_changes(self, revision: int, add: Iterable[Rule], remove: Iterable[Rule]) -> Snapshot:
         """Return a new snapshot with rows added and removed (this one is untouched)."""
         rows = dict(self._rows)
-        removed = [r for r in remove if r in rows]
+        removed = [r for r in dict.fromkeys(remove) if r in rows]
         for r in removed:
             del rows[r]
         added: list[tuple[Rule, int]] = []
