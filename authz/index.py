@@ -148,6 +148,17 @@ def compile_predicate(kind: str, pattern: str) -> Predicate:
     """
     if kind == "eq":
         return pattern.__eq__
+    if kind == "keyMatch2" and pattern.endswith("/*") and not (_METACHARS & set(pattern[:-1])):
+        # "/reports/*" is Casbin's "^/reports/.*$": the prefix, then anything without a
+        # line break ('.' stops at one), except that '$' lets one final "\n" through.
+        prefix = pattern[:-1]
+
+        def under_prefix(value: str) -> bool:
+            return value.startswith(prefix) and (
+                "\n" not in value or (value.endswith("\n") and value.count("\n") == 1)
+            )
+
+        return under_prefix
     if kind in ("keyMatch2", "regexMatch"):
         expr = key_match2_regex(pattern) if kind == "keyMatch2" else pattern
         try:
