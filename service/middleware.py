@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 from flask import Flask
 from flask import Response
+from flask import g
 from flask import request
+from flask import session
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -19,6 +21,8 @@ from authz import UnsafePath
 from authz.paths import canonical_action
 from authz.paths import canonical_object
 from service import responses
+from service import sessions
+from service.extensions import login_manager
 
 #: Seconds between attempts to load the policy while it is unavailable.
 RETRY_LOAD_EVERY = 1.0
@@ -28,10 +32,23 @@ _SUSPICIOUS = re.compile(r"%|//|/\.|\\|[\x00-\x1f\x7f]")
 
 def current_subject() -> str:
     """Return the policy subject of this request: the user's email, or ``anonymous``."""
-    user = current_user
-    if user and user.is_authenticated and user.is_active:
+    user = current_user._get_current_object()  # one proxy hop, not one per attribute
+    if user is not None and user.is_authenticated and user.is_active:
         return str(user.subject)
     return ANONYMOUS
+
+
+def _resolve_user(cache: sessions.SessionCache | None) -> sessions.SessionUser | None:
+    """Resolve the session's account and hand it to Flask-Login for the views.
+
+    This is what Flask-Login's own loader does for a session cookie, minus the steps
+    this service does not use (its signal, its session fingerprint, remember-me
+    cookies): it runs on every request, and those steps cost more than the decision.
+    """
+    token = session.get("_user_id")
+    user = sessions.load(token, cache) if token else None
+    g._login_user = user if user is not None else login_manager.anonymous_user()
+    return user
 
 
 def request_object(environ: dict[str, str], path: str) -> str:
@@ -48,6 +65,7 @@ def request_object(environ: dict[str, str], path: str) -> str:
 def make_authorize(app: Flask) -> Callable[[], Response | None]:
     """Return the hook for ``app``, with its engine bound (no lookups per request)."""
     engine: PolicyEngine = app.extensions["authz"]
+    cache: sessions.SessionCache | None = app.extensions.get("authz.sessions")
     last_attempt = [0.0]
 
     def ensure_loaded() -> None:
@@ -61,14 +79,16 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
 
     def authorize() -> Response | None:
         """Decide this request; return a response to stop it, or None to run the view."""
+        req = request._get_current_object()  # type: ignore[attr-defined]
         try:
-            obj = request_object(request.environ, request.path)
+            obj = request_object(req.environ, req.path)
         except UnsafePath as e:
             return responses.page(400, "Bad request", f"Refused path: {e}.")
-        act = canonical_action(request.method)
+        act = canonical_action(req.method)
         try:
             ensure_loaded()
-            subject = current_subject()
+            user = _resolve_user(cache)
+            subject = user.subject if user is not None else ANONYMOUS
             decision = engine.decide(subject, obj, act)
         except (EngineUnavailable, SQLAlchemyError) as e:
             # Fail closed: when the engine cannot decide, nobody gets in.

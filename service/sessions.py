@@ -77,9 +77,10 @@ class SessionCache:
         return len(self._entries)
 
 
-def load(token: str) -> SessionUser | None:
+def load(token: str, cache: SessionCache | None = None) -> SessionUser | None:
     """Flask-Login's user loader: the active account owning a session token, or None."""
-    cache: SessionCache | None = current_app.extensions.get("authz.sessions")
+    if cache is None:
+        cache = current_app.extensions.get("authz.sessions")
     if cache is not None:
         hit = cache.get(token)
         if hit is not None:
