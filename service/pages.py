@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 from flask import render_template
 
+from authz import metrics
 from service import users
 from service.middleware import current_subject
 
@@ -21,4 +22,10 @@ def home() -> str:
 @bp.route("/admin/")
 def admin() -> str:
     """The admin landing page, for admins (by the default policy)."""
-    return render_template("admin.html", revision=users.engine().revision)
+    engine = users.engine()
+    return render_template(
+        "admin.html",
+        revision=engine.revision,
+        decider=engine.snapshot.kind,
+        metrics=metrics.snapshot(),
+    )
