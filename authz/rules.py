@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -46,6 +47,12 @@ class Rule(NamedTuple):
 
     def __str__(self) -> str:
         return ", ".join(self.as_list())
+
+    @property
+    def id(self) -> str:
+        """A stable, URL-safe identifier derived from the row's content."""
+        digest = hashlib.sha256("\x1f".join(self.as_list()).encode("utf-8")).hexdigest()
+        return digest[:16]
 
 
 def is_role(name: str) -> bool:
