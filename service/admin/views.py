@@ -1,0 +1,445 @@
+"""The policy editor pages under /admin/, protected by policy rows like every other page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+
+from flask import Blueprint
+from flask import Response
+from flask import abort
+from flask import current_app
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import url_for
+from flask_login import current_user
+
+from authz import AuthzError
+from authz import Change
+from authz import LockoutRefused
+from authz import Rule
+from authz import RuleError
+from authz import StaleRevision
+from authz import UnsafePath
+from authz.index import compile_predicate
+from authz.paths import canonical_action
+from authz.paths import canonical_object
+from service import users
+from service.admin.forms import AssignRoleForm
+from service.admin.forms import ConfirmForm
+from service.admin.forms import RuleForm
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+PER_PAGE = 50
+#: Policy fields of the shipped model, as the form names them.
+FORM_FIELDS = {"sub": "subject", "obj": "path", "act": "methods", "eft": "effect"}
+
+
+def actor() -> str:
+    """The audit actor of web changes: the logged-in admin's email."""
+    return str(current_user.email)
+
+
+def paginate(items: list, page: int) -> tuple[list, int, int]:  # type: ignore[type-arg]
+    """Return one page of items, the page number and the page count."""
+    pages = max(1, -(-len(items) // PER_PAGE))
+    page = min(max(1, page), pages)
+    return items[(page - 1) * PER_PAGE : page * PER_PAGE], page, pages
+
+
+def find_rule(rule_id: str) -> Rule:
+    """The p or g row with this id, or 404."""
+    for rule in users.engine().rules():
+        if rule.id == rule_id:
+            return rule
+    abort(404, description="No such rule (it may have been changed or removed).")
+
+
+def apply(change: Change, *, action: str, revision: str | None, success: str) -> bool:
+    """Apply a change from a form; flash the outcome; return whether it was applied."""
+    try:
+        expected = int(revision) if revision else None
+    except ValueError:
+        expected = None
+    try:
+        users.engine().apply(
+            change, actor=actor(), source="web", action=action, expected_revision=expected
+        )
+    except StaleRevision as e:
+        flash(f"Not saved: {e}.", "error")
+        return False
+    except LockoutRefused as e:
+        flash(f"Not saved: {e}.", "error")
+        return False
+    except AuthzError as e:
+        flash(f"Not saved: {e}.", "error")
+        return False
+    flash(success, "success")
+    return True
+
+
+def locks_me_out(change: Change) -> bool:
+    """Whether a change would take away the acting admin's own access to the editor."""
+    engine = users.engine()
+    path = current_app.config["AUTHZ"].editor_path
+    me = actor()
+    snapshot = engine.snapshot
+    if not snapshot.decide(me, path, "GET").allowed:
+        return False
+    after = snapshot.with_changes(snapshot.revision + 1, change.add, change.remove)
+    return not after.decide(me, path, "GET").allowed
+
+
+# -- rules ------------------------------------------------------------------------------
+
+
+@bp.get("/rules")
+def rules() -> str:
+    """The p rows, searchable by any column, filterable by subject, paginated."""
+    engine = users.engine()
+    q = request.args.get("q", "").strip().lower()
+    subject = request.args.get("subject", "").strip()
+    rows = [r for r in engine.rules() if r.ptype == "p"]
+    if subject:
+        rows = [r for r in rows if r.values[0] == subject]
+    if q:
+        rows = [r for r in rows if any(q in v.lower() for v in r.values)]
+    page_rows, page, pages = paginate(rows, request.args.get("page", 1, type=int))
+    subjects = sorted({r.values[0] for r in engine.rules() if r.ptype == "p"})
+    return render_template(
+        "admin/rules.html", rules=page_rows, total=len(rows), page=page, pages=pages,
+        q=q, subject=subject, subjects=subjects, revision=engine.revision,
+    )
+
+
+def _rule_from(form: RuleForm) -> Rule:
+    return Rule(
+        "p",
+        (form.subject.data.strip(), form.path.data.strip(), form.methods.data.strip(),
+         form.effect.data),
+    )
+
+
+def _rule_form(rule: Rule | None) -> Response | str:
+    engine = users.engine()
+    form = RuleForm()
+    if request.method == "GET":
+        form.revision.data = str(engine.revision)
+        if rule is not None:
+            form.subject.data, form.path.data, form.methods.data, form.effect.data = rule.values
+    warn_self = False
+    if form.validate_on_submit():
+        new = _rule_from(form)
+        try:
+            new = engine.validate([new])[0]
+        except RuleError as e:
+            field = getattr(form, FORM_FIELDS.get(e.field or "", "subject"))
+            field.errors = [*field.errors, e.message]
+        else:
+            change = Change(add=(new,), remove=(rule,) if rule is not None else ())
+            if rule is None and new in engine.snapshot.ruleset:
+                form.subject.errors = [*form.subject.errors, "this rule already exists"]
+            elif locks_me_out(change) and not form.confirm_self.data:
+                warn_self = True
+            else:
+                verb = "Added" if rule is None else "Changed"
+                if apply(change, action="rule.add" if rule is None else "rule.edit",
+                         revision=form.revision.data, success=f"{verb} rule [{new}]."):
+                    return redirect(url_for("admin.rules"))
+    status = 400 if request.method == "POST" else 200
+    html = render_template("admin/rule_form.html", form=form, rule=rule, warn_self=warn_self)
+    return Response(html, status=status)
+
+
+@bp.route("/rules/new", methods=["GET", "POST"])
+def rule_new() -> Response | str:
+    """Add a p row; validated exactly as the CSV loader validates."""
+    return _rule_form(None)
+
+
+@bp.route("/rules/<rule_id>/edit", methods=["GET", "POST"])
+def rule_edit(rule_id: str) -> Response | str:
+    """Change a p row (the old row out, the new one in, in one transaction)."""
+    return _rule_form(find_rule(rule_id))
+
+
+@bp.route("/rules/<rule_id>/delete", methods=["GET", "POST"])
+def rule_delete(rule_id: str) -> Response | str:
+    """Remove a row, after confirmation."""
+    rule = find_rule(rule_id)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        change = Change.removing(rule)
+        if apply(change, action="rule.remove", revision=form.revision.data,
+                 success=f"Removed rule [{rule}]."):
+            return redirect(url_for("admin.rules"))
+    form.revision.data = str(users.engine().revision)
+    warning = "This takes away your own access to the policy editor." if locks_me_out(
+        Change.removing(rule)) else ""
+    return render_template(
+        "admin/confirm.html", form=form, title="Remove this rule?",
+        message=f"Remove [{rule}]?", warning=warning, back=url_for("admin.rules"),
+    )
+
+
+# -- roles ------------------------------------------------------------------------------
+
+
+@bp.get("/roles")
+def roles() -> str:
+    """Role assignments and inheritance, as an indented tree."""
+    engine = users.engine()
+    names = users.known_roles()
+    links = [r for r in engine.rules() if r.ptype == "g"]
+    parents: dict[str, list[str]] = {}
+    for r in links:
+        if r.values[0] in names:
+            parents.setdefault(r.values[0], []).append(r.values[1])
+    children: dict[str, list[str]] = {}
+    for child, ps in parents.items():
+        for p in ps:
+            children.setdefault(p, []).append(child)
+    tops = [n for n in names if n not in parents]
+    tree: list[tuple[int, str]] = []
+
+    def walk(name: str, depth: int, seen: frozenset[str]) -> None:
+        tree.append((depth, name))
+        for child in sorted(children.get(name, [])):
+            if child not in seen:
+                walk(child, depth + 1, seen | {child})
+
+    for top in tops:
+        walk(top, 0, frozenset({top}))
+    members = {n: engine.snapshot.members_of(n) for n in names}
+    return render_template("admin/roles.html", tree=tree, members=members)
+
+
+@bp.get("/roles/<role>")
+def role(role: str) -> str:
+    """A role's members, its direct rules and the rules it inherits."""
+    engine = users.engine()
+    if role not in users.known_roles():
+        abort(404, description=f"No role {role!r} in the policy.")
+    inherited_from = engine.roles_for(role)
+    rules = [r for r in engine.rules() if r.ptype == "p"]
+    return render_template(
+        "admin/role.html", role=role, members=engine.snapshot.members_of(role),
+        direct=[r for r in rules if r.values[0] == role],
+        inherited=[r for r in rules if r.values[0] in inherited_from],
+        parents=inherited_from,
+    )
+
+
+# -- users ------------------------------------------------------------------------------
+
+
+@bp.get("/users")
+def users_list() -> str:
+    """Accounts, searchable, with their direct roles."""
+    q = request.args.get("q", "").strip()
+    rows, page, pages = paginate(users.list_users(q), request.args.get("page", 1, type=int))
+    roles = {u.email: users.direct_roles(u.email) for u in rows}
+    return render_template(
+        "admin/users.html", users=rows, roles=roles, q=q, page=page, pages=pages
+    )
+
+
+def _effective_rules(subject: str) -> list[Rule]:
+    engine = users.engine()
+    names = {subject, *engine.roles_for(subject)}
+    return [r for r in engine.rules() if r.ptype == "p" and r.values[0] in names]
+
+
+@bp.get("/users/<email>")
+def user_detail(email: str) -> str:
+    """One account: state, direct and effective roles, effective permissions."""
+    user = users.get(email)
+    if user is None:
+        abort(404, description="No such account.")
+    engine = users.engine()
+    form = AssignRoleForm()
+    direct = users.direct_roles(user.email)
+    form.role.choices = [(r, r) for r in users.known_roles() if r not in direct]
+    form.revision.data = str(engine.revision)
+    return render_template(
+        "admin/user.html", user=user, direct=direct, effective=engine.roles_for(user.email),
+        permissions=_effective_rules(user.email), form=form, confirm=ConfirmForm(),
+    )
+
+
+@bp.post("/users/<email>/roles")
+def user_assign(email: str) -> Response:
+    """Give an account a role."""
+    user = users.get(email)
+    if user is None:
+        abort(404, description="No such account.")
+    form = AssignRoleForm()
+    form.role.choices = [(r, r) for r in users.known_roles()]
+    if form.validate_on_submit():
+        rule = Rule("g", (user.email, form.role.data))
+        apply(Change.adding(rule), action="role.assign", revision=form.revision.data,
+              success=f"{user.email} now has role {form.role.data}.")
+    else:
+        flash("Not saved: choose a role.", "error")
+    return redirect(url_for("admin.user_detail", email=user.email))
+
+
+@bp.route("/users/<email>/roles/<role>/remove", methods=["GET", "POST"])
+def user_unassign(email: str, role: str) -> Response | str:
+    """Take a role away from an account, after confirmation."""
+    user = users.get(email)
+    if user is None:
+        abort(404, description="No such account.")
+    rule = Rule("g", (user.email, role))
+    if rule not in users.engine().snapshot.ruleset:
+        abort(404, description=f"{user.email} does not have role {role!r}.")
+    form = ConfirmForm()
+    back = url_for("admin.user_detail", email=user.email)
+    if form.validate_on_submit():
+        apply(Change.removing(rule), action="role.remove", revision=form.revision.data,
+              success=f"{user.email} no longer has role {role}.")
+        return redirect(back)
+    form.revision.data = str(users.engine().revision)
+    warning = "This takes away your own access to the policy editor." if locks_me_out(
+        Change.removing(rule)) else ""
+    return render_template(
+        "admin/confirm.html", form=form, title="Remove this role?",
+        message=f"Take role {role!r} away from {user.email}?", warning=warning, back=back,
+    )
+
+
+@bp.route("/users/<email>/active", methods=["GET", "POST"])
+def user_active(email: str) -> Response | str:
+    """Activate or deactivate an account (deactivation asks for confirmation)."""
+    user = users.get(email)
+    if user is None:
+        abort(404, description="No such account.")
+    target = not user.active
+    form = ConfirmForm()
+    back = url_for("admin.user_detail", email=user.email)
+    if form.validate_on_submit():
+        try:
+            users.set_active(user.email, target, actor=actor(), source="web")
+        except (AuthzError, users.AccountError) as e:
+            flash(f"Not saved: {e}.", "error")
+        else:
+            flash(f"{'Activated' if target else 'Deactivated'} {user.email}.", "success")
+        return redirect(back)
+    verb = "Activate" if target else "Deactivate"
+    message = f"{verb} {user.email}?" + ("" if target else " Their sessions end at once.")
+    return render_template(
+        "admin/confirm.html", form=form, title=f"{verb} this account?", message=message,
+        warning="", back=back,
+    )
+
+
+# -- audit ------------------------------------------------------------------------------
+
+
+def _date(value: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC) if value else None
+    except ValueError:
+        return None
+
+
+@bp.get("/audit")
+def audit() -> str:
+    """Every policy and account change, newest first, filterable by actor and date."""
+    store = users.engine().store
+    actor_filter = request.args.get("actor", "").strip()
+    since = _date(request.args.get("since", ""))
+    until = _date(request.args.get("until", ""))
+    if until is not None and len(request.args.get("until", "")) <= 10:
+        until += dt.timedelta(days=1)  # a date means "through the end of that day"
+    page = max(1, request.args.get("page", 1, type=int))
+    entries = store.audit_entries(
+        limit=PER_PAGE + 1, offset=(page - 1) * PER_PAGE, actor=actor_filter or None,
+        since=since, until=until,
+    )
+    return render_template(
+        "admin/audit.html", entries=entries[:PER_PAGE], more=len(entries) > PER_PAGE,
+        page=page, actor=actor_filter, since=request.args.get("since", ""),
+        until=request.args.get("until", ""),
+    )
+
+
+# -- try a request, who can reach ------------------------------------------------------
+
+
+@bp.get("/try")
+def try_request() -> str:
+    """Decide a request as the middleware would, and name the rule that decided."""
+    subject = request.args.get("subject", "").strip().lower()
+    path = request.args.get("path", "").strip()
+    method = request.args.get("method", "GET").strip() or "GET"
+    decision = error = None
+    if subject and path:
+        try:
+            decision = users.engine().decide(
+                subject, canonical_object(path), canonical_action(method)
+            )
+        except UnsafePath as e:
+            error = f"refused path: {e}"
+    return render_template(
+        "admin/try.html", subject=subject, path=path, method=method, decision=decision,
+        error=error,
+    )
+
+
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def _sample_path(rule: str) -> str:
+    return _CONVERTER.sub(lambda m: "1" if "int" in m.group(0) else m.group(1), rule)
+
+
+def _allowed(subjects: Iterable[str], path: str, method: str) -> list[str]:
+    engine = users.engine()
+    return [s for s in subjects if engine.decide(s, path, method).allowed]
+
+
+@bp.get("/reach")
+def reach() -> str:
+    """Who may request a path, and which roles may reach each route of the app."""
+    engine = users.engine()
+    roles = users.known_roles()
+    path = request.args.get("path", "").strip()
+    method = canonical_action(request.args.get("method", "GET").strip() or "GET")
+    allowed_roles: list[str] = []
+    allowed_users: list[str] = []
+    error = None
+    if path:
+        try:
+            obj = canonical_object(path)
+        except UnsafePath as e:
+            error = f"refused path: {e}"
+        else:
+            allowed_roles = _allowed(roles, obj, method)
+            active = [u.email for u in users.list_users() if u.active]
+            allowed_users = _allowed(active, obj, method)
+    routes = []
+    for rule in sorted(current_app.url_map.iter_rules(), key=lambda r: r.rule):
+        sample = _sample_path(rule.rule)
+        methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+        by_method = {m: _allowed(roles, sample, m) for m in methods}
+        routes.append((rule.rule, by_method, not any(by_method.values())))
+    samples = [_sample_path(r.rule) for r in current_app.url_map.iter_rules()]
+    unmatched = []
+    for rule in engine.rules():
+        if rule.ptype != "p":
+            continue
+        try:
+            matches = compile_predicate("keyMatch2", rule.values[1])
+        except AuthzError:
+            continue
+        if not any(matches(s) for s in samples):
+            unmatched.append(rule)
+    return render_template(
+        "admin/reach.html", path=path, method=method, allowed_roles=allowed_roles,
+        allowed_users=allowed_users, routes=routes, unmatched=unmatched, error=error,
+    )
