@@ -17,7 +17,7 @@ class RuleForm(FlaskForm):
     subject = StringField("Subject (role or email)", validators=[DataRequired(), Length(max=255)])
     path = StringField("Path pattern", validators=[DataRequired(), Length(max=255)])
     methods = StringField("Methods (regex)", default="GET", validators=[DataRequired()])
-    effect = SelectField("Effect", choices=[("allow", "allow"), ("deny", "deny")])
+    effect = SelectField("Effect", choices=["allow", "deny"])
     revision = HiddenField()
     confirm_self = BooleanField("I understand this change takes away my own access")
 

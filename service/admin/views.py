@@ -111,16 +111,27 @@ def rules() -> str:
     page_rows, page, pages = paginate(rows, request.args.get("page", 1, type=int))
     subjects = sorted({r.values[0] for r in engine.rules() if r.ptype == "p"})
     return render_template(
-        "admin/rules.html", rules=page_rows, total=len(rows), page=page, pages=pages,
-        q=q, subject=subject, subjects=subjects, revision=engine.revision,
+        "admin/rules.html",
+        rules=page_rows,
+        total=len(rows),
+        page=page,
+        pages=pages,
+        q=q,
+        subject=subject,
+        subjects=subjects,
+        revision=engine.revision,
     )
 
 
 def _rule_from(form: RuleForm) -> Rule:
     return Rule(
         "p",
-        (form.subject.data.strip(), form.path.data.strip(), form.methods.data.strip(),
-         form.effect.data),
+        (
+            form.subject.data.strip(),
+            form.path.data.strip(),
+            form.methods.data.strip(),
+            form.effect.data,
+        ),
     )
 
 
@@ -147,8 +158,12 @@ def _rule_form(rule: Rule | None) -> Response | str:
                 warn_self = True
             else:
                 verb = "Added" if rule is None else "Changed"
-                if apply(change, action="rule.add" if rule is None else "rule.edit",
-                         revision=form.revision.data, success=f"{verb} rule [{new}]."):
+                if apply(
+                    change,
+                    action="rule.add" if rule is None else "rule.edit",
+                    revision=form.revision.data,
+                    success=f"{verb} rule [{new}].",
+                ):
                     return redirect(url_for("admin.rules"))
     status = 400 if request.method == "POST" else 200
     html = render_template("admin/rule_form.html", form=form, rule=rule, warn_self=warn_self)
@@ -174,15 +189,26 @@ def rule_delete(rule_id: str) -> Response | str:
     form = ConfirmForm()
     if form.validate_on_submit():
         change = Change.removing(rule)
-        if apply(change, action="rule.remove", revision=form.revision.data,
-                 success=f"Removed rule [{rule}]."):
+        if apply(
+            change,
+            action="rule.remove",
+            revision=form.revision.data,
+            success=f"Removed rule [{rule}].",
+        ):
             return redirect(url_for("admin.rules"))
     form.revision.data = str(users.engine().revision)
-    warning = "This takes away your own access to the policy editor." if locks_me_out(
-        Change.removing(rule)) else ""
+    warning = (
+        "This takes away your own access to the policy editor."
+        if locks_me_out(Change.removing(rule))
+        else ""
+    )
     return render_template(
-        "admin/confirm.html", form=form, title="Remove this rule?",
-        message=f"Remove [{rule}]?", warning=warning, back=url_for("admin.rules"),
+        "admin/confirm.html",
+        form=form,
+        title="Remove this rule?",
+        message=f"Remove [{rule}]?",
+        warning=warning,
+        back=url_for("admin.rules"),
     )
 
 
@@ -227,7 +253,9 @@ def role(role: str) -> str:
     inherited_from = engine.roles_for(role)
     rules = [r for r in engine.rules() if r.ptype == "p"]
     return render_template(
-        "admin/role.html", role=role, members=engine.snapshot.members_of(role),
+        "admin/role.html",
+        role=role,
+        members=engine.snapshot.members_of(role),
         direct=[r for r in rules if r.values[0] == role],
         inherited=[r for r in rules if r.values[0] in inherited_from],
         parents=inherited_from,
@@ -243,9 +271,7 @@ def users_list() -> str:
     q = request.args.get("q", "").strip()
     rows, page, pages = paginate(users.list_users(q), request.args.get("page", 1, type=int))
     roles = {u.email: users.direct_roles(u.email) for u in rows}
-    return render_template(
-        "admin/users.html", users=rows, roles=roles, q=q, page=page, pages=pages
-    )
+    return render_template("admin/users.html", users=rows, roles=roles, q=q, page=page, pages=pages)
 
 
 def _effective_rules(subject: str) -> list[Rule]:
@@ -263,11 +289,16 @@ def user_detail(email: str) -> str:
     engine = users.engine()
     form = AssignRoleForm()
     direct = users.direct_roles(user.email)
-    form.role.choices = [(r, r) for r in users.known_roles() if r not in direct]
+    form.role.choices = [r for r in users.known_roles() if r not in direct]
     form.revision.data = str(engine.revision)
     return render_template(
-        "admin/user.html", user=user, direct=direct, effective=engine.roles_for(user.email),
-        permissions=_effective_rules(user.email), form=form, confirm=ConfirmForm(),
+        "admin/user.html",
+        user=user,
+        direct=direct,
+        effective=engine.roles_for(user.email),
+        permissions=_effective_rules(user.email),
+        form=form,
+        confirm=ConfirmForm(),
     )
 
 
@@ -278,11 +309,15 @@ def user_assign(email: str) -> Response:
     if user is None:
         abort(404, description="No such account.")
     form = AssignRoleForm()
-    form.role.choices = [(r, r) for r in users.known_roles()]
+    form.role.choices = users.known_roles()
     if form.validate_on_submit():
         rule = Rule("g", (user.email, form.role.data))
-        apply(Change.adding(rule), action="role.assign", revision=form.revision.data,
-              success=f"{user.email} now has role {form.role.data}.")
+        apply(
+            Change.adding(rule),
+            action="role.assign",
+            revision=form.revision.data,
+            success=f"{user.email} now has role {form.role.data}.",
+        )
     else:
         flash("Not saved: choose a role.", "error")
     return redirect(url_for("admin.user_detail", email=user.email))
@@ -300,15 +335,26 @@ def user_unassign(email: str, role: str) -> Response | str:
     form = ConfirmForm()
     back = url_for("admin.user_detail", email=user.email)
     if form.validate_on_submit():
-        apply(Change.removing(rule), action="role.remove", revision=form.revision.data,
-              success=f"{user.email} no longer has role {role}.")
+        apply(
+            Change.removing(rule),
+            action="role.remove",
+            revision=form.revision.data,
+            success=f"{user.email} no longer has role {role}.",
+        )
         return redirect(back)
     form.revision.data = str(users.engine().revision)
-    warning = "This takes away your own access to the policy editor." if locks_me_out(
-        Change.removing(rule)) else ""
+    warning = (
+        "This takes away your own access to the policy editor."
+        if locks_me_out(Change.removing(rule))
+        else ""
+    )
     return render_template(
-        "admin/confirm.html", form=form, title="Remove this role?",
-        message=f"Take role {role!r} away from {user.email}?", warning=warning, back=back,
+        "admin/confirm.html",
+        form=form,
+        title="Remove this role?",
+        message=f"Take role {role!r} away from {user.email}?",
+        warning=warning,
+        back=back,
     )
 
 
@@ -332,8 +378,12 @@ def user_active(email: str) -> Response | str:
     verb = "Activate" if target else "Deactivate"
     message = f"{verb} {user.email}?" + ("" if target else " Their sessions end at once.")
     return render_template(
-        "admin/confirm.html", form=form, title=f"{verb} this account?", message=message,
-        warning="", back=back,
+        "admin/confirm.html",
+        form=form,
+        title=f"{verb} this account?",
+        message=message,
+        warning="",
+        back=back,
     )
 
 
@@ -358,12 +408,19 @@ def audit() -> str:
         until += dt.timedelta(days=1)  # a date means "through the end of that day"
     page = max(1, request.args.get("page", 1, type=int))
     entries = store.audit_entries(
-        limit=PER_PAGE + 1, offset=(page - 1) * PER_PAGE, actor=actor_filter or None,
-        since=since, until=until,
+        limit=PER_PAGE + 1,
+        offset=(page - 1) * PER_PAGE,
+        actor=actor_filter or None,
+        since=since,
+        until=until,
     )
     return render_template(
-        "admin/audit.html", entries=entries[:PER_PAGE], more=len(entries) > PER_PAGE,
-        page=page, actor=actor_filter, since=request.args.get("since", ""),
+        "admin/audit.html",
+        entries=entries[:PER_PAGE],
+        more=len(entries) > PER_PAGE,
+        page=page,
+        actor=actor_filter,
+        since=request.args.get("since", ""),
         until=request.args.get("until", ""),
     )
 
@@ -386,7 +443,11 @@ def try_request() -> str:
         except UnsafePath as e:
             error = f"refused path: {e}"
     return render_template(
-        "admin/try.html", subject=subject, path=path, method=method, decision=decision,
+        "admin/try.html",
+        subject=subject,
+        path=path,
+        method=method,
+        decision=decision,
         error=error,
     )
 
@@ -440,6 +501,12 @@ def reach() -> str:
         if not any(matches(s) for s in samples):
             unmatched.append(rule)
     return render_template(
-        "admin/reach.html", path=path, method=method, allowed_roles=allowed_roles,
-        allowed_users=allowed_users, routes=routes, unmatched=unmatched, error=error,
+        "admin/reach.html",
+        path=path,
+        method=method,
+        allowed_roles=allowed_roles,
+        allowed_users=allowed_users,
+        routes=routes,
+        unmatched=unmatched,
+        error=error,
     )

@@ -1,0 +1,285 @@
+"""The policy editor pages through the Flask test client."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from authz import Rule
+from service import users
+from tests.conftest import ADMIN
+from tests.conftest import ADMIN_PASSWORD
+from tests.conftest import USER
+from tests.conftest import AuthActions
+from tests.conftest import csrf_token
+
+HOME = Rule.of("p", "user", "/", "GET", "allow")
+PAGES = [
+    "/admin/rules",
+    "/admin/rules/new",
+    f"/admin/rules/{HOME.id}/edit",
+    f"/admin/rules/{HOME.id}/delete",
+    "/admin/roles",
+    "/admin/roles/user",
+    "/admin/users",
+    f"/admin/users/{USER}",
+    "/admin/audit",
+    "/admin/try",
+    "/admin/reach",
+]
+
+
+@pytest.fixture
+def admin(client: FlaskClient, auth: AuthActions) -> FlaskClient:
+    auth.login(ADMIN, ADMIN_PASSWORD)
+    return client
+
+
+def state(app: Flask) -> tuple[tuple[Rule, ...], int, int]:
+    engine = app.extensions["authz"]
+    return engine.rules(), engine.revision, len(engine.store.audit_entries(limit=10_000))
+
+
+def form_token(client: FlaskClient, path: str) -> tuple[str, str]:
+    html = client.get(path).get_data(as_text=True)
+    revision = re.search(r'name="revision"[^>]*value="(\d*)"', html)
+    return csrf_token(client, path), revision.group(1) if revision else ""
+
+
+def add_rule(client: FlaskClient, **fields: str) -> object:
+    token, revision = form_token(client, "/admin/rules/new")
+    data = {"csrf_token": token, "revision": revision, "effect": "allow", **fields}
+    return client.post("/admin/rules/new", data=data)
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_opens_for_an_admin(admin: FlaskClient, path: str) -> None:
+    assert admin.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_is_refused_to_a_plain_user(
+    client: FlaskClient, auth: AuthActions, path: str
+) -> None:
+    auth.login()
+    assert client.get(path).status_code == 403
+
+
+@pytest.mark.parametrize("path", PAGES[:3])
+def test_anonymous_visitors_are_sent_to_login(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 302 and "/login?next=" in response.headers["Location"]
+
+
+def test_rules_page_searches_filters_and_paginates(app: Flask, admin: FlaskClient) -> None:
+    engine = app.extensions["authz"]
+    from authz import Change
+
+    many = [Rule.of("p", "reader", f"/docs/{i}", "GET", "allow") for i in range(120)]
+    engine.apply(Change(add=tuple(many)), actor="t", source="cli")
+    page = admin.get("/admin/rules?subject=reader").get_data(as_text=True)
+    assert page.count('class="rule') == 50
+    assert "page 1 of 3" in page
+    last = admin.get("/admin/rules?subject=reader&page=3").get_data(as_text=True)
+    assert last.count('class="rule') == 20
+    found = admin.get("/admin/rules?q=/docs/11").get_data(as_text=True)
+    assert found.count('class="rule') == 11  # /docs/11 and /docs/110..119
+
+
+def test_deny_rows_are_shown_distinctly(app: Flask, admin: FlaskClient) -> None:
+    add_rule(admin, subject="user", path="/secret", methods="GET", effect="deny")
+    html = admin.get("/admin/rules?q=/secret").get_data(as_text=True)
+    assert 'class="rule deny"' in html and "DENY" in html
+
+
+def test_adding_a_rule_governs_the_next_request_and_is_audited(
+    app: Flask, admin: FlaskClient
+) -> None:
+    other = app.test_client()
+    AuthActions(other).login()
+    assert other.get("/admin/").status_code == 403
+    response = add_rule(admin, subject="user", path="/admin/", methods="GET")
+    assert response.status_code == 302
+    assert "Added rule" in admin.get("/admin/rules").get_data(as_text=True)
+    assert other.get("/admin/").status_code == 200
+    entry = app.extensions["authz"].store.audit_entries()[0]
+    assert (entry.actor, entry.source, entry.action) == (ADMIN, "web", "rule.add")
+    assert entry.added == (Rule.of("p", "user", "/admin/", "GET", "allow"),)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"subject": "User", "path": "/x", "methods": "GET"}, "neither a role name"),
+        ({"subject": "user", "path": "x", "methods": "GET"}, "must start with"),
+        ({"subject": "user", "path": "/x", "methods": "GET|("}, "does not compile"),
+        ({"subject": "user", "path": "/", "methods": "GET"}, "already exists"),
+    ],
+)
+def test_invalid_rules_are_refused_next_to_the_field_and_change_nothing(
+    app: Flask, admin: FlaskClient, fields: dict[str, str], message: str
+) -> None:
+    before = state(app)
+    response = add_rule(admin, **fields)
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert re.search(rf'class="error">[^<]*{re.escape(message)}', html)
+    assert state(app) == before
+
+
+def test_a_write_without_csrf_is_refused(app: Flask, admin: FlaskClient) -> None:
+    before = state(app)
+    data = {"subject": "user", "path": "/x", "methods": "GET", "effect": "allow"}
+    assert admin.post("/admin/rules/new", data=data).status_code == 400
+    assert admin.post(f"/admin/rules/{HOME.id}/delete").status_code == 400
+    assert state(app) == before
+
+
+def test_a_stale_revision_is_refused(app: Flask, admin: FlaskClient) -> None:
+    token, revision = form_token(admin, "/admin/rules/new")
+    add_rule(admin, subject="user", path="/a", methods="GET")  # someone else's change
+    before = state(app)
+    response = admin.post(
+        "/admin/rules/new",
+        data={
+            "csrf_token": token,
+            "revision": revision,
+            "subject": "user",
+            "path": "/b",
+            "methods": "GET",
+            "effect": "allow",
+        },
+    )
+    assert response.status_code == 400
+    assert "policy changed since revision" in response.get_data(as_text=True)
+    assert state(app) == before
+
+
+def test_editing_a_rule_replaces_it_in_one_change(app: Flask, admin: FlaskClient) -> None:
+    path = f"/admin/rules/{HOME.id}/edit"
+    token, revision = form_token(admin, path)
+    response = admin.post(
+        path,
+        data={
+            "csrf_token": token,
+            "revision": revision,
+            "subject": "user",
+            "path": "/",
+            "methods": "GET|POST",
+            "effect": "allow",
+        },
+    )
+    assert response.status_code == 302
+    rules = app.extensions["authz"].rules()
+    assert HOME not in rules and Rule.of("p", "user", "/", "GET|POST", "allow") in rules
+    entry = app.extensions["authz"].store.audit_entries()[0]
+    assert entry.removed == (HOME,) and entry.action == "rule.edit"
+
+
+def test_deleting_asks_for_confirmation_then_deletes(app: Flask, admin: FlaskClient) -> None:
+    path = f"/admin/rules/{HOME.id}/delete"
+    page = admin.get(path).get_data(as_text=True)
+    assert 'id="confirm"' in page and "p, user, /, GET, allow" in page
+    assert HOME in app.extensions["authz"].rules()
+    token, revision = form_token(admin, path)
+    assert admin.post(path, data={"csrf_token": token, "revision": revision}).status_code == 302
+    assert HOME not in app.extensions["authz"].rules()
+    assert admin.get(path).status_code == 404
+
+
+def test_a_rule_that_denies_the_acting_admin_warns_before_applying(
+    app: Flask, admin: FlaskClient
+) -> None:
+    before = state(app)
+    response = add_rule(admin, subject="admin", path="/admin/*", methods=".*", effect="deny")
+    assert response.status_code == 400
+    assert 'id="self-warning"' in response.get_data(as_text=True)
+    assert state(app) == before
+
+
+def test_the_lockout_guard_refuses_removing_the_last_admin(app: Flask, admin: FlaskClient) -> None:
+    path = f"/admin/users/{ADMIN}/roles/admin/remove"
+    assert "your own access" in admin.get(path).get_data(as_text=True)
+    before = state(app)
+    token, revision = form_token(admin, path)
+    response = admin.post(path, data={"csrf_token": token, "revision": revision})
+    assert response.status_code == 302
+    assert "no active user could GET /admin/" in admin.get(f"/admin/users/{ADMIN}").get_data(
+        as_text=True
+    )
+    assert state(app) == before
+
+
+def test_assigning_and_removing_a_role_on_the_users_page(app: Flask, admin: FlaskClient) -> None:
+    path = f"/admin/users/{USER}"
+    token, revision = form_token(admin, path)
+    response = admin.post(
+        f"{path}/roles", data={"csrf_token": token, "revision": revision, "role": "admin"}
+    )
+    assert response.status_code == 302
+    assert "admin" in app.extensions["authz"].roles_for(USER)
+    html = admin.get(path).get_data(as_text=True)
+    assert "now has role admin" in html
+    assert re.search(r'id="effective-roles">.*admin', html, re.S)
+    remove = f"{path}/roles/admin/remove"
+    token, revision = form_token(admin, remove)
+    assert admin.post(remove, data={"csrf_token": token, "revision": revision}).status_code == 302
+    assert "admin" not in app.extensions["authz"].roles_for(USER)
+
+
+def test_deactivating_a_user_from_the_users_page(app: Flask, admin: FlaskClient) -> None:
+    path = f"/admin/users/{USER}/active"
+    assert "Their sessions end at once" in admin.get(path).get_data(as_text=True)
+    token, _ = form_token(admin, path)
+    assert admin.post(path, data={"csrf_token": token}).status_code == 302
+    with app.app_context():
+        assert users.get(USER).active is False
+    entry = app.extensions["authz"].store.audit_entries()[0]
+    assert (entry.action, entry.actor, entry.source) == ("user.deactivate", ADMIN, "web")
+
+
+def test_users_page_searches(app: Flask, admin: FlaskClient) -> None:
+    html = admin.get("/admin/users?q=user@").get_data(as_text=True)
+    assert f'data-email="{USER}"' in html and f'data-email="{ADMIN}"' not in html
+
+
+def test_audit_log_filters_by_actor_and_date(app: Flask, admin: FlaskClient) -> None:
+    add_rule(admin, subject="user", path="/audited", methods="GET")
+    mine = admin.get(f"/admin/audit?actor={ADMIN}").get_data(as_text=True)
+    assert "+ p, user, /audited, GET, allow" in mine and "rule.add" in mine
+    assert "user.create" not in mine
+    old = admin.get("/admin/audit?until=2000-01-01").get_data(as_text=True)
+    assert "No entry." in old
+
+
+@pytest.mark.parametrize(
+    ("query", "verdict", "rule"),
+    [
+        ("subject=user@example.com&path=/&method=GET", "allow", "p, user, /, GET, allow"),
+        ("subject=user@example.com&path=/admin/&method=GET", "deny", "no rule matched"),
+        (
+            "subject=anonymous&path=/static/x.css&method=HEAD",
+            "allow",
+            "p, anonymous, /static/*, GET, allow",
+        ),
+    ],
+)
+def test_try_a_request_names_the_deciding_rule(
+    admin: FlaskClient, query: str, verdict: str, rule: str
+) -> None:
+    html = admin.get(f"/admin/try?{query}").get_data(as_text=True)
+    assert re.search(rf'id="verdict"[^>]*>{verdict}<', html)
+    assert f'id="rule">{rule}<' in html
+
+
+def test_who_can_reach_lists_roles_routes_and_unmatched_rules(admin: FlaskClient) -> None:
+    html = admin.get("/admin/reach?path=/admin/&method=GET").get_data(as_text=True)
+    roles = re.search(r'id="reach-roles">(.*?)</span>\s*</p>', html, re.S).group(1)
+    assert "admin" in roles and ">user<" not in roles
+    assert ADMIN in html
+    assert "<code>/admin/rules</code>" in html
+    unmatched = re.search(r'id="unmatched">(.*?)</ul>', html, re.S).group(1)
+    assert "/favicon.ico" in unmatched  # no route serves it
