@@ -94,6 +94,27 @@ def locks_me_out(change: Change) -> bool:
     return not after.decide(me, path, "GET").allowed
 
 
+def find_user(email: str) -> users.User:
+    """The account with this email, or 404."""
+    user = users.get(email)
+    if user is None:
+        abort(404, description="No such account.")
+    return user
+
+
+def confirm_removal(form: ConfirmForm, rule: Rule, title: str, message: str, back: str) -> str:
+    """The confirmation page of a row removal, warning when it locks the admin out."""
+    form.revision.data = str(users.engine().revision)
+    warning = (
+        "This takes away your own access to the policy editor."
+        if locks_me_out(Change.removing(rule))
+        else ""
+    )
+    return render_template(
+        "admin/confirm.html", form=form, title=title, message=message, warning=warning, back=back
+    )
+
+
 # -- rules ------------------------------------------------------------------------------
 
 
@@ -196,19 +217,8 @@ def rule_delete(rule_id: str) -> Response | str:
             success=f"Removed rule [{rule}].",
         ):
             return redirect(url_for("admin.rules"))
-    form.revision.data = str(users.engine().revision)
-    warning = (
-        "This takes away your own access to the policy editor."
-        if locks_me_out(Change.removing(rule))
-        else ""
-    )
-    return render_template(
-        "admin/confirm.html",
-        form=form,
-        title="Remove this rule?",
-        message=f"Remove [{rule}]?",
-        warning=warning,
-        back=url_for("admin.rules"),
+    return confirm_removal(
+        form, rule, "Remove this rule?", f"Remove [{rule}]?", url_for("admin.rules")
     )
 
 
@@ -283,9 +293,7 @@ def _effective_rules(subject: str) -> list[Rule]:
 @bp.get("/users/<email>")
 def user_detail(email: str) -> str:
     """One account: state, direct and effective roles, effective permissions."""
-    user = users.get(email)
-    if user is None:
-        abort(404, description="No such account.")
+    user = find_user(email)
     engine = users.engine()
     form = AssignRoleForm()
     direct = users.direct_roles(user.email)
@@ -305,9 +313,7 @@ def user_detail(email: str) -> str:
 @bp.post("/users/<email>/roles")
 def user_assign(email: str) -> Response:
     """Give an account a role."""
-    user = users.get(email)
-    if user is None:
-        abort(404, description="No such account.")
+    user = find_user(email)
     form = AssignRoleForm()
     form.role.choices = users.known_roles()
     if form.validate_on_submit():
@@ -326,9 +332,7 @@ def user_assign(email: str) -> Response:
 @bp.route("/users/<email>/roles/<role>/remove", methods=["GET", "POST"])
 def user_unassign(email: str, role: str) -> Response | str:
     """Take a role away from an account, after confirmation."""
-    user = users.get(email)
-    if user is None:
-        abort(404, description="No such account.")
+    user = find_user(email)
     rule = Rule("g", (user.email, role))
     if rule not in users.engine().snapshot.ruleset:
         abort(404, description=f"{user.email} does not have role {role!r}.")
@@ -342,28 +346,15 @@ def user_unassign(email: str, role: str) -> Response | str:
             success=f"{user.email} no longer has role {role}.",
         )
         return redirect(back)
-    form.revision.data = str(users.engine().revision)
-    warning = (
-        "This takes away your own access to the policy editor."
-        if locks_me_out(Change.removing(rule))
-        else ""
-    )
-    return render_template(
-        "admin/confirm.html",
-        form=form,
-        title="Remove this role?",
-        message=f"Take role {role!r} away from {user.email}?",
-        warning=warning,
-        back=back,
+    return confirm_removal(
+        form, rule, "Remove this role?", f"Take role {role!r} away from {user.email}?", back
     )
 
 
 @bp.route("/users/<email>/active", methods=["GET", "POST"])
 def user_active(email: str) -> Response | str:
     """Activate or deactivate an account (deactivation asks for confirmation)."""
-    user = users.get(email)
-    if user is None:
-        abort(404, description="No such account.")
+    user = find_user(email)
     target = not user.active
     form = ConfirmForm()
     back = url_for("admin.user_detail", email=user.email)
