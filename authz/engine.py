@@ -330,6 +330,8 @@ class PolicyEngine:
                 self.store.set_revision(session, new_rev)
             if accounts_changed:
                 self.store.bump_accounts(session)
+            if changed or accounts_changed:
+                self.store.notify(session)
             if audit or changed:
                 self.store.insert_audit(
                     session,

@@ -141,6 +141,12 @@ class PolicyStore:
         return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
     @staticmethod
+    def notify(session: Session) -> None:
+        """Wake other instances when this transaction commits (PostgreSQL only)."""
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(sa.text("SELECT pg_notify('authz_policy', '')"))
+
+    @staticmethod
     def bump_accounts(session: Session) -> None:
         """Record that sessions must be re-checked everywhere."""
         session.execute(

@@ -1,4 +1,9 @@
-"""Change propagation between instances: a cheap revision poll in a daemon thread."""
+"""Change propagation between instances.
+
+A cheap revision poll in a daemon thread works on every database; on PostgreSQL a
+LISTEN thread also wakes each instance the moment a write commits (the writer's NOTIFY
+travels in its own transaction, so it is delivered exactly when the change is visible).
+"""
 
 from __future__ import annotations
 
@@ -49,3 +54,64 @@ class RevisionPoller:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.poll_once()
+
+
+#: The PostgreSQL channel policy and session-ending writes notify.
+CHANNEL = "authz_policy"
+
+
+class PostgresListener:
+    """Refreshes the engine as soon as another instance's write commits (PostgreSQL).
+
+    Keeps one connection of its own in LISTEN mode; reconnects after a failure. The
+    revision poll stays on as the safety net for notifications lost while reconnecting.
+    """
+
+    def __init__(self, engine: PolicyEngine, *, reconnect_after: float = 1.0) -> None:
+        self.engine = engine
+        self.reconnect_after = reconnect_after
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.listening = threading.Event()
+
+    def start(self) -> None:
+        """Start listening in a daemon thread (idempotent)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="authz-listener", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._listen()
+            except Exception as e:  # noqa: BLE001 - any failure: wait, reconnect
+                self.listening.clear()
+                log.warning("policy listener lost its connection (%s); reconnecting", e)
+                self._stop.wait(self.reconnect_after)
+
+    def _listen(self) -> None:
+        raw = self.engine.store.engine.raw_connection()
+        try:
+            connection = raw.driver_connection
+            connection.autocommit = True  # type: ignore[union-attr]
+            connection.execute(f"LISTEN {CHANNEL}")  # type: ignore[union-attr]
+            self.engine.refresh()  # catch up on anything committed before LISTEN
+            self.listening.set()
+            while not self._stop.is_set():
+                for _note in connection.notifies(timeout=0.5):  # type: ignore[union-attr]
+                    try:
+                        self.engine.refresh()
+                    except AuthzError as e:
+                        log.warning("policy refresh after a notification failed: %s", e)
+        finally:
+            self.listening.clear()
+            raw.invalidate()  # never hand a LISTENing connection back to the pool

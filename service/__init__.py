@@ -12,6 +12,7 @@ from authz import LockoutGuard
 from authz import PolicyEngine
 from authz import PolicyModel
 from authz import PolicyStore
+from authz.sync import PostgresListener
 from authz.sync import RevisionPoller
 from service import middleware
 from service import responses
@@ -85,6 +86,10 @@ def register_engine(app: Flask, settings: Settings) -> None:
         poller.start()
         app.extensions["authz.poller"] = poller
         app.extensions["authz.sessions"] = sessions.SessionCache(engine, settings.poll_interval)
+        if store.engine.dialect.name == "postgresql":
+            listener = PostgresListener(engine)
+            listener.start()
+            app.extensions["authz.listener"] = listener
 
 
 def register_blueprints(app: Flask) -> None:

@@ -51,9 +51,10 @@ def make_app(tmp_path: Path, **overrides: Any) -> Flask:
 
 def dispose(app: Flask) -> None:
     """Stop the app's revision poller and close its database connections."""
-    poller = app.extensions.get("authz.poller")
-    if poller is not None:
-        poller.stop()
+    for name in ("authz.poller", "authz.listener"):
+        worker = app.extensions.get(name)
+        if worker is not None:
+            worker.stop()
     with app.app_context():
         db.session.remove()
         db.engine.dispose()

@@ -120,3 +120,27 @@ def test_a_stopped_poller_polls_again_when_started_again(
 
     engine.apply(Change.adding(REPORTS), actor="test", source="api")
     wait_until(lambda: other_engine.decide("user", "/reports", "GET").allowed)
+
+
+def test_a_notification_reaches_another_instance_before_any_poll(
+    engine: PolicyEngine, other_engine: PolicyEngine
+) -> None:
+    """On PostgreSQL a committed write wakes the other instance through LISTEN/NOTIFY."""
+    from authz.sync import PostgresListener
+
+    listener = PostgresListener(other_engine)
+    listener.start()
+    try:
+        assert listener.listening.wait(5)
+        rule = Rule.of("p", "user", "/notified", "GET", "allow")
+        assert not other_engine.decide("user", "/notified", "GET").allowed
+        engine.apply(Change.adding(rule), actor="test", source="cli")
+        deadline = time.monotonic() + 1.0  # no poller runs: only the notification can do it
+        while (
+            time.monotonic() < deadline
+            and not other_engine.decide("user", "/notified", "GET").allowed
+        ):
+            time.sleep(0.01)
+        assert other_engine.decide("user", "/notified", "GET").allowed
+    finally:
+        listener.stop()
