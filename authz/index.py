@@ -220,7 +220,7 @@ class DecisionIndex:
         self._closures: dict[str, tuple[str, ...]] = closures if closures is not None else {}
         #: role -> the buckets of those names (dropped whenever rows change).
         self._role_buckets: dict[str, tuple[Bucket, ...]] = {}
-        self.decide = self._compile_decide()  # type: ignore[method-assign]
+        self.decide = self._compile_decide()  # type: ignore[method-assign,assignment]
 
     # -- building -----------------------------------------------------------------------
 
@@ -460,7 +460,7 @@ class DecisionIndex:
                     found_groups: tuple[Bucket, ...] = (own,) if own is not None else ()
                 else:
                     if roles.__class__ is str:
-                        found_groups = role_buckets_get(roles) or buckets_of_role(roles)  # type: ignore[arg-type]
+                        found_groups = role_buckets_get(roles) or buckets_of_role(roles)
                     else:
                         found_groups = tuple(b for r in roles for b in buckets_of_role(r))
                     if own is not None:

@@ -188,7 +188,7 @@ class PolicyStore:
         cursor.close()
         shared: dict[str, str] = {}
         share = shared.setdefault
-        rules = []
+        rules: list[Rule] = []
         append = rules.append
         for ptype, v0, v1, v2, v3, v4, v5 in result:
             if v4 is None and v3 is not None:  # the common p row: four values
