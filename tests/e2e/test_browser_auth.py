@@ -30,7 +30,6 @@ def test_an_anonymous_visitor_is_sent_to_the_login_page(page: Page, live_server:
 
 
 def test_a_user_logs_in_and_lands_on_the_home_page(page: Page, live_server: str) -> None:
-    page.goto(f"{live_server}/")  # via the redirect, so the login form carries next=/
     login(page, live_server, USER, USER_PASSWORD)
     assert page.url == f"{live_server}/"
     expect(page.locator("nav.top")).to_contain_text(f"Logged in as {USER}")
