@@ -95,12 +95,14 @@ def register_engine(app: Flask, settings: Settings) -> None:
 def register_blueprints(app: Flask) -> None:
     """Plug in the pages."""
     from service.admin.views import bp as admin_bp
+    from service.api import bp as api_bp
     from service.auth.views import bp as auth_bp
     from service.pages import bp as pages_bp
 
     app.register_blueprint(pages_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(api_bp)
 
 
 def register_cli(app: Flask) -> None:

@@ -1,0 +1,12 @@
+"""The JSON API under /api/v1: policy rows, role assignments, users, audit, decisions.
+
+Importing the resource modules registers their routes on the one blueprint.
+"""
+
+from service.api import audit  # noqa: F401 - registers routes
+from service.api import decisions  # noqa: F401 - registers routes
+from service.api import policy  # noqa: F401 - registers routes
+from service.api import users  # noqa: F401 - registers routes
+from service.api.views import bp
+
+__all__ = ["bp"]

@@ -1,0 +1,222 @@
+"""Policy rows: rules (``p`` rows) and role assignments (``g`` rows)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Response
+from flask import request
+from flask import url_for
+
+from authz import Change
+from authz import Rule
+from authz.rules import EFFECTS
+from authz.rules import field_names
+from authz.rules import is_user
+from service import users as accounts
+from service.api import schemas
+from service.api.views import Problem
+from service.api.views import api_field
+from service.api.views import apply
+from service.api.views import body
+from service.api.views import bp
+from service.api.views import engine
+from service.api.views import find
+from service.api.views import ok
+from service.api.views import page_of
+from service.api.views import snapshot_at
+from service.api.views import write_revision
+
+RULE, LINK = "p", "g"
+
+
+def rule_names() -> tuple[str, ...]:
+    """The values of a rule as the API names them, in the model's order."""
+    return tuple(str(api_field(name)) for name in field_names(RULE, engine().model))
+
+
+def rule_item(rule: Rule, names: tuple[str, ...]) -> dict[str, str]:
+    """Return the JSON shape of a rule."""
+    return {"id": rule.id, **dict(zip(names, rule.values, strict=True))}
+
+
+def link_item(rule: Rule) -> dict[str, str]:
+    """Return the JSON shape of a role assignment."""
+    return {"id": rule.id, "member": rule.values[0], "role": rule.values[1]}
+
+
+def rule_fields(names: tuple[str, ...]) -> dict[str, schemas.Field]:
+    """The body of a rule write: every value (a trailing effect may be left out) and revision."""
+    fields = {name: schemas.Field(str) for name in names}
+    if names and names[-1] == "effect":
+        fields["effect"] = schemas.Field(str, required=False)  # omitted: allow
+    return {**fields, "revision": schemas.Field(int)}
+
+
+def rule_from(data: Mapping[str, Any], names: tuple[str, ...]) -> Rule:
+    """Return the validated rule a body describes (RuleError names the bad field)."""
+    values = tuple(data[name] for name in names if name in data)
+    return engine().validate([Rule(RULE, values)])[0]
+
+
+def duplicate(rule: Rule, names: tuple[str, ...] | None = None) -> Problem:
+    """The 409 answer to adding a row the policy already has."""
+    item = rule_item(rule, names) if names is not None else link_item(rule)
+    return Problem(
+        409, "Conflict", f"the policy already has [{rule}]", reason="duplicate", existing=item
+    )
+
+
+def rule_effect(rule: Rule, names: tuple[str, ...]) -> str:
+    """Return a rule's effect (rows of models without one allow)."""
+    return rule.values[names.index("effect")] if "effect" in names else "allow"
+
+
+# -- rules ------------------------------------------------------------------------------
+
+
+@bp.get("/policy/rules")
+def rules() -> Response:
+    """List rules, filtered by subject, effect or a substring of any value, one page at a time."""
+    page, per_page = schemas.paging(request.args)
+    effect = schemas.choice(request.args.get("effect"), "effect", EFFECTS)
+    subject = request.args.get("subject", "")
+    q = request.args.get("q", "").lower()
+    names = rule_names()
+    snapshot = engine().snapshot
+    rows = [r for r in snapshot.rules if r.ptype == RULE]
+    if subject:
+        rows = [r for r in rows if r.values[0] == subject]
+    if effect:
+        rows = [r for r in rows if rule_effect(r, names) == effect]
+    if q:
+        rows = [r for r in rows if any(q in v.lower() for v in r.values)]
+    listing = page_of(rows, page, per_page)
+    listing["items"] = [rule_item(r, names) for r in listing["items"]]
+    return ok({"revision": snapshot.revision, **listing})
+
+
+@bp.get("/policy/rules/<rule_id>")
+def rule(rule_id: str) -> Response:
+    """Return one rule."""
+    snapshot = engine().snapshot
+    found = find(snapshot, RULE, rule_id)
+    return ok({"revision": snapshot.revision, "rule": rule_item(found, rule_names())})
+
+
+@bp.post("/policy/rules")
+def rule_add() -> Response:
+    """Add a rule; 409 when the policy already has it."""
+    names = rule_names()
+    data = body(rule_fields(names))
+    expected = schemas.revision(data["revision"])
+    new = rule_from(data, names)
+    snapshot = snapshot_at(expected)
+    if new in snapshot.ruleset:
+        raise duplicate(new, names)
+    applied = apply(Change.adding(new), action="rule.add", expected=expected)
+    response = ok({"revision": applied.revision, "rule": rule_item(new, names)}, 201)
+    response.headers["Location"] = url_for("api.rule", rule_id=new.id)
+    return response
+
+
+@bp.put("/policy/rules/<rule_id>")
+def rule_replace(rule_id: str) -> Response:
+    """Replace a rule: the old row out and the new one in, in one change.
+
+    The id is derived from the content, so the changed rule has a new id.
+    """
+    names = rule_names()
+    data = body(rule_fields(names))
+    expected = schemas.revision(data["revision"])
+    new = rule_from(data, names)
+    snapshot = snapshot_at(expected)
+    old = find(snapshot, RULE, rule_id)
+    if new != old and new in snapshot.ruleset:
+        raise duplicate(new, names)
+    applied = apply(Change(add=(new,), remove=(old,)), action="rule.edit", expected=expected)
+    return ok({"revision": applied.revision, "rule": rule_item(new, names)})
+
+
+@bp.delete("/policy/rules/<rule_id>")
+def rule_remove(rule_id: str) -> Response:
+    """Remove a rule."""
+    expected = write_revision()
+    old = find(snapshot_at(expected), RULE, rule_id)
+    applied = apply(Change.removing(old), action="rule.remove", expected=expected)
+    return ok({"revision": applied.revision, "removed": rule_item(old, rule_names())})
+
+
+# -- role assignments -------------------------------------------------------------------
+
+
+@bp.get("/policy/roles")
+def links() -> Response:
+    """List role assignments, filtered by member and role, one page at a time."""
+    page, per_page = schemas.paging(request.args)
+    member = request.args.get("member", "")
+    role = request.args.get("role", "")
+    snapshot = engine().snapshot
+    rows = [r for r in snapshot.rules if r.ptype == LINK]
+    if member:
+        rows = [r for r in rows if r.values[0] == member]
+    if role:
+        rows = [r for r in rows if r.values[1] == role]
+    listing = page_of(rows, page, per_page)
+    listing["items"] = [link_item(r) for r in listing["items"]]
+    return ok({"revision": snapshot.revision, **listing})
+
+
+@bp.get("/policy/roles/<rule_id>")
+def link(rule_id: str) -> Response:
+    """Return one role assignment."""
+    snapshot = engine().snapshot
+    found = find(snapshot, LINK, rule_id)
+    return ok({"revision": snapshot.revision, "assignment": link_item(found)})
+
+
+@bp.get("/policy/roles/<role>/members")
+def members(role: str) -> Response:
+    """Return the direct members (accounts and roles) of a role."""
+    snapshot = engine().snapshot
+    if role not in accounts.known_roles():
+        raise Problem(404, "Not found", f"no role {role!r} in the policy")
+    return ok({"revision": snapshot.revision, "role": role, "members": snapshot.members_of(role)})
+
+
+@bp.post("/policy/roles")
+def link_add() -> Response:
+    """Give an account or a role a role; 409 when it already has it directly."""
+    data = body(
+        {"member": schemas.Field(str), "role": schemas.Field(str), "revision": schemas.Field(int)}
+    )
+    expected = schemas.revision(data["revision"])
+    new = engine().validate([Rule(LINK, (data["member"], data["role"]))])[0]
+    member, role = new.values[0], new.values[1]
+    # As on the command line: a typo must not create a row for nobody or a role no rule names.
+    errors = []
+    if is_user(member) and accounts.get(member) is None:
+        errors.append(schemas.FieldError("member", f"no account with email {member!r}"))
+    if role not in accounts.known_roles():
+        errors.append(schemas.FieldError("role", f"no role {role!r} in the policy"))
+    if errors:
+        raise schemas.Invalid(errors)
+    snapshot = snapshot_at(expected)
+    if new in snapshot.ruleset:
+        raise duplicate(new)
+    applied = apply(Change.adding(new), action="role.assign", expected=expected, detail=member)
+    response = ok({"revision": applied.revision, "assignment": link_item(new)}, 201)
+    response.headers["Location"] = url_for("api.link", rule_id=new.id)
+    return response
+
+
+@bp.delete("/policy/roles/<rule_id>")
+def link_remove(rule_id: str) -> Response:
+    """Take a role away from an account or a role."""
+    expected = write_revision()
+    old = find(snapshot_at(expected), LINK, rule_id)
+    applied = apply(
+        Change.removing(old), action="role.remove", expected=expected, detail=old.values[0]
+    )
+    return ok({"revision": applied.revision, "removed": link_item(old)})

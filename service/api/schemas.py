@@ -1,0 +1,157 @@
+"""Input validation for the JSON API: bodies, fields, revisions, paging and dates.
+
+Pure functions over already-parsed values, so every rule here is testable without a
+request. A bad input raises ``Invalid`` naming each bad field; the blueprint turns it
+into a 400 problem document with an ``errors`` list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: Rows per page when the client does not say, and the most it may ask for.
+DEFAULT_PER_PAGE = 50
+MAX_PER_PAGE = 200
+#: The most requests one batch decision call may carry.
+MAX_BATCH = 1000
+#: An HTTP method is a token (RFC 9110, section 5.6.2).
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_DIGITS = re.compile(r"[0-9]{1,18}\Z")
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One bad input: the field's API name (None for the body as a whole) and why."""
+
+    field: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, str | None]:
+        """Return the JSON shape of one entry of a problem's ``errors`` list."""
+        return {"field": self.field, "message": self.message}
+
+
+class Invalid(Exception):
+    """The request's input is invalid; ``errors`` names every bad field."""
+
+    def __init__(self, errors: list[FieldError], detail: str = "the request is invalid") -> None:
+        super().__init__(detail)
+        self.errors = errors
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Field:
+    """The expected type of one body field and whether it must be present."""
+
+    kind: type
+    required: bool = True
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+
+
+def read_object(
+    raw: Any, fields: Mapping[str, Field], *, prefix: str = "", what: str = "the body"
+) -> dict[str, Any]:
+    """Return ``raw`` when it is a JSON object with exactly the expected fields and types.
+
+    Every problem is collected, so the client learns about all bad fields at once.
+    Unknown fields are refused: a misspelt field must not be silently ignored.
+    """
+    if not isinstance(raw, dict):
+        raise Invalid(
+            [FieldError(prefix.rstrip(".") or None, "must be a JSON object")],
+            f"{what} must be a JSON object (Content-Type: application/json)",
+        )
+    errors = [
+        FieldError(f"{prefix}{name}", "is not a known field") for name in raw if name not in fields
+    ]
+    for name, spec in fields.items():
+        if name not in raw:
+            if spec.required:
+                errors.append(FieldError(f"{prefix}{name}", "is required"))
+            continue
+        value = raw[name]
+        # bool is an int to Python, never to a client.
+        if not isinstance(value, spec.kind) or isinstance(value, bool):
+            errors.append(FieldError(f"{prefix}{name}", f"must be {_KIND_NAMES[spec.kind]}"))
+    if errors:
+        raise Invalid(errors)
+    return dict(raw)
+
+
+def revision(value: Any, field: str = "revision") -> int:
+    """Return a policy revision from a body (an integer) or a query string (digits)."""
+    if isinstance(value, str) and _DIGITS.match(value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise Invalid(
+            [FieldError(field, "must be the policy revision the change is based on")],
+            "every write names the policy revision it was based on",
+        )
+    return value
+
+
+def positive(value: str | None, field: str, default: int, maximum: int | None = None) -> int:
+    """Return a query-string integer of at least 1 (and at most ``maximum``)."""
+    if value is None or value == "":
+        return default
+    if not _DIGITS.match(value) or int(value) < 1:
+        raise Invalid([FieldError(field, "must be a whole number of at least 1")])
+    number = int(value)
+    if maximum is not None and number > maximum:
+        raise Invalid([FieldError(field, f"must be at most {maximum}")])
+    return number
+
+
+def paging(args: Mapping[str, str]) -> tuple[int, int]:
+    """Return (page, per_page) from the query string; pages count from 1."""
+    errors: list[FieldError] = []
+    page = per_page = 0
+    try:
+        page = positive(args.get("page"), "page", 1)
+    except Invalid as e:
+        errors += e.errors
+    try:
+        per_page = positive(args.get("per_page"), "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)
+    except Invalid as e:
+        errors += e.errors
+    if errors:
+        raise Invalid(errors)
+    return page, per_page
+
+
+def instant(value: str | None, field: str) -> dt.datetime | None:
+    """Return an ISO-8601 date or date-time as an aware UTC datetime; naive means UTC."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise Invalid(
+            [FieldError(field, "must be an ISO-8601 date or date-time, e.g. 2026-01-31T12:00:00Z")]
+        ) from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+def method(value: str, field: str = "method") -> str:
+    """Return an HTTP method name, or raise Invalid when it is not one."""
+    if not _METHOD.match(value):
+        raise Invalid([FieldError(field, "must be an HTTP method name, e.g. GET")])
+    return value
+
+
+def choice(value: str | None, field: str, allowed: tuple[str, ...]) -> str | None:
+    """Return ``value`` when it is one of ``allowed`` (or empty: None)."""
+    if value is None or value == "":
+        return None
+    if value not in allowed:
+        raise Invalid([FieldError(field, f"must be one of {', '.join(allowed)}")])
+    return value

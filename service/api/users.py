@@ -1,0 +1,94 @@
+"""Accounts through the API: list, look up, activate and deactivate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+from flask import request
+
+from authz import Rule
+from service import users as accounts
+from service.api import schemas
+from service.api.policy import rule_item
+from service.api.policy import rule_names
+from service.api.views import SOURCE
+from service.api.views import Problem
+from service.api.views import actor
+from service.api.views import body
+from service.api.views import bp
+from service.api.views import engine
+from service.api.views import ok
+from service.api.views import page_of
+from service.models import User
+
+
+def user_item(user: User) -> dict[str, Any]:
+    """Return the JSON shape of an account in a list: its state and direct roles."""
+    return {
+        "email": user.email,
+        "active": user.active,
+        "roles": accounts.direct_roles(user.email),
+        "created_at": user.created_at.isoformat(),
+    }
+
+
+def find_user(email: str) -> User:
+    """Return the account with this email, or a 404 problem."""
+    user = accounts.get(email)
+    if user is None:
+        raise Problem(404, "Not found", f"no account with email {email.strip().lower()!r}")
+    return user
+
+
+def permissions(subject: str) -> list[Rule]:
+    """Return the rules that apply to a subject: its own and those of every role it holds."""
+    policy = engine()
+    names = {subject, *policy.roles_for(subject)}
+    return [r for r in policy.rules() if r.ptype == "p" and r.values[0] in names]
+
+
+@bp.get("/users")
+def users() -> Response:
+    """List accounts by email, optionally those containing ``q``, one page at a time."""
+    page, per_page = schemas.paging(request.args)
+    listing = page_of(accounts.list_users(request.args.get("q", "").strip()), page, per_page)
+    listing["items"] = [user_item(u) for u in listing["items"]]
+    return ok({"revision": engine().revision, **listing})
+
+
+@bp.get("/users/<email>")
+def user(email: str) -> Response:
+    """Return one account with its effective roles and effective permissions."""
+    found = find_user(email)
+    policy = engine()
+    revision = policy.revision
+    names = rule_names()
+    detail = {
+        **user_item(found),
+        "last_login_at": found.last_login_at.isoformat() if found.last_login_at else None,
+        "effective_roles": policy.roles_for(found.email),
+        "permissions": [rule_item(r, names) for r in permissions(found.email)],
+    }
+    return ok({"revision": revision, "user": detail})
+
+
+def set_active(email: str, active: bool) -> Response:
+    """Activate or deactivate an account; the lockout guard may refuse a deactivation."""
+    found = find_user(email)
+    if request.get_data(cache=True):
+        body({})  # nothing to send; a field here is a client mistake worth reporting
+    changed = accounts.set_active(found.email, active, actor=actor(), source=SOURCE)
+    return ok({"revision": engine().revision, "user": user_item(changed)})
+
+
+@bp.post("/users/<email>/deactivate")
+def deactivate(email: str) -> Response:
+    """Deactivate an account: it is anonymous at once and every session of it ends."""
+    return set_active(email, False)
+
+
+@bp.post("/users/<email>/activate")
+def activate(email: str) -> Response:
+    """Activate an account."""
+    return set_active(email, True)
