@@ -71,8 +71,9 @@ def safe_next_url(target: str | None) -> str | None:
 def login_required() -> Response:
     """The answer to an anonymous request the policy refuses: login redirect or 401."""
     if wants_json():
-        response = problem(401, "Unauthorized", "log in or send a service token")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="authz"'
+        response = problem(401, "Unauthorized", "log in first (POST /login), then retry")
+        # A 401 must name a scheme; this service authenticates by a session cookie.
+        response.headers["WWW-Authenticate"] = 'Cookie realm="authz", form-action="/login"'
         return response
     target = request.full_path if request.query_string else request.path
     return redirect(url_for("auth.login", next=target))

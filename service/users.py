@@ -95,7 +95,8 @@ def list_users(search: str = "") -> list[User]:
     """Return accounts ordered by email, optionally filtered by a substring."""
     query = sa.select(User).order_by(User.email)
     if search:
-        query = query.where(User.email.contains(search.lower()))
+        # autoescape: a "%" or "_" typed in the search box is a character, not a wildcard.
+        query = query.where(User.email.contains(search.lower(), autoescape=True))
     return list(db.session.scalars(query))
 
 

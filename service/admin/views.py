@@ -62,9 +62,16 @@ def find_rule(rule_id: str) -> Rule:
 def apply(change: Change, *, action: str, revision: str | None, success: str) -> bool:
     """Apply a change from a form; flash the outcome; return whether it was applied."""
     try:
-        expected = int(revision) if revision else None
+        expected = int(revision or "")
     except ValueError:
-        expected = None
+        # Every form carries the revision it was built from; without one there is no way
+        # to tell whether the admin saw the current policy, so nothing is written.
+        flash(
+            "Not saved: the form did not say which policy revision it was built from; "
+            "reload the page and try again.",
+            "error",
+        )
+        return False
     try:
         users.engine().apply(
             change, actor=actor(), source="web", action=action, expected_revision=expected
@@ -382,10 +389,14 @@ def user_active(email: str) -> Response | str:
 
 
 def _date(value: str) -> dt.datetime | None:
+    """An ISO-8601 date or time; one without a zone is UTC, one with a zone is converted."""
     try:
-        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC) if value else None
+        parsed = dt.datetime.fromisoformat(value) if value else None
     except ValueError:
         return None
+    if parsed is None:
+        return None
+    return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 @bp.get("/audit")

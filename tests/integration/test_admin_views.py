@@ -283,3 +283,45 @@ def test_who_can_reach_lists_roles_routes_and_unmatched_rules(admin: FlaskClient
     assert "<code>/admin/rules</code>" in html
     unmatched = re.search(r'id="unmatched">(.*?)</ul>', html, re.S).group(1)
     assert "/favicon.ico" in unmatched  # no route serves it
+
+
+@pytest.mark.parametrize("revision", ["", "not-a-number"])
+def test_a_form_without_its_revision_changes_nothing(
+    app: Flask, admin: FlaskClient, revision: str
+) -> None:
+    token, _ = form_token(admin, "/admin/rules/new")
+    before = state(app)
+    response = admin.post(
+        "/admin/rules/new",
+        data={
+            "csrf_token": token,
+            "revision": revision,
+            "subject": "user",
+            "path": "/x",
+            "methods": "GET",
+            "effect": "allow",
+        },
+    )
+    assert response.status_code == 400
+    assert "which policy revision" in response.get_data(as_text=True)
+    assert state(app) == before
+
+
+def test_audit_dates_with_a_zone_are_converted(app: Flask, admin: FlaskClient) -> None:
+    import datetime as dt
+
+    add_rule(admin, subject="user", path="/zoned", methods="GET")
+    newest = app.extensions["authz"].store.audit_entries()[0].at
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    since = (newest - dt.timedelta(hours=1)).astimezone(plus_two).isoformat()
+    html = admin.get("/admin/audit", query_string={"since": since}).get_data(as_text=True)
+    assert "/zoned" in html
+    later = (newest + dt.timedelta(hours=1)).astimezone(plus_two).isoformat()
+    html = admin.get("/admin/audit", query_string={"since": later}).get_data(as_text=True)
+    assert "No entry." in html
+
+
+@pytest.mark.parametrize("query", ["_", "%", "user_", "%@"])
+def test_user_search_takes_wildcards_literally(admin: FlaskClient, query: str) -> None:
+    html = admin.get("/admin/users", query_string={"q": query}).get_data(as_text=True)
+    assert "data-email=" not in html
