@@ -16,32 +16,46 @@ from authz.errors import AuthzError
 log = logging.getLogger("authz.sync")
 
 
-class RevisionPoller:
+class _Worker:
+    """A daemon thread that can be started, stopped and started again."""
+
+    name = "authz-worker"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (idempotent)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class RevisionPoller(_Worker):
     """Reloads the engine whenever the stored policy revision moves.
 
     One small query per interval; the decisions themselves never touch the database.
     """
 
+    name = "authz-poller"
+
     def __init__(self, engine: PolicyEngine, interval: float = 0.5) -> None:
+        super().__init__()
         self.engine = engine
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start polling in a daemon thread (idempotent)."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="authz-poller", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop polling and wait for the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def poll_once(self) -> bool:
         """Check the revision once; return whether the policy was reloaded."""
@@ -60,34 +74,20 @@ class RevisionPoller:
 CHANNEL = "authz_policy"
 
 
-class PostgresListener:
+class PostgresListener(_Worker):
     """Refreshes the engine as soon as another instance's write commits (PostgreSQL).
 
     Keeps one connection of its own in LISTEN mode; reconnects after a failure. The
     revision poll stays on as the safety net for notifications lost while reconnecting.
     """
 
+    name = "authz-listener"
+
     def __init__(self, engine: PolicyEngine, *, reconnect_after: float = 1.0) -> None:
+        super().__init__()
         self.engine = engine
         self.reconnect_after = reconnect_after
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.listening = threading.Event()
-
-    def start(self) -> None:
-        """Start listening in a daemon thread (idempotent)."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="authz-listener", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop listening and wait for the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def _run(self) -> None:
         while not self._stop.is_set():
