@@ -137,7 +137,7 @@ class PolicyEngine:
         if snapshot is None:
             raise EngineUnavailable("the policy is not loaded")
         try:
-            return snapshot.decide(sub, obj, act)
+            return snapshot.fast(sub, obj, act)
         except EngineUnavailable:
             raise
         except Exception as e:  # a broken model or matcher must fail closed, never open

@@ -30,6 +30,8 @@ from casbin.model.function import FunctionMap
 from casbin.util.builtin_operators import KEY_MATCH2_PATTERN
 from casbin.util.builtin_operators import key_match
 
+from authz.decision import Decision
+from authz.decision import Reason
 from authz.model import PolicyModel
 from authz.rules import Rule
 
@@ -44,6 +46,7 @@ _FN_TERM = re.compile(r"(\w+)\(\s*r_(\w+)\s*,\s*p_(\w+)\s*\)\Z")
 _ATTRIBUTE = re.compile(r"\b[rp]_\w+\.")
 
 ALLOW, DENY, OTHER = 1, 2, 0
+NO_MATCH, ALLOW_RULE, DENY_RULE = Reason.NO_MATCH, Reason.ALLOW_RULE, Reason.DENY_RULE
 Predicate = Callable[[str], bool]
 
 
@@ -450,8 +453,10 @@ class DecisionIndex:
         role_buckets_get = self._role_buckets.get
         buckets_of_role = self._buckets_of_role
         groups = self._groups
+        new = tuple.__new__
 
-        def decide(request: tuple[str, ...]) -> tuple[bool, Rule | None]:
+        def decide_full(sub: str, obj: str, act: str) -> Decision:
+            request = (sub, obj, act)
             if fast_subject:
                 subject = request[key_r]
                 roles = links_get(subject)
@@ -490,16 +495,25 @@ class DecisionIndex:
                             last = entry
                         if effect == ALLOW:
                             any_allow = True
+            # tuple.__new__ builds the Decision without its Python-level __new__.
             if last is None:
-                return effect_name == "deny-override", None
+                return new(
+                    Decision, (effect_name == "deny-override", NO_MATCH, sub, obj, act, None)
+                )
             if effect_name == "allow-override":
                 allowed = first is not None
             elif effect_name == "deny-override":
                 allowed = first is None
             else:
                 allowed = first is None and any_allow
-            return allowed, (first or last)[1]
+            reason = ALLOW_RULE if allowed else DENY_RULE
+            return new(Decision, (allowed, reason, sub, obj, act, (first or last)[1]))
 
+        def decide(request: tuple[str, ...]) -> tuple[bool, Rule | None]:
+            decision = decide_full(*request)
+            return decision[0], decision[5]
+
+        self.decide_full = decide_full
         return decide
 
     def decide(self, request: tuple[str, ...]) -> tuple[bool, Rule | None]:

@@ -205,11 +205,8 @@ def test_503_when_the_engine_cannot_decide(
 ) -> None:
     auth.login()
 
-    class Broken:
-        kind = "broken"
+    def broken(*_request: str) -> None:
+        raise RuntimeError("matcher exploded")
 
-        def decide(self, request: tuple[str, str, str]) -> None:
-            raise RuntimeError("matcher exploded")
-
-    engine(app).snapshot.decider = Broken()
+    engine(app).snapshot.fast = broken
     assert client.get("/").status_code == 503
