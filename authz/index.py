@@ -473,8 +473,8 @@ class DecisionIndex:
             else:
                 found_groups = groups(request)
             value = request[path_r] if has_path else ""
-            first = last = None
-            any_allow = False
+            hit_one = None  # the only matching row, the common case
+            hits: list[Entry] | None = None  # every matching row, once there are two
             for literal, scan in found_groups:
                 candidates = scan
                 if literal:
@@ -488,18 +488,32 @@ class DecisionIndex:
                         if not predicate(request[field]):
                             break
                     else:
-                        effect = entry[2]
-                        if effect == settling and (first is None or entry[0] < first[0]):
-                            first = entry
-                        if last is None or entry[0] > last[0]:
-                            last = entry
-                        if effect == ALLOW:
-                            any_allow = True
+                        if hit_one is None:
+                            hit_one = entry
+                        elif hits is None:
+                            hits = [hit_one, entry]
+                        else:
+                            hits.append(entry)
             # tuple.__new__ builds the Decision without its Python-level __new__.
-            if last is None:
+            if hit_one is None:
                 return new(
                     Decision, (effect_name == "deny-override", NO_MATCH, sub, obj, act, None)
                 )
+            if hits is None:
+                effect = hit_one[2]
+                allowed = effect != DENY if effect_name == "deny-override" else effect == ALLOW
+                reason = ALLOW_RULE if allowed else DENY_RULE
+                return new(Decision, (allowed, reason, sub, obj, act, hit_one[1]))
+            first = last = None
+            any_allow = False
+            for entry in hits:
+                effect = entry[2]
+                if effect == settling and (first is None or entry[0] < first[0]):
+                    first = entry
+                if last is None or entry[0] > last[0]:
+                    last = entry
+                if effect == ALLOW:
+                    any_allow = True
             if effect_name == "allow-override":
                 allowed = first is not None
             elif effect_name == "deny-override":
@@ -507,7 +521,7 @@ class DecisionIndex:
             else:
                 allowed = first is None and any_allow
             reason = ALLOW_RULE if allowed else DENY_RULE
-            return new(Decision, (allowed, reason, sub, obj, act, (first or last)[1]))
+            return new(Decision, (allowed, reason, sub, obj, act, (first or last)[1]))  # type: ignore[index]
 
         def decide(request: tuple[str, ...]) -> tuple[bool, Rule | None]:
             decision = decide_full(*request)
