@@ -223,7 +223,11 @@ class DecisionIndex:
         self._closures: dict[str, tuple[str, ...]] = closures if closures is not None else {}
         #: role -> the buckets of those names (dropped whenever rows change).
         self._role_buckets: dict[str, tuple[Bucket, ...]] = {}
-        self.decide = self._compile_decide()  # type: ignore[method-assign,assignment]
+        #: ``decide(request) -> (allowed, explaining rule)``, exactly as Casbin's enforce_ex;
+        #: ``decide_full(sub, obj, act) -> Decision``: closures specialised for this index.
+        self.decide_full: Callable[[str, str, str], Decision]
+        self.decide: Callable[[tuple[str, ...]], tuple[bool, Rule | None]]
+        self.decide = self._compile_decide()
 
     # -- building -----------------------------------------------------------------------
 
@@ -410,27 +414,6 @@ class DecisionIndex:
         bucket = self._buckets.get(request[key.r])
         return (bucket,) if bucket is not None else ()
 
-    def matches(self, request: tuple[str, ...]) -> list[Entry]:
-        """Return the rows whose matcher is true for the request."""
-        path = self.plan.path
-        value = request[path.r] if path is not None else ""
-        newline_too = path is not None and path.kind == "keyMatch2" and value.endswith("\n")
-        found: list[Entry] = []
-        for literal, scan in self._groups(request):
-            candidates = scan
-            if literal:
-                hit = literal.get(value, ())
-                if newline_too:  # "^p$" also matches p followed by one newline
-                    hit = hit + literal.get(value[:-1], ())
-                candidates = hit + scan
-            for entry in candidates:
-                for field, predicate in entry[3]:
-                    if not predicate(request[field]):
-                        break
-                else:
-                    found.append(entry)
-        return found
-
     def _compile_decide(self) -> Callable[[tuple[str, ...]], tuple[bool, Rule | None]]:
         """Return ``decide`` specialised for this index: locals only on the hot path.
 
@@ -529,13 +512,6 @@ class DecisionIndex:
 
         self.decide_full = decide_full
         return decide
-
-    def decide(self, request: tuple[str, ...]) -> tuple[bool, Rule | None]:
-        """Return (allowed, explaining rule) exactly as Casbin's enforce_ex would.
-
-        Replaced per instance by the closure ``_compile_decide`` builds.
-        """
-        raise NotImplementedError  # pragma: no cover - shadowed in __init__
 
 
 def _link(links: dict[str, Roles], member: str, role: str) -> None:

@@ -14,7 +14,7 @@ def count(name: str, by: int = 1) -> None:
         _values[name] = int(_values.get(name, 0)) + by
 
 
-def set(name: str, value: int | str) -> None:  # noqa: A001 - a metrics verb, module-scoped
+def gauge(name: str, value: int | str) -> None:
     """Set a gauge."""
     _values[name] = value
 

@@ -53,7 +53,7 @@ class IndexDecider:
         self.index = index
         self.model = model
         self.decide_full = index.decide_full
-        self.decide = index.decide  # type: ignore[method-assign]  # one call less per request
+        self.decide = index.decide  # type: ignore[method-assign,assignment]  # one call less per request
 
     def decide(self, request: tuple[str, str, str]) -> tuple[bool, Rule | None]:
         return self.index.decide(request)
@@ -116,7 +116,7 @@ def make_decider(model: PolicyModel, rows: Mapping[Rule, None]) -> Decider:
         return _fallback(model, rows, e)
     except IndexError as e:  # a stored row of the wrong length
         raise EngineUnavailable(f"a stored policy row does not fit the model: {e}") from e
-    metrics.set("decider", "index")
+    metrics.gauge("decider", "index")
     return decider
 
 
@@ -125,7 +125,7 @@ def _fallback(model: PolicyModel, rows: Iterable[Rule], reason: Exception) -> Ca
     if key not in _reported:
         _reported.add(key)
         log.warning("decision index not used, falling back to Casbin: %s", reason)
-    metrics.set("decider", "casbin")
+    metrics.gauge("decider", "casbin")
     metrics.count("fallbacks")
     return CasbinDecider(model, rows)
 
@@ -133,7 +133,17 @@ def _fallback(model: PolicyModel, rows: Iterable[Rule], reason: Exception) -> Ca
 class Snapshot:
     """The rules of one policy revision; never mutated once built."""
 
-    __slots__ = ("revision", "model", "_rows", "_next_seq", "decider", "_rules", "_links", "fast")
+    __slots__ = (
+        "revision",
+        "model",
+        "_rows",
+        "_next_seq",
+        "decider",
+        "_rules",
+        "_links",
+        "_ids",
+        "fast",
+    )
 
     def __init__(
         self,
@@ -152,6 +162,7 @@ class Snapshot:
         self.fast = getattr(self.decider, "decide_full", None) or self._decide
         self._rules: tuple[Rule, ...] | None = None
         self._links: dict[str, dict[str, list[str]]] = {}
+        self._ids: dict[str, Rule] | None = None
 
     @classmethod
     def of(cls, revision: int, rules: Iterable[Rule], model: PolicyModel) -> Snapshot:
@@ -233,6 +244,16 @@ class Snapshot:
                     links.setdefault(r.values[0], []).append(r.values[1])
             self._links[ptype] = links
         return self._links[ptype]
+
+    def find(self, rule_id: str) -> Rule | None:
+        """The row whose ``Rule.id`` this is, or None (ids hashed once per snapshot)."""
+        if self._ids is None:
+            self._ids = {rule.id: rule for rule in self._rows}
+        return self._ids.get(rule_id)
+
+    def direct_roles(self, subject: str, ptype: str = "g") -> list[str]:
+        """The roles a subject is linked to by its own ``ptype`` rows."""
+        return sorted(self._link_map(ptype).get(subject, ()))
 
     def members_of(self, role: str) -> list[str]:
         """Return the direct members of a role (users and roles)."""

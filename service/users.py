@@ -102,9 +102,14 @@ def list_users(search: str = "") -> list[User]:
 
 def direct_roles(subject: str) -> list[str]:
     """Return the roles assigned directly to a subject (its g rows)."""
-    return sorted(
-        r.values[1] for r in engine().rules() if r.ptype == "g" and r.values[0] == subject
-    )
+    return engine().snapshot.direct_roles(subject)
+
+
+def effective_rules(subject: str) -> list[Rule]:
+    """Return the p rows that apply to a subject: its own and its roles', inherited too."""
+    policy = engine()
+    names = {subject, *policy.roles_for(subject)}
+    return [r for r in policy.rules() if r.ptype == "p" and r.values[0] in names]
 
 
 def known_roles() -> list[str]:

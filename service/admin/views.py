@@ -19,10 +19,8 @@ from flask_login import current_user
 
 from authz import AuthzError
 from authz import Change
-from authz import LockoutRefused
 from authz import Rule
 from authz import RuleError
-from authz import StaleRevision
 from authz import UnsafePath
 from authz.index import compile_predicate
 from authz.paths import canonical_action
@@ -53,10 +51,10 @@ def paginate(items: list, page: int) -> tuple[list, int, int]:  # type: ignore[t
 
 def find_rule(rule_id: str) -> Rule:
     """The p or g row with this id, or 404."""
-    for rule in users.engine().rules():
-        if rule.id == rule_id:
-            return rule
-    abort(404, description="No such rule (it may have been changed or removed).")
+    rule = users.engine().snapshot.find(rule_id)
+    if rule is None:
+        abort(404, description="No such rule (it may have been changed or removed).")
+    return rule
 
 
 def apply(change: Change, *, action: str, revision: str | None, success: str) -> bool:
@@ -76,13 +74,7 @@ def apply(change: Change, *, action: str, revision: str | None, success: str) ->
         users.engine().apply(
             change, actor=actor(), source="web", action=action, expected_revision=expected
         )
-    except StaleRevision as e:
-        flash(f"Not saved: {e}.", "error")
-        return False
-    except LockoutRefused as e:
-        flash(f"Not saved: {e}.", "error")
-        return False
-    except AuthzError as e:
+    except AuthzError as e:  # stale revision, lockout, invalid row, database down
         flash(f"Not saved: {e}.", "error")
         return False
     flash(success, "success")
@@ -291,12 +283,6 @@ def users_list() -> str:
     return render_template("admin/users.html", users=rows, roles=roles, q=q, page=page, pages=pages)
 
 
-def _effective_rules(subject: str) -> list[Rule]:
-    engine = users.engine()
-    names = {subject, *engine.roles_for(subject)}
-    return [r for r in engine.rules() if r.ptype == "p" and r.values[0] in names]
-
-
 @bp.get("/users/<email>")
 def user_detail(email: str) -> str:
     """One account: state, direct and effective roles, effective permissions."""
@@ -311,7 +297,7 @@ def user_detail(email: str) -> str:
         user=user,
         direct=direct,
         effective=engine.roles_for(user.email),
-        permissions=_effective_rules(user.email),
+        permissions=users.effective_rules(user.email),
         form=form,
         confirm=ConfirmForm(),
     )

@@ -10,8 +10,8 @@ from flask import request
 from authz import AuditEntry
 from service.api import schemas
 from service.api.views import bp
-from service.api.views import engine
 from service.api.views import ok
+from service.users import engine
 
 
 def entry_item(entry: AuditEntry) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from authz.paths import canonical_object
 from service.api import schemas
 from service.api.views import body
 from service.api.views import bp
-from service.api.views import engine
 from service.api.views import ok
+from service.users import engine
 
 REQUEST_FIELDS = {
     "subject": schemas.Field(str),

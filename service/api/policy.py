@@ -21,12 +21,12 @@ from service.api.views import api_field
 from service.api.views import apply
 from service.api.views import body
 from service.api.views import bp
-from service.api.views import engine
 from service.api.views import find
 from service.api.views import ok
 from service.api.views import page_of
 from service.api.views import snapshot_at
 from service.api.views import write_revision
+from service.users import engine
 
 RULE, LINK = "p", "g"
 

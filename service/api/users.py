@@ -7,7 +7,6 @@ from typing import Any
 from flask import Response
 from flask import request
 
-from authz import Rule
 from service import users as accounts
 from service.api import schemas
 from service.api.policy import rule_item
@@ -17,10 +16,10 @@ from service.api.views import Problem
 from service.api.views import actor
 from service.api.views import body
 from service.api.views import bp
-from service.api.views import engine
 from service.api.views import ok
 from service.api.views import page_of
 from service.models import User
+from service.users import engine
 
 
 def user_item(user: User) -> dict[str, Any]:
@@ -39,13 +38,6 @@ def find_user(email: str) -> User:
     if user is None:
         raise Problem(404, "Not found", f"no account with email {email.strip().lower()!r}")
     return user
-
-
-def permissions(subject: str) -> list[Rule]:
-    """Return the rules that apply to a subject: its own and those of every role it holds."""
-    policy = engine()
-    names = {subject, *policy.roles_for(subject)}
-    return [r for r in policy.rules() if r.ptype == "p" and r.values[0] in names]
 
 
 @bp.get("/users")
@@ -68,7 +60,7 @@ def user(email: str) -> Response:
         **user_item(found),
         "last_login_at": found.last_login_at.isoformat() if found.last_login_at else None,
         "effective_roles": policy.roles_for(found.email),
-        "permissions": [rule_item(r, names) for r in permissions(found.email)],
+        "permissions": [rule_item(r, names) for r in accounts.effective_rules(found.email)],
     }
     return ok({"revision": revision, "user": detail})
 

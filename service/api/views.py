@@ -12,7 +12,6 @@ from typing import Any
 
 from flask import Blueprint
 from flask import Response
-from flask import current_app
 from flask import jsonify
 from flask import request
 from flask_login import current_user
@@ -22,7 +21,6 @@ from authz import Applied
 from authz import Change
 from authz import LockoutRefused
 from authz import NotFound
-from authz import PolicyEngine
 from authz import Rule
 from authz import RuleError
 from authz import StaleRevision
@@ -50,11 +48,6 @@ class Problem(Exception):
         self.title = title
         self.detail = detail
         self.extra = extra
-
-
-def engine() -> PolicyEngine:
-    """Return the app's policy engine."""
-    return accounts.engine()
 
 
 def actor() -> str:
@@ -92,7 +85,7 @@ def snapshot_at(expected: int) -> Snapshot:
     Checks made against this snapshot (does the row exist, is it a duplicate) hold for
     the write too: the engine refuses it unless the stored revision is still ``expected``.
     """
-    policy = engine()
+    policy = accounts.engine()
     snapshot = policy.snapshot
     if snapshot.revision != expected:
         policy.refresh()  # another instance may have written since this one last looked
@@ -104,12 +97,7 @@ def snapshot_at(expected: int) -> Snapshot:
 
 def find(snapshot: Snapshot, ptype: str, rule_id: str) -> Rule:
     """Return the ``ptype`` row with this id, or a 404 problem."""
-    cached = current_app.extensions.get("authz.api.ids")
-    if cached is None or cached[0] is not snapshot:
-        # Ids are content hashes: computed once per revision, not once per lookup.
-        cached = (snapshot, {rule.id: rule for rule in snapshot.rules})
-        current_app.extensions["authz.api.ids"] = cached
-    rule: Rule | None = cached[1].get(rule_id)
+    rule = snapshot.find(rule_id)
     if rule is None or rule.ptype != ptype:
         raise Problem(404, "Not found", f"no {KINDS[ptype]} with id {rule_id!r}")
     return rule
@@ -117,7 +105,7 @@ def find(snapshot: Snapshot, ptype: str, rule_id: str) -> Rule:
 
 def apply(change: Change, *, action: str, expected: int, detail: str = "") -> Applied:
     """Apply a change as the logged-in account, refused unless still at ``expected``."""
-    return engine().apply(
+    return accounts.engine().apply(
         change,
         actor=actor(),
         source=SOURCE,
