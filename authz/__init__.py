@@ -14,6 +14,7 @@ from authz.errors import LockoutRefused
 from authz.errors import ModelError
 from authz.errors import NotFound
 from authz.errors import PolicyFileError
+from authz.errors import RequestTooLarge
 from authz.errors import RuleError
 from authz.errors import StaleRevision
 from authz.errors import UnsafePath
@@ -41,6 +42,7 @@ __all__ = [
     "PolicyModel",
     "PolicyStore",
     "Reason",
+    "RequestTooLarge",
     "Rule",
     "RuleError",
     "StaleRevision",

@@ -21,11 +21,13 @@ from sqlalchemy.orm import Session
 from authz.decision import Decision
 from authz.errors import EngineUnavailable
 from authz.errors import NotFound
+from authz.errors import RequestTooLarge
 from authz.errors import RuleError
 from authz.errors import StaleRevision
 from authz.errors import database_reason
 from authz.guards import LockoutGuard
 from authz.model import PolicyModel
+from authz.patterns import MAX_VALUE
 from authz.rules import Rule
 from authz.rules import shape
 from authz.rules import validate
@@ -132,10 +134,17 @@ class PolicyEngine:
         return self.snapshot.rules
 
     def decide(self, sub: str, obj: str, act: str) -> Decision:
-        """Decide one request from the snapshot; no database access."""
+        """Decide one request from the snapshot; no database access.
+
+        :raises RequestTooLarge: for a value longer than MAX_VALUE characters.
+        :raises EngineUnavailable: when the snapshot cannot decide (fail closed).
+        """
         snapshot = self._snapshot
         if snapshot is None:
             raise EngineUnavailable("the policy is not loaded")
+        if len(obj) > MAX_VALUE or len(act) > MAX_VALUE or len(sub) > MAX_VALUE:
+            # Pattern costs are bounded for values up to this length (authz.patterns).
+            raise RequestTooLarge(f"a request value is longer than {MAX_VALUE} characters")
         try:
             return snapshot.fast(sub, obj, act)
         except EngineUnavailable:

@@ -54,6 +54,10 @@ class UnsafePath(AuthzError):
     """A request path that the router and the policy could read differently."""
 
 
+class RequestTooLarge(UnsafePath):
+    """A request value (path, method) longer than the engine decides on."""
+
+
 class LockoutRefused(AuthzError):
     """A change would leave no active user able to open the policy editor."""
 

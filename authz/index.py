@@ -27,12 +27,13 @@ from casbin.effect import AllowOverrideEffector
 from casbin.effect import DenyOverrideEffector
 from casbin.effect import get_effector
 from casbin.model.function import FunctionMap
-from casbin.util.builtin_operators import KEY_MATCH2_PATTERN
 from casbin.util.builtin_operators import key_match
 
+from authz import patterns
 from authz.decision import Decision
 from authz.decision import Reason
 from authz.model import PolicyModel
+from authz.patterns import PatternError
 from authz.rules import Rule
 
 #: Casbin's default role manager follows at most this many levels (the subject is level 1).
@@ -131,14 +132,10 @@ def _index(names: list[str], name: str) -> int:
 
 def key_match2_regex(pattern: str) -> str:
     """The regex Casbin's keyMatch2 evaluates for a pattern (same text, so same cache)."""
-    expr = pattern.replace("/*", "/.*")
-    expr = KEY_MATCH2_PATTERN.sub(r"\g<1>[^\/]+\g<2>", expr, 0)
-    if expr == "*":
-        expr = "(.*)"
-    return "^" + expr + "$"
+    return patterns.to_regex("keyMatch2", pattern)
 
 
-class BrokenPattern(Unsupported):
+class BrokenPattern(Unsupported, PatternError):
     """A stored row's pattern cannot be evaluated; Casbin is left to decide (and fail)."""
 
 
@@ -151,7 +148,12 @@ def compile_predicate(kind: str, pattern: str) -> Predicate:
     """
     if kind == "eq":
         return pattern.__eq__
-    if kind == "keyMatch2" and pattern.endswith("/*") and not (_METACHARS & set(pattern[:-1])):
+    if (
+        kind == "keyMatch2"
+        and pattern.endswith("/*")
+        and not (_METACHARS & set(pattern[:-1]))
+        and "\n" not in pattern
+    ):
         # "/reports/*" is Casbin's "^/reports/.*$": the prefix, then anything without a
         # line break ('.' stops at one), except that '$' lets one final "\n" through.
         prefix = pattern[:-1]
@@ -162,13 +164,11 @@ def compile_predicate(kind: str, pattern: str) -> Predicate:
             )
 
         return under_prefix
-    if kind in ("keyMatch2", "regexMatch"):
-        expr = key_match2_regex(pattern) if kind == "keyMatch2" else pattern
+    if kind in patterns.REGEX_FUNCTIONS:
         try:
-            matcher = re.compile(expr).match
-        except re.error as e:
-            raise BrokenPattern(f"{kind} pattern {pattern!r} does not compile: {e}") from e
-        return lambda value: matcher(value) is not None
+            return patterns.compile_regex(kind, pattern)
+        except PatternError as e:
+            raise BrokenPattern(str(e)) from e
     if kind == "keyMatch":
         return lambda value: key_match(value, pattern)
     function = FunctionMap.load_function_map().get_functions()[kind]

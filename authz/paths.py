@@ -10,15 +10,34 @@ from __future__ import annotations
 
 import re
 
+from authz.errors import RequestTooLarge
 from authz.errors import UnsafePath
+from authz.patterns import MAX_VALUE
 
+#: The longest path decided (longer ones get 414 before any pattern runs).
+MAX_PATH = MAX_VALUE
+#: The most segments a path may have.
+MAX_SEGMENTS = 64
+#: The longest method decided; the longest registered HTTP method has 17 characters.
+MAX_METHOD = 32
+#: A method is an HTTP token; these are the characters any real method uses.
+_METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
 #: Percent-escapes that decode to a separator, a dot, a backslash or a control character.
 _RAW_FORBIDDEN = re.compile(r"%(2[fFeE]|5[cC]|[01][0-9a-fA-F]|7[fF])")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def canonical_action(method: str) -> str:
-    """Return the action checked for a method: upper-case, with HEAD checked as GET."""
+    """Return the action checked for a method: upper-case, with HEAD checked as GET.
+
+    :raises UnsafePath: for a method that is too long or not a plain HTTP token; policy
+        patterns never see one (a crafted method could otherwise feed a slow pattern).
+    """
+    if len(method) > MAX_METHOD:
+        raise RequestTooLarge(f"the method is longer than {MAX_METHOD} characters")
+    if not _METHOD.match(method):
+        raise UnsafePath("the method is not a plain HTTP method name")
     method = method.upper()
     # HEAD runs the GET view, so it must be granted exactly when GET is.
     return "GET" if method == "HEAD" else method
@@ -30,6 +49,7 @@ def canonical_object(path: str, raw_path: str | None = None) -> str:
     :param path: the decoded path the router will route (WSGI ``PATH_INFO``).
     :param raw_path: the path as sent on the wire, when the server provides it.
     """
+    check_size(path)
     if raw_path is not None:
         raw = raw_path.split("?", 1)[0]
         if _RAW_FORBIDDEN.search(raw):
@@ -38,6 +58,8 @@ def canonical_object(path: str, raw_path: str | None = None) -> str:
         raise UnsafePath("the path must start with '/'")
     if _CONTROL.search(path):
         raise UnsafePath("control character in the path")
+    if _SURROGATE.search(path):
+        raise UnsafePath("the path is not valid UTF-8")
     if "\\" in path:
         raise UnsafePath("backslash in the path")
     segments = path.split("/")[1:]
@@ -47,3 +69,11 @@ def canonical_object(path: str, raw_path: str | None = None) -> str:
         if segment == "" and i != len(segments) - 1:
             raise UnsafePath("empty segment ('//') in the path")
     return path
+
+
+def check_size(path: str) -> None:
+    """Refuse a path longer than MAX_PATH or with more than MAX_SEGMENTS segments."""
+    if len(path) > MAX_PATH:
+        raise RequestTooLarge(f"the path is longer than {MAX_PATH} characters")
+    if path.count("/") > MAX_SEGMENTS:
+        raise RequestTooLarge(f"the path has more than {MAX_SEGMENTS} segments")

@@ -18,10 +18,12 @@ from authz import metrics
 from authz.decision import Decision
 from authz.decision import Reason
 from authz.errors import EngineUnavailable
+from authz.errors import RequestTooLarge
 from authz.index import DecisionIndex
 from authz.index import Unsupported
 from authz.index import plan_for
 from authz.model import PolicyModel
+from authz.patterns import MAX_VALUE
 from authz.rules import Rule
 
 log = logging.getLogger("authz")
@@ -207,7 +209,9 @@ class Snapshot:
         return Snapshot(revision, self.model, rows, seq, decider)
 
     def decide(self, sub: str, obj: str, act: str) -> Decision:
-        """Decide one request against this snapshot."""
+        """Decide one request against this snapshot (values capped as in PolicyEngine.decide)."""
+        if len(obj) > MAX_VALUE or len(act) > MAX_VALUE or len(sub) > MAX_VALUE:
+            raise RequestTooLarge(f"a request value is longer than {MAX_VALUE} characters")
         return self.fast(sub, obj, act)
 
     def _decide(self, sub: str, obj: str, act: str) -> Decision:

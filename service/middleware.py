@@ -17,9 +17,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from authz import ANONYMOUS
 from authz import EngineUnavailable
 from authz import PolicyEngine
+from authz import RequestTooLarge
 from authz import UnsafePath
+from authz.paths import MAX_PATH
+from authz.paths import MAX_SEGMENTS
 from authz.paths import canonical_action
 from authz.paths import canonical_object
+from authz.paths import check_size
 from service import responses
 from service import sessions
 from service.extensions import login_manager
@@ -55,6 +59,8 @@ def request_object(environ: dict[str, str], path: str) -> str:
     """The object to decide on; UnsafePath when the path could be read two ways."""
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
     path_info = environ.get("PATH_INFO", "")
+    if len(path) > MAX_PATH or path.count("/") > MAX_SEGMENTS:
+        check_size(path)
     if _SUSPICIOUS.search(raw.split("?", 1)[0]) or _SUSPICIOUS.search(path_info):
         # Check the path as the server received it and as the router will see it.
         canonical_object(path_info, raw)
@@ -82,9 +88,12 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
         req = request._get_current_object()  # type: ignore[attr-defined]
         try:
             obj = request_object(req.environ, req.path)
+            act = canonical_action(req.method)
+        except RequestTooLarge as e:
+            # Capped before any pattern runs: no request can make a decision slow.
+            return responses.page(414, "Request too large", f"Refused request: {e}.")
         except UnsafePath as e:
-            return responses.page(400, "Bad request", f"Refused path: {e}.")
-        act = canonical_action(req.method)
+            return responses.page(400, "Bad request", f"Refused request: {e}.")
         try:
             ensure_loaded()
             user = _resolve_user(cache)

@@ -103,7 +103,7 @@ def test_ambiguous_paths_are_refused_with_400_before_any_decision(
         "/", environ_overrides={"PATH_INFO": path_info, "REQUEST_URI": raw, "RAW_URI": raw}
     )
     assert response.status_code == 400
-    assert "Refused path" in response.get_data(as_text=True)
+    assert "Refused request" in response.get_data(as_text=True)
 
 
 def test_static_files_reachable_by_anonymous_through_a_policy_row(app: Flask) -> None:
