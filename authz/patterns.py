@@ -12,9 +12,9 @@ the very same :mod:`re` module, and bounds their cost instead, in two ways:
 - every request value is capped (:data:`MAX_VALUE`, and the path and method limits in
   :mod:`authz.paths`) before any pattern runs;
 - a pattern is accepted only when a structural estimate of its worst-case backtracking
-  work on a value of that length stays within :data:`BUDGET` (about 0.2 ms on a 2-core
-  machine). Nested quantifiers, repeated alternations, backreferences and lookaround are
-  refused outright, and so is more than one wildcard that can stretch over the same text.
+  work on a value of that length stays within :data:`BUDGET` (at most about 0.2 ms on
+  this project's 2-core machine: bench/patterns.py). Nested quantifiers, repeated
+  alternations, backreferences and lookaround are refused outright, and so is more than one wildcard that can stretch over the same text.
 
 A refused pattern raises :class:`PatternError` with a reason that says what to write
 instead. Why not a linear-time engine (RE2): its Python binding costs 5-7 µs per match
@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - Python < 3.11 is not supported
 #: The longest request value (subject, path or method) the engine decides on.
 MAX_VALUE = 2048
 #: The most basic matching steps a pattern may need on a value of MAX_VALUE characters.
-BUDGET = 2**18
+BUDGET = 2**16
 #: The functions whose patterns Casbin evaluates as regular expressions.
 REGEX_FUNCTIONS = frozenset({"regexMatch", "keyMatch2", "keyMatch3", "keyMatch4", "keyMatch5"})
 
@@ -111,9 +111,8 @@ def check(kind: str, pattern: str) -> None:
                 "name a segment with {name}"
             )
     ignore_case = bool(parsed.state.flags & _sre.SRE_FLAG_IGNORECASE)
-    paths, ambiguous, tail = _cost(list(parsed), ignore_case, pattern)
-    # Per way of splitting the text, the engine walks what follows the stretching repeat.
-    work = paths * (tail + 1) * (MAX_VALUE + 1) ** ambiguous
+    paths, ambiguous, size, before = _cost(list(parsed), ignore_case, pattern, top=True)
+    work = paths * (before + (size - before + 1) * (MAX_VALUE + 1) ** ambiguous)
     if ambiguous > 1 or work > BUDGET:
         raise PatternError(
             f"pattern {pattern!r} could take too long to match: "
@@ -228,11 +227,17 @@ def _disjoint(
     return False
 
 
-def _cost(items: list[tuple[Any, Any]], ignore_case: bool, shown: str) -> tuple[int, int, int]:
-    """Return (paths, ambiguous, tail) for a sequence of parsed items.
+def _cost(
+    items: list[tuple[Any, Any]], ignore_case: bool, shown: str, top: bool = False
+) -> tuple[int, int, int, int]:
+    """Return (paths, ambiguous, size, before) for a sequence of parsed items.
 
-    ``paths`` bounds how many ways the engine may try the sequence for one split of the
-    text; ``ambiguous`` counts unbounded repeats that can hand text back and forth, each
+    ``size`` estimates the steps of one pass over the sequence: a character is one step,
+    a bounded repeat its maximum, a repeated group eight times its body (the engine's
+    general loop is that much slower than its single-character one), and an unbounded
+    repeat that cannot give text back usefully a pass over the whole value.
+    ``paths`` bounds how many passes alternatives and bounded repeats can cause.
+    ``ambiguous`` counts unbounded repeats that can hand text back and forth, each
     multiplying the work by the value's length. An unbounded repeat of one character
     class is not ambiguous
 
@@ -240,59 +245,73 @@ def _cost(items: list[tuple[Any, Any]], ignore_case: bool, shown: str) -> tuple[
       back cannot help, so every give-back fails at once;
     - after an ambiguous repeat, only when the character before it is one it cannot
       take (``.*/[^/]+``): its tries then start at distinct places and never overlap,
-      so together they cost one pass over the value.
+      so together they cost one pass over the value;
+    - at the very end of the pattern (``[^/]+$``): it gives text back once, not per try.
 
-    ``tail`` is how many items follow the first ambiguous repeat (all of them, when
-    there is none): the work done again for every way of splitting the text.
+    ``before`` is the size of what precedes the first ambiguous repeat: walked once per
+    path, where what follows is walked again for every way of splitting the text.
     """
     items = _flatten(items, ignore_case)
-    paths, ambiguous, tail = 1, 0, _size(items)
+    paths, ambiguous, size, before = 1, 0, 0, -1
     after_ambiguous = False
     for i, (op, arg) in enumerate(items):
         leading = items[i - 1] if i > 0 else None
         following = items[i + 1] if i + 1 < len(items) else None
+        last = top and all(o == _sre.AT for o, _ in items[i + 1 :])
         if op in _REFUSED:
             raise PatternError(f"pattern {shown!r}: {_REFUSED[op]} are not supported")
+        found = 0
+        size_before = size
         if op == _sre.BRANCH:
             alternatives = [_cost(list(alt), ignore_case, shown) for alt in arg[1]]
-            paths *= sum(p for p, _, _ in alternatives)
-            found = max(a for _, a, _ in alternatives)
+            paths *= sum(alt[0] for alt in alternatives)
+            found = max(alt[1] for alt in alternatives)
+            size += sum(alt[2] for alt in alternatives)
         elif op == _sre.SUBPATTERN:
             case = ignore_case or bool(arg[1] & _sre.SRE_FLAG_IGNORECASE)
-            p, found, _ = _cost(list(arg[-1]), case, shown)
+            p, found, z, _ = _cost(list(arg[-1]), case, shown)
             paths *= p
+            size += z
         elif op == getattr(_sre, "ATOMIC_GROUP", None):
-            p, found, _ = _cost(list(arg), ignore_case, shown)
+            p, found, z, _ = _cost(list(arg), ignore_case, shown)
             paths *= p
+            size += z
         elif op in _REPEATS:
             low, high, body = arg[0], arg[1], list(arg[2])
             single = len(body) == 1 and body[0][0] in _SINGLE
-            found = 0
+            step = 1
             if not single:
                 if high > 1 and not _fixed(body):
                     raise PatternError(
                         f"pattern {shown!r}: a repeated group may not hold a quantifier or "
                         "an alternation (nested repetition can take exponential time)"
                     )
-                p, found, _ = _cost(body, ignore_case, shown)
+                p, found, z, _ = _cost(body, ignore_case, shown)
                 paths *= p
+                step = 8 * max(z, 1)
             follow_guard = single and _disjoint(body[0], following, ignore_case)
             lead_guard = single and _disjoint(body[0], leading, ignore_case)
             if high == _sre.MAXREPEAT:
-                guarded = lead_guard if after_ambiguous else follow_guard
-                if not guarded:
+                if after_ambiguous and lead_guard:
+                    size += step  # its tries never overlap: one pass in all, counted once
+                elif not after_ambiguous and (follow_guard or (single and last)):
+                    size += step * MAX_VALUE
+                else:
                     found += 1
-            elif high > low and not follow_guard:
-                paths *= high - low + 1
-        elif op in _SINGLE or op == _sre.AT:
-            continue  # one step each: counted by the pattern's length
-        else:
+                    size += step
+            else:
+                size += step * high
+                if high > low and not follow_guard:
+                    paths *= high - low + 1
+        elif op in _SINGLE:
+            size += 1
+        elif op != _sre.AT:
             raise PatternError(f"pattern {shown!r}: unsupported syntax ({op})")
-        if found and not after_ambiguous:
-            tail = _size(items[i:])
+        if found and before < 0:
+            before = size_before
         ambiguous += found
         after_ambiguous = after_ambiguous or found > 0
-    return paths, ambiguous, tail
+    return paths, ambiguous, size, before if before >= 0 else size
 
 
 def _flatten(items: list[tuple[Any, Any]], ignore_case: bool) -> list[tuple[Any, Any]]:
@@ -308,23 +327,6 @@ def _flatten(items: list[tuple[Any, Any]], ignore_case: bool) -> list[tuple[Any,
         else:
             out.append((op, arg))
     return out
-
-
-def _size(items: list[tuple[Any, Any]]) -> int:
-    """How many single-character steps a sequence holds, its longest alternative counted."""
-    total = 0
-    for op, arg in items:
-        if op == _sre.BRANCH:
-            total += max(_size(list(alt)) for alt in arg[1])
-        elif op == _sre.SUBPATTERN:
-            total += _size(list(arg[-1]))
-        elif op == getattr(_sre, "ATOMIC_GROUP", None):
-            total += _size(list(arg))
-        elif op in _REPEATS:
-            total += _size(list(arg[2]))
-        else:
-            total += 1
-    return total
 
 
 def _fixed(body: list[tuple[Any, Any]]) -> bool:

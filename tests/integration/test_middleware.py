@@ -210,3 +210,42 @@ def test_503_when_the_engine_cannot_decide(
 
     engine(app).snapshot.fast = broken
     assert client.get("/").status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/" + "a" * 2100, 414),
+        ("/a" * 65, 414),
+        ("/a" * 60, 302),  # within the caps: decided (anonymous, so the login redirect)
+    ],
+)
+def test_long_paths_are_refused_before_any_pattern(
+    client: FlaskClient, path: str, status: int
+) -> None:
+    """Path length and segment count are capped before the engine sees the path."""
+    assert client.get(path).status_code == status
+
+
+@pytest.mark.parametrize(
+    ("method", "status"),
+    [
+        ("AAAAAAAAAAAAAAAAAAAAAAAAAAA!", 400),  # the method that froze every worker
+        ("A" * 33, 414),
+        ("GET\x00", 400),
+        ("PRO PFIND", 400),
+    ],
+)
+def test_crafted_methods_are_refused_before_any_pattern(
+    app: Flask, client: FlaskClient, method: str, status: int
+) -> None:
+    """A method that is not a plain HTTP method name never reaches a pattern."""
+    add(app, Rule.of("p", "anonymous", "/redos", ".*", "allow"))
+    assert client.open("/redos", method=method).status_code == status
+
+
+def test_a_request_at_the_caps_is_decided_not_refused(app: Flask, client: FlaskClient) -> None:
+    """The caps refuse only what is over them: a long, deep path under them is decided."""
+    add(app, Rule.of("p", "anonymous", "/deep/*", "GET", "allow"))
+    path = "/deep" + "/x" * 62
+    assert client.get(path).status_code == 404  # allowed by the row; no route serves it
