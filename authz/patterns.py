@@ -14,7 +14,8 @@ the very same :mod:`re` module, and bounds their cost instead, in two ways:
 - a pattern is accepted only when a structural estimate of its worst-case backtracking
   work on a value of that length stays within :data:`BUDGET` (at most about 0.2 ms on
   this project's 2-core machine: bench/patterns.py). Nested quantifiers, repeated
-  alternations, backreferences and lookaround are refused outright, and so is more than one wildcard that can stretch over the same text.
+  alternations, backreferences and lookaround are refused outright, and so is more than
+  one wildcard that can stretch over the same text.
 
 A refused pattern raises :class:`PatternError` with a reason that says what to write
 instead. Why not a linear-time engine (RE2): its Python binding costs 5-7 µs per match
