@@ -357,8 +357,8 @@ class PolicyEngine:
             after = base.with_changes(new_rev, added, removed) if changed else base
             self._refuse_cycles(after, added)
             # While the stored policy is refused nobody can open the editor: nothing to keep.
-            guarded = base.refused is None and after.refused is None
-            if self.guard is not None and self.active_subjects is not None and guarded and not force:
+            guarded = base.refused is None and after.refused is None and not force
+            if self.guard is not None and self.active_subjects is not None and guarded:
                 subjects_after = list(self.active_subjects(session))
                 self.guard.check(base, after, subjects_before, subjects_after)
             if not changed and hook is None:

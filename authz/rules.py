@@ -197,7 +197,9 @@ def _check_glob(value: str, field: str, line: int | None) -> None:
     try:
         glob_match("/", value)
     except Exception as e:  # noqa: BLE001 - whatever the glob library raises
-        raise RuleError(f"glob pattern {value!r} cannot be evaluated: {e}", line=line, field=field)
+        raise RuleError(
+            f"glob pattern {value!r} cannot be evaluated: {e}", line=line, field=field
+        ) from e
 
 
 def _check_ip(value: str, field: str, line: int | None) -> None:
