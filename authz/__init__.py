@@ -22,6 +22,7 @@ from authz.guards import LockoutGuard
 from authz.model import PolicyModel
 from authz.rules import ANONYMOUS
 from authz.rules import Rule
+from authz.snapshot import BadRow
 from authz.store import AuditEntry
 from authz.store import PolicyStore
 
@@ -30,6 +31,7 @@ __all__ = [
     "Applied",
     "AuditEntry",
     "AuthzError",
+    "BadRow",
     "Change",
     "Decision",
     "EngineUnavailable",

@@ -31,6 +31,7 @@ from authz.patterns import MAX_VALUE
 from authz.rules import Rule
 from authz.rules import shape
 from authz.rules import validate
+from authz.snapshot import BadRow
 from authz.snapshot import Snapshot
 from authz.store import AuditEntry
 from authz.store import PolicyStore
@@ -163,12 +164,20 @@ class PolicyEngine:
     # -- loading ------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load every rule from the database and swap in the new snapshot."""
+        """Load every rule from the database and swap in the new snapshot.
+
+        Every stored row is validated as the write path validates it. Bad rows are
+        logged and listed on ``bad_rows``; when skipping them could grant access the new
+        snapshot is refused (decisions raise EngineUnavailable) until they are removed.
+        """
         try:
-            revision, rules = self.store.load()
+            revision, rules, ids = self.store.load_rows()
         except SQLAlchemyError as e:
             raise EngineUnavailable(f"cannot read the policy: {database_reason(e)}") from e
-        self._swap(Snapshot.of(revision, rules, self.model))
+        current = self._snapshot
+        # Rows the current snapshot decided on were validated against this very model.
+        trusted = current.ruleset if current is not None and current.refused is None else None
+        self._swap(Snapshot.stored(revision, rules, ids, self.model, trusted=trusted))
         if self.accounts_revision is None:
             try:
                 self.accounts_revision = self.store.revisions()[1]
@@ -176,8 +185,24 @@ class PolicyEngine:
                 pass  # the next refresh records it
         self.verified_at = time.monotonic()
 
+    @property
+    def bad_rows(self) -> tuple[BadRow, ...]:
+        """Stored rows of the current snapshot that failed validation."""
+        snap = self._snapshot
+        return snap.bad_rows if snap is not None else ()
+
+    @property
+    def refused(self) -> str | None:
+        """Why the stored policy is refused (decisions answer 503), or None."""
+        snap = self._snapshot
+        return snap.refused if snap is not None else None
+
     def refresh(self) -> bool:
-        """Reload when the database holds a newer revision; return whether it did."""
+        """Reload when the database holds a newer revision; return whether it did.
+
+        A refused policy is reloaded on every call, so a row fixed outside the engine
+        (without a new revision) is picked up too.
+        """
         try:
             current, accounts = self.store.revisions()
         except SQLAlchemyError as e:
@@ -186,7 +211,8 @@ class PolicyEngine:
             if self.accounts_revision is not None:
                 self._accounts_changed()
             self.accounts_revision = accounts
-        if self._snapshot is not None and self._snapshot.revision == current:
+        snap = self._snapshot
+        if snap is not None and snap.revision == current and snap.refused is None:
             self.verified_at = time.monotonic()
             return False
         self.load()
@@ -251,7 +277,7 @@ class PolicyEngine:
         add = self.validate(change.add)
         # Rows to remove need only name a stored row, even one that no longer validates
         # (e.g. after the model was replaced).
-        remove = [shape(r, self.model) for r in change.remove]
+        remove = [self._removable(r) for r in change.remove]
         with self._write_lock:
             try:
                 return self._apply(
@@ -270,6 +296,15 @@ class PolicyEngine:
                 )
             except SQLAlchemyError as e:
                 raise EngineUnavailable(f"the change was not saved: {database_reason(e)}") from e
+
+    def _removable(self, rule: Rule) -> Rule:
+        try:
+            return shape(rule, self.model)
+        except RuleError:
+            # A stored row of the wrong type or length is named exactly as stored.
+            if any(bad.rule == rule for bad in self.bad_rows):
+                return rule
+            raise
 
     def _refuse_cycles(self, after: Snapshot, added: tuple[Rule, ...]) -> None:
         # A role that inherits from itself makes every member of the cycle hold every
@@ -307,8 +342,10 @@ class PolicyEngine:
             base = self._snapshot
             if base is None or base.revision != current_rev:
                 # Another instance wrote since our snapshot: decide on what is stored.
-                base = Snapshot.of(current_rev, self.store.read_rules(session), self.model)
-            present = base.ruleset
+                rules, ids = self.store.read_rows(session)
+                base = Snapshot.stored(current_rev, rules, ids, self.model)
+            # Bad stored rows count as present: removing one is how an admin fixes it.
+            present = base.stored_rows
             missing = [r for r in remove if r not in present]
             if strict and missing:
                 raise NotFound(f"no such rule: {missing[0]}")
@@ -328,7 +365,9 @@ class PolicyEngine:
             new_rev = current_rev + 1 if changed else current_rev
             after = base.with_changes(new_rev, added, removed) if changed else base
             self._refuse_cycles(after, added)
-            if self.guard is not None and self.active_subjects is not None and not force:
+            # While the stored policy is refused nobody can open the editor: nothing to keep.
+            guarded = base.refused is None and after.refused is None and not force
+            if self.guard is not None and self.active_subjects is not None and guarded:
                 subjects_after = list(self.active_subjects(session))
                 self.guard.check(base, after, subjects_before, subjects_after)
             if not changed and hook is None:

@@ -11,8 +11,9 @@ from casbin.model import Model
 
 from authz.errors import ModelError
 
-#: Matcher calls of the form ``fn(r.x, p.y)``: which function compares which policy field.
-_CALL = re.compile(r"\b([A-Za-z_]\w*)\(\s*r[._]([A-Za-z]\w*)\s*,\s*p[._]([A-Za-z]\w*)\s*\)")
+#: Matcher calls of the form ``fn(r.x, p.y)`` (or ``g(r.x, p.y, r.dom)``): which function
+#: compares which policy field.
+_CALL = re.compile(r"\b([A-Za-z_]\w*)\(\s*r[._]([A-Za-z]\w*)\s*,\s*p[._]([A-Za-z]\w*)\s*[,)]")
 
 
 #: The adapter's table has six value columns (v0..v5).

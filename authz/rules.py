@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from collections.abc import Iterable
 from typing import NamedTuple
+
+from casbin.util.builtin_operators import glob_match
 
 from authz import patterns
 from authz.errors import RuleError
@@ -145,9 +148,16 @@ def _check_policy(rule: Rule, names: tuple[str, ...], model: PolicyModel, line: 
         if name == "eft":
             if value not in EFFECTS:
                 raise RuleError(f"must be allow or deny, not {value!r}", line=line, field=name)
-        elif fn is not None and fn.startswith("g"):
+        elif fn is not None and fn in model.roles:
+            # Only a field compared through a role link (g, g2, ...) names a subject;
+            # "globMatch" starts with a "g" too.
             _check_subject(value, name, line)
-        elif fn in ("keyMatch", "keyMatch2", "keyMatch3", "keyMatch4", "keyMatch5", "globMatch"):
+        elif fn == "globMatch":
+            _check_path(value, name, line)
+            _check_glob(value, name, line)
+        elif fn == "ipMatch":
+            _check_ip(value, name, line)
+        elif fn in ("keyMatch", "keyMatch2", "keyMatch3", "keyMatch4", "keyMatch5"):
             _check_path(value, name, line)
             _check_pattern(fn, value, name, line)
         elif fn == "regexMatch":
@@ -170,6 +180,28 @@ def _check_role_link(rule: Rule, line: int | None) -> None:
 def _check_path(value: str, field: str, line: int | None) -> None:
     if not (value.startswith("/") or value == "*"):
         raise RuleError(f"path pattern {value!r} must start with '/'", line=line, field=field)
+
+
+def _check_glob(value: str, field: str, line: int | None) -> None:
+    # Casbin's own globMatch, once on a path: a pattern it cannot evaluate is refused here
+    # rather than failing a decision later.
+    try:
+        glob_match("/", value)
+    except Exception as e:  # noqa: BLE001 - whatever the glob library raises
+        raise RuleError(
+            f"glob pattern {value!r} cannot be evaluated: {e}", line=line, field=field
+        ) from e
+
+
+def _check_ip(value: str, field: str, line: int | None) -> None:
+    # Casbin's ipMatch reads the pattern with ipaddress.ip_network(strict=False) and, when
+    # that fails, compares it as text with an address object: such a row never matches.
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as e:
+        raise RuleError(
+            f"{value!r} is not an IP address or CIDR network: {e}", line=line, field=field
+        ) from e
 
 
 def _check_pattern(fn: str, value: str, field: str, line: int | None) -> None:

@@ -3,6 +3,12 @@
 Decisions come from the compiled index (authz.index) when the model allows it, and from
 a Casbin enforcer otherwise: automatically, with a log line and a metric, never a wrong
 answer.
+
+Stored rows are trusted no more than written ones: a snapshot built from the database
+(``Snapshot.stored``) passes every row through the write path's validation first. A row
+that fails is reported (``BadRow``) and skipped where skipping can only deny; where
+skipping could grant, the snapshot is refused and every decision on it raises
+EngineUnavailable until the row is fixed or removed.
 """
 
 from __future__ import annotations
@@ -10,21 +16,31 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+from typing import NamedTuple
+from typing import NoReturn
 from typing import Protocol
 
 import casbin
+from casbin.effect import SUBJECT_PRIORITY_EFFECT
+from casbin.effect import AllowOverrideEffector
+from casbin.effect import get_effector
+from casbin.persist import Adapter
 
 from authz import metrics
 from authz.decision import Decision
 from authz.decision import Reason
 from authz.errors import EngineUnavailable
 from authz.errors import RequestTooLarge
+from authz.errors import RuleError
 from authz.index import DecisionIndex
 from authz.index import Unsupported
 from authz.index import plan_for
 from authz.model import PolicyModel
 from authz.patterns import MAX_VALUE
 from authz.rules import Rule
+from authz.rules import validate
 
 log = logging.getLogger("authz")
 NO_MATCH, ALLOW_RULE, DENY_RULE = Reason.NO_MATCH, Reason.ALLOW_RULE, Reason.DENY_RULE
@@ -72,22 +88,42 @@ class IndexDecider:
             return _fallback(self.model, rows, e)
 
 
+class RowsAdapter(Adapter):  # type: ignore[misc]  # casbin ships no type hints
+    """Casbin's adapter interface over rows in memory, so Casbin loads them itself.
+
+    ``load_policy`` does what ``casbin.persist.load_policy_line`` does for each line of a
+    policy file (a row whose type the model lacks is skipped), without joining values
+    into text and splitting them again (a value may hold a comma).
+    """
+
+    def __init__(self, rows: Iterable[Rule]) -> None:
+        self.rows = rows
+
+    def load_policy(self, model: Any) -> None:
+        """Append every row to its assertion, in policy order."""
+        sections = model.model
+        for ptype, values in self.rows:
+            assertions = sections.get(ptype[:1])
+            if assertions is None or ptype not in assertions:
+                continue  # as load_policy_line: the model has no such type
+            assertions[ptype].policy.append(list(values))
+
+
 class CasbinDecider:
-    """Decides with a Casbin enforcer: the reference, and the fallback."""
+    """Decides with a Casbin enforcer: the reference, and the fallback.
+
+    Built exactly as Casbin builds an enforcer from a store: ``casbin.Enforcer(model,
+    adapter)`` runs Casbin's own ``load_policy`` (sorting for the priority effects, role
+    links for every ``g`` type, domain and conditional role managers alike).
+    """
 
     kind = "casbin"
 
     def __init__(self, model: PolicyModel, rows: Iterable[Rule]) -> None:
         self.model = model
-        cmodel = model.casbin_model()
-        self.enforcer = casbin.Enforcer(cmodel)
-        for rule in rows:
-            sec = "g" if rule.ptype in model.roles else "p"
-            cmodel.add_policy(sec, rule.ptype, list(rule.values))
-        # As Casbin's own load_policy does: priority models depend on this order.
-        cmodel.sort_policies_by_subject_hierarchy()
-        cmodel.sort_policies_by_priority()
-        self.enforcer.build_role_links()
+        #: Why the index does not decide, when this is a fallback.
+        self.reason: str | None = None
+        self.enforcer = casbin.Enforcer(model.casbin_model(), RowsAdapter(rows))
 
     def decide(self, request: tuple[str, str, str]) -> tuple[bool, Rule | None]:
         metrics.count("casbin_decisions")
@@ -103,12 +139,50 @@ class CasbinDecider:
         return CasbinDecider(self.model, rows)
 
 
+class RefusedDecider:
+    """Stands in for a policy that cannot be trusted: every decision raises."""
+
+    kind = "refused"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def refuse(self, *_args: object) -> NoReturn:
+        """Raise EngineUnavailable with the reason the policy was refused."""
+        raise EngineUnavailable(self.reason)
+
+    def decide(self, request: tuple[str, str, str]) -> tuple[bool, Rule | None]:
+        self.refuse()
+
+    def roles_for(self, subject: str) -> list[str]:
+        self.refuse()
+
+    def with_changes(
+        self, rows: Mapping[Rule, None], added: list[tuple[Rule, int]], removed: list[Rule]
+    ) -> Decider:
+        return self
+
+
+#: Functions that raise on some request values (an address that is not an IP, a time):
+#: where Casbin raises depends on its row order, which the index does not follow.
+RAISING_FUNCTIONS = frozenset({"ipMatch", "timeMatch"})
+
+
 def make_decider(model: PolicyModel, rows: Mapping[Rule, None]) -> Decider:
     """Compile the index for these rows, or fall back to Casbin (logged, counted)."""
     try:
         plan = plan_for(model)
     except Unsupported as e:
         return _fallback(model, rows, e)
+    raising = sorted(
+        {t.kind for t in (plan.key, plan.path, *plan.checks) if t is not None} & RAISING_FUNCTIONS
+    )
+    if raising:
+        why = (
+            f"{', '.join(raising)} raises on some request values, and where Casbin raises "
+            "depends on its row order"
+        )
+        return _fallback(model, rows, Unsupported(why))
     if not any(rule.ptype == "p" for rule in rows):
         # With no p rows Casbin evaluates the matcher once on empty values; let it.
         return CasbinDecider(model, rows)
@@ -116,8 +190,8 @@ def make_decider(model: PolicyModel, rows: Mapping[Rule, None]) -> Decider:
         decider = IndexDecider(DecisionIndex.build(plan, rows), model)
     except Unsupported as e:  # a stored row the index cannot evaluate exactly
         return _fallback(model, rows, e)
-    except IndexError as e:  # a stored row of the wrong length
-        raise EngineUnavailable(f"a stored policy row does not fit the model: {e}") from e
+    except IndexError as e:  # a row of the wrong length (stored rows are screened first)
+        raise EngineUnavailable(f"a policy row does not fit the model: {e}") from e
     metrics.gauge("decider", "index")
     return decider
 
@@ -129,7 +203,122 @@ def _fallback(model: PolicyModel, rows: Iterable[Rule], reason: Exception) -> Ca
         log.warning("decision index not used, falling back to Casbin: %s", reason)
     metrics.gauge("decider", "casbin")
     metrics.count("fallbacks")
-    return CasbinDecider(model, rows)
+    decider = CasbinDecider(model, rows)
+    decider.reason = str(reason)
+    return decider
+
+
+# -- stored rows ----------------------------------------------------------------------
+
+
+class BadRow(NamedTuple):
+    """A stored row the write path would refuse: its database id, the row, and why."""
+
+    id: int | None
+    rule: Rule
+    reason: str
+
+    def __str__(self) -> str:
+        values = ", ".join(repr(v) for v in self.rule.values)
+        return f"row {self.id} ({self.rule.ptype}, {values}): {self.reason}"
+
+
+def screen(
+    rules: Sequence[Rule],
+    ids: Sequence[int | None],
+    model: PolicyModel,
+    trusted: Mapping[Rule, None] | None = None,
+) -> tuple[dict[Rule, None], tuple[BadRow, ...]]:
+    """Validate stored rows as the write path does; return the good ones and the bad.
+
+    :param trusted: rows already validated against this model (the previous snapshot's),
+        taken as they are, so a reload validates only what is new.
+    """
+    good: dict[Rule, None] = {}
+    bad: list[BadRow] = []
+    known = trusted if trusted is not None else {}
+    for rule, row_id in zip(rules, ids, strict=True):
+        if rule in known:
+            good[rule] = None
+            continue
+        try:
+            good[validate(rule, model)] = None
+        except RuleError as e:
+            bad.append(BadRow(row_id, rule, e.message if e.field is None else str(e)))
+        except Exception as e:  # noqa: BLE001 - a NULL or odd value: still just a bad row
+            bad.append(BadRow(row_id, rule, f"cannot be read: {e}"))
+    return good, tuple(bad)
+
+
+def refusal(bad_rows: Sequence[BadRow], stored: Iterable[Rule], model: PolicyModel) -> str | None:
+    """Return why skipping these rows could grant access, or None when it can only deny.
+
+    Skipping an allow row can only take access away. Skipping a deny row, a row whose
+    effect cannot be read, or a role link through which a deny row applies, can grant
+    it, wherever the model's effect lets a deny count.
+    """
+    known = [b for b in bad_rows if model.arity(b.rule.ptype) is not None]
+    if not known:
+        return None  # rows of types the model lacks: Casbin's loader skips them too
+    try:
+        deny_counts = not isinstance(get_effector(model.effect), AllowOverrideEffector)
+    except RuntimeError:
+        deny_counts = True  # an effect Casbin does not know: assume the worst
+    if not deny_counts:
+        return None
+    stored = list(stored)
+    deny_values: set[str] | None = None
+    links: dict[str, dict[str, list[str]]] = {}
+    for bad in known:
+        ptype, values = bad.rule
+        if ptype in model.policies:
+            if _may_deny(bad.rule, model):
+                return f"{bad}; skipping it could grant what it denies"
+            continue
+        if len(values) < 2:
+            continue  # links nobody to anything
+        if model.effect == SUBJECT_PRIORITY_EFFECT:
+            return f"{bad}; under subject priority a role link orders every row"
+        if deny_values is None:
+            deny_values = {
+                str(v)
+                for r in stored
+                if r.ptype in model.policies and _may_deny(r, model)
+                for v in r.values
+            }
+        if ptype not in links:
+            links[ptype] = {}
+            for r in stored:
+                if r.ptype == ptype and len(r.values) >= 2:
+                    links[ptype].setdefault(str(r.values[0]), []).append(str(r.values[1]))
+        reached = _reach(str(values[1]), links[ptype])
+        carried = sorted(reached & deny_values)
+        if carried:
+            return (
+                f"{bad}; deny rows apply through it (to {', '.join(carried[:3])}),"
+                " so skipping it could grant what they deny"
+            )
+    return None
+
+
+def _may_deny(rule: Rule, model: PolicyModel) -> bool:
+    fields = model.policies.get(rule.ptype, ())
+    if "eft" not in fields:
+        return False  # rows without an effect all allow
+    at = fields.index("eft")
+    eft = rule.values[at] if at < len(rule.values) else None
+    return eft != "allow" or "deny" in rule.values
+
+
+def _reach(start: str, links: Mapping[str, list[str]]) -> set[str]:
+    seen = {start}
+    stack = [start]
+    while stack:
+        for parent in links.get(stack.pop(), ()):
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
 
 
 class Snapshot:
@@ -141,6 +330,8 @@ class Snapshot:
         "_rows",
         "_next_seq",
         "decider",
+        "bad_rows",
+        "refused",
         "_rules",
         "_links",
         "_ids",
@@ -154,11 +345,20 @@ class Snapshot:
         rows: dict[Rule, None],
         next_seq: int,
         decider: Decider | None = None,
+        bad_rows: tuple[BadRow, ...] = (),
     ) -> None:
         self.revision = revision
         self.model = model
         self._rows = rows
         self._next_seq = next_seq
+        #: Stored rows that failed validation, skipped (or the reason for ``refused``).
+        self.bad_rows = bad_rows
+        #: Why this policy cannot be trusted to decide, or None; decisions then raise.
+        self.refused: str | None = None
+        if bad_rows:
+            self.refused = refusal(bad_rows, (*rows, *(b.rule for b in bad_rows)), model)
+        if self.refused is not None:
+            decider = RefusedDecider(f"the stored policy is refused: {self.refused}")
         self.decider = decider if decider is not None else make_decider(model, rows)
         #: ``fast(sub, obj, act) -> Decision``: the index's own closure when compiled.
         self.fast = getattr(self.decider, "decide_full", None) or self._decide
@@ -168,9 +368,50 @@ class Snapshot:
 
     @classmethod
     def of(cls, revision: int, rules: Iterable[Rule], model: PolicyModel) -> Snapshot:
-        """Build a snapshot from rows in policy order."""
+        """Build a snapshot from rows in policy order (rows of unknown types skipped)."""
         rows = dict.fromkeys(rules)
+        unknown = [r for r in rows if model.arity(r.ptype) is None]
+        for rule in unknown:
+            log.warning("policy row skipped: the model has no type %r: %s", rule.ptype, rule)
+            del rows[rule]
         return cls(revision, model, rows, len(rows))
+
+    @classmethod
+    def stored(
+        cls,
+        revision: int,
+        rules: Sequence[Rule],
+        ids: Sequence[int | None],
+        model: PolicyModel,
+        *,
+        trusted: Mapping[Rule, None] | None = None,
+    ) -> Snapshot:
+        """Build a snapshot from stored rows, each validated as the write path does.
+
+        Bad rows are logged with their database id and kept on ``bad_rows``; the
+        snapshot is ``refused`` when skipping them could grant access.
+        """
+        rows, bad = screen(rules, ids, model, trusted)
+        for row in bad:
+            log.error("stored policy row not used: %s", row)
+        snapshot = cls(revision, model, rows, len(rows), bad_rows=bad)
+        if snapshot.refused is not None:
+            log.error("policy revision %d refused: %s", revision, snapshot.refused)
+        return snapshot
+
+    @property
+    def decider_reason(self) -> str | None:
+        """Why the compiled index does not decide this snapshot, or None when it does."""
+        if self.refused is not None:
+            return f"the stored policy is refused: {self.refused}"
+        return getattr(self.decider, "reason", None)
+
+    @property
+    def stored_rows(self) -> Mapping[Rule, None]:
+        """Every row as stored, bad ones included: what a change may remove."""
+        if not self.bad_rows:
+            return self._rows
+        return {**self._rows, **dict.fromkeys(b.rule for b in self.bad_rows)}
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -192,9 +433,11 @@ class Snapshot:
     def with_changes(self, revision: int, add: Iterable[Rule], remove: Iterable[Rule]) -> Snapshot:
         """Return a new snapshot with rows added and removed (this one is untouched)."""
         rows = dict(self._rows)
-        removed = [r for r in dict.fromkeys(remove) if r in rows]
+        remove = dict.fromkeys(remove)
+        removed = [r for r in remove if r in rows]
         for r in removed:
             del rows[r]
+        bad_rows = tuple(b for b in self.bad_rows if b.rule not in remove)
         added: list[tuple[Rule, int]] = []
         seq = self._next_seq
         for rule in add:
@@ -203,10 +446,10 @@ class Snapshot:
                 added.append((rule, seq))
                 seq += 1
         if not any(r.ptype == "p" for r in rows) or self.decider.kind != "index":
-            decider = make_decider(self.model, rows)
+            decider = None  # built from scratch by the new snapshot
         else:
             decider = self.decider.with_changes(rows, added, removed)
-        return Snapshot(revision, self.model, rows, seq, decider)
+        return Snapshot(revision, self.model, rows, seq, decider, bad_rows)
 
     def decide(self, sub: str, obj: str, act: str) -> Decision:
         """Decide one request against this snapshot (values capped as in PolicyEngine.decide)."""

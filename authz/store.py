@@ -157,13 +157,20 @@ class PolicyStore:
 
     def load(self) -> tuple[int, list[Rule]]:
         """Return the revision and every rule row, read in one consistent transaction."""
+        revision, rules, _ids = self.load_rows()
+        return revision, rules
+
+    def load_rows(self) -> tuple[int, list[Rule], list[int]]:
+        """Return the revision, every rule row and each row's database id (same order)."""
         with self.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 # READ COMMITTED gives each statement its own view; the revision and the
                 # rows must come from one.
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
-                return self._read_revision(conn), self.read_rules(conn)
+                revision = self._read_revision(conn)
+                rules, ids = self.read_rows(conn)
+                return revision, rules, ids
 
     @staticmethod
     def _read_revision(conn: sa.Connection | Session) -> int:
@@ -173,35 +180,44 @@ class PolicyStore:
 
     @staticmethod
     def read_rules(conn: sa.Connection | Session) -> list[Rule]:
-        """Return every rule row in insertion order, in one query.
+        """Return every rule row in insertion order, in one query."""
+        return PolicyStore.read_rows(conn)[0]
 
-        Values that repeat (role names, methods, effects) share one string object, which
-        keeps a large policy small in memory.
+    @staticmethod
+    def read_rows(conn: sa.Connection | Session) -> tuple[list[Rule], list[int]]:
+        """Return every rule row in insertion order and, alongside, each row's id.
+
+        One query. Values that repeat (role names, methods, effects) share one string
+        object, which keeps a large policy small in memory. Rows are returned as stored,
+        whatever their length: the caller validates them.
         """
         connection = conn.connection() if isinstance(conn, Session) else conn
         # The driver's own cursor, on the same connection and transaction: for a large
         # policy this read is most of the load time, and SQLAlchemy's row layer doubles it.
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        columns = ", ".join(["ptype", *VALUE_COLUMNS])
+        columns = ", ".join(["id", "ptype", *VALUE_COLUMNS])
         cursor.execute(f"SELECT {columns} FROM {rule_table.name} ORDER BY id")  # noqa: S608 - constant names
         result = cursor.fetchall()
         cursor.close()
         shared: dict[str, str] = {}
         share = shared.setdefault
         rules: list[Rule] = []
+        ids: list[int] = []
         append = rules.append
-        for ptype, v0, v1, v2, v3, v4, v5 in result:
-            if v4 is None and v3 is not None:  # the common p row: four values
+        append_id = ids.append
+        for row_id, ptype, v0, v1, v2, v3, v4, v5 in result:
+            append_id(row_id)
+            if v4 is None and v3 is not None and v5 is None:  # the common p row: four values
                 values: tuple[str, ...] = (share(v0, v0), v1, share(v2, v2), share(v3, v3))
-            elif v2 is None and v1 is not None:  # the common g row: two values
-                values = (v0, share(v1, v1))
+            elif v2 is None and v1 is not None and v3 is None and v4 is None and v5 is None:
+                values = (v0, share(v1, v1))  # the common g row: two values
             else:
                 raw = [v0, v1, v2, v3, v4, v5]
                 while raw and raw[-1] is None:
                     raw.pop()
                 values = tuple(raw)
             append(Rule(share(ptype, ptype), values))
-        return rules
+        return rules, ids
 
     def lock_revision(self, session: Session) -> int:
         """Take the write lock on the revision row and return the current revision."""

@@ -320,7 +320,9 @@ def test_a_stored_row_that_no_longer_validates_can_be_removed(
     with store.transaction() as session:
         PolicyStore.insert_rules(session, [legacy])
     engine.load()
-    assert legacy in engine.rules()
+    # Listed as a bad row (an allow row: skipped), never decided on, and still removable.
+    assert legacy not in engine.rules()
+    assert [bad.rule for bad in engine.bad_rows] == [legacy]
 
     applied = engine.apply(Change.removing(legacy), actor="test", source="cli", strict=True)
 

@@ -195,10 +195,13 @@ def test_a_stored_row_that_no_longer_validates_can_be_removed(
     with store.transaction() as session:
         store.insert_rules(session, [legacy])
     engine.load()
-    assert legacy in engine.snapshot.ruleset
+    # Not decided on (it would not validate), but listed, and removable.
+    assert legacy not in engine.snapshot.ruleset
+    assert [bad.rule for bad in engine.bad_rows] == [legacy]
     applied = engine.apply(Change.removing(legacy), actor="test", source="cli")
     assert applied.removed == (legacy,)
     assert legacy not in db_state().rules
+    assert engine.bad_rows == ()
 
 
 def test_stale_revision_changes_nothing(engine: PolicyEngine, db_state: Callable) -> None:
@@ -401,13 +404,14 @@ def test_a_write_to_an_unreachable_database(engine: PolicyEngine, tmp_path: Path
 def test_a_stored_row_that_cannot_be_evaluated_fails_closed(
     model: PolicyModel, store: PolicyStore
 ) -> None:
-    """A broken row written around the engine makes its decisions unavailable, never allowed."""
+    """A broken allow row written around the engine is skipped (never allowed) and listed."""
     with store.transaction() as session:
         store.insert_rules(session, [Rule.of("p", "user", "/x", "GET|(", "allow"), HOME])
     engine = PolicyEngine(model, store)
     engine.load()
-    with pytest.raises(EngineUnavailable, match="could not decide|does not compile"):
-        engine.decide("user", "/x", "GET")
+    assert not engine.decide("user", "/x", "GET").allowed
+    [bad] = engine.bad_rows
+    assert bad.reason.startswith("act: ") and "GET|(" in bad.reason
     assert engine.decide("user", "/", "GET").allowed
 
 
