@@ -262,3 +262,31 @@ def test_reload_validates_only_new_rows(engine: PolicyEngine, store: PolicyStore
     engine.load()
     assert Rule.of("p", "user", "/new", "GET", "allow") in engine.snapshot.ruleset
     assert [b.rule.values[1] for b in engine.bad_rows] == ["/bad"]
+
+
+# -- catastrophic patterns that reached the table around the write path -------------------
+
+
+def test_a_stored_catastrophic_allow_pattern_is_skipped_not_evaluated(
+    engine: PolicyEngine, store: PolicyStore
+) -> None:
+    """The row that froze every worker, stored by hand: skipped at load, never run."""
+    raw_insert(store, "p", "anonymous", "/redos", "(A+)+$", "allow")
+    raw_insert(store, "p", "anonymous", "/*/*/*/*/*/*/*/*/*/*/x", "GET", "allow")
+    engine.load()
+    assert {b.rule.values[1] for b in engine.bad_rows} >= {"/redos", "/*/*/*/*/*/*/*/*/*/*/x"}
+    assert engine.refused is None
+    # The attack inputs are decided at once (denied: the rows are not in the policy).
+    assert not engine.decide("anonymous", "/redos", "A" * 28 + "!").allowed
+    assert not engine.decide("anonymous", "/a" * 40, "GET").allowed
+
+
+def test_a_stored_catastrophic_deny_pattern_refuses_the_policy(
+    engine: PolicyEngine, store: PolicyStore
+) -> None:
+    """Skipping a deny row could grant: the policy is refused (503), the pattern never runs."""
+    raw_insert(store, "p", "anonymous", "/redos", "(A+)+$", "deny")
+    engine.load()
+    assert engine.refused is not None
+    with pytest.raises(EngineUnavailable):
+        engine.decide("anonymous", "/redos", "A" * 28 + "!")
