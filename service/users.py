@@ -30,12 +30,14 @@ from service.passwords import Passwords
 
 #: The shape of an address an existing account may have (lookups, login).
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\Z")
+_ATOM = r"[a-z0-9!$&'*+=_~-]+"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 #: A new account's address, lower-cased: a dot-atom local part (the characters of RFC 5322
 #: atext that URLs leave unescaped) and a host name. Every character may sit in a URL
-#: path segment as it is, so the account's pages
-#: (/admin/users/<email>) name exactly the string the policy decides on.
-_LOCAL = re.compile(r"[a-z0-9!$&'*+=_~-]+(?:\.[a-z0-9!$&'*+=_~-]+)*\Z")
-_DOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\Z")
+#: path segment as it is, so the account's pages (/admin/users/<email>) name exactly the
+#: string the policy decides on. No anchors: the URL converter embeds it.
+EMAIL_PATTERN = rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*"
+_CANONICAL_EMAIL = re.compile(EMAIL_PATTERN + r"\Z")
 #: Characters that change a URL's meaning or that the service refuses in a path.
 _URL_SPECIAL = frozenset("/?#%\\")
 
@@ -89,8 +91,7 @@ def normalize_email(email: str) -> str:
             "web address)",
             field="email",
         )
-    local, at, domain = email.rpartition("@")
-    if not at or len(email) > 255 or not _LOCAL.match(local) or not _DOMAIN.match(domain):
+    if len(email) > 255 or not _CANONICAL_EMAIL.match(email):
         raise AccountError("enter a valid email address", field="email")
     return email
 
