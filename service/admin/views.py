@@ -94,9 +94,9 @@ def locks_me_out(change: Change) -> bool:
 
 
 def find_user(email: str) -> users.User:
-    """The account with this email, or 404."""
+    """The account with exactly this email, or 404 (never another spelling's account)."""
     user = users.get(email)
-    if user is None:
+    if user is None or user.email != email:
         abort(404, description="No such account.")
     return user
 

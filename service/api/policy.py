@@ -196,7 +196,8 @@ def link_add() -> Response:
     member, role = new.values[0], new.values[1]
     # As on the command line: a typo must not create a row for nobody or a role no rule names.
     errors = []
-    if is_user(member) and accounts.get(member) is None:
+    account = accounts.get(member) if is_user(member) else None
+    if is_user(member) and (account is None or account.email != member):
         errors.append(schemas.FieldError("member", f"no account with email {member!r}"))
     if role not in accounts.known_roles():
         errors.append(schemas.FieldError("role", f"no role {role!r} in the policy"))

@@ -33,10 +33,10 @@ def user_item(user: User) -> dict[str, Any]:
 
 
 def find_user(email: str) -> User:
-    """Return the account with this email, or a 404 problem."""
+    """Return the account with exactly this email, or a 404 problem."""
     user = accounts.get(email)
-    if user is None:
-        raise Problem(404, "Not found", f"no account with email {email.strip().lower()!r}")
+    if user is None or user.email != email:
+        raise Problem(404, "Not found", f"no account with email {email!r}")
     return user
 
 

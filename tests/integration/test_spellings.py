@@ -406,3 +406,24 @@ def test_the_same_request_with_the_canonical_email_would_have_acted(reported: Fl
         assert intern is not None and not intern.active
     assert helpdesk.send("POST", "/api/v1/users/intern@example.com/activate").status_code == 200
     assert boss_active(reported)
+
+
+@pytest.mark.parametrize(
+    "member",
+    ["\u212aofi.boss@example.com", "kof\u0130.boss@example.com", "kofi.bo\u017fs@example.com"],
+)
+def test_a_role_assignment_names_the_account_exactly_as_stored(
+    app: Flask, admin: Caller, member: str
+) -> None:
+    """A look-alike that str.lower() folds onto the account would make a row for nobody."""
+    before = state(app)
+    with app.app_context():
+        revision = app.extensions["authz"].revision
+    response = admin.client.post(
+        "/api/v1/policy/roles",
+        json={"member": member, "role": "admin", "revision": revision},
+        headers={"X-CSRFToken": admin.token},
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["errors"][0]["field"] == "member"  # type: ignore[index]
+    assert state(app) == before
