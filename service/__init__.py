@@ -14,6 +14,7 @@ from authz import PolicyModel
 from authz import PolicyStore
 from authz.sync import PostgresListener
 from authz.sync import RevisionPoller
+from service import converters
 from service import middleware
 from service import responses
 from service import sessions
@@ -35,6 +36,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     register_extensions(app, settings)
     register_engine(app, settings)
     middleware.init_app(app)
+    converters.init_app(app)
     register_blueprints(app)
     responses.register_error_handlers(app)
     register_cli(app)

@@ -28,7 +28,18 @@ from service.models import new_session_token
 from service.models import utcnow
 from service.passwords import Passwords
 
+#: The shape of an address an existing account may have (lookups, login).
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\Z")
+_ATOM = r"[a-z0-9!$&'*+=_~-]+"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+#: A new account's address, lower-cased: a dot-atom local part (the characters of RFC 5322
+#: atext that URLs leave unescaped) and a host name. Every character may sit in a URL
+#: path segment as it is, so the account's pages (/admin/users/<email>) name exactly the
+#: string the policy decides on. No anchors: the URL converter embeds it.
+EMAIL_PATTERN = rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*"
+_CANONICAL_EMAIL = re.compile(EMAIL_PATTERN + r"\Z")
+#: Characters that change a URL's meaning or that the service refuses in a path.
+_URL_SPECIAL = frozenset("/?#%\\")
 
 
 class AccountError(Exception):
@@ -51,11 +62,53 @@ def passwords() -> Passwords:
 
 
 def normalize_email(email: str) -> str:
-    """Return the lower-cased email, or raise AccountError when it is not one."""
-    email = email.strip().lower()
-    if not _EMAIL.match(email) or len(email) > 255:
+    """Return a new account's email stripped and lower-cased, or raise AccountError.
+
+    Only addresses whose every character can stand in a URL path segment as it is are
+    accepted, so each account can be managed on the web under the very string the
+    policy decides on. Non-ASCII addresses are refused: Unicode case mapping and
+    compatibility forms give one address several spellings.
+    """
+    email = email.strip()
+    if not email:
+        raise AccountError("enter an email address", field="email")
+    if any(not c.isprintable() or c.isspace() for c in email):
+        raise AccountError(
+            "an email address cannot contain spaces or control characters", field="email"
+        )
+    if not email.isascii():
+        raise AccountError(
+            "only ASCII email addresses are supported (write an international domain "
+            "in its xn-- form)",
+            field="email",
+        )
+    # Lower-cased only once it is ASCII: str.lower() maps some non-ASCII letters to
+    # ASCII ones (the Kelvin sign to "k"), which would give this account a second name.
+    email = email.lower()
+    if _URL_SPECIAL.intersection(email):
+        raise AccountError(
+            "an email address cannot contain / ? # % or \\ (it is part of the account's "
+            "web address)",
+            field="email",
+        )
+    if len(email) > 255 or not _CANONICAL_EMAIL.match(email):
         raise AccountError("enter a valid email address", field="email")
     return email
+
+
+def is_canonical_email(value: str) -> bool:
+    """Whether ``value`` is an email exactly as a new account would store it."""
+    try:
+        return normalize_email(value) == value
+    except AccountError:
+        return False
+
+
+def _lookup_key(email: str) -> str | None:
+    """The stored form of an existing account's email (older accounts may predate the
+    rules of ``normalize_email``), or None when it cannot be one."""
+    email = email.strip().lower()
+    return email if _EMAIL.match(email) and len(email) <= 255 else None
 
 
 def check_password(password: str) -> None:
@@ -76,11 +129,10 @@ def active_subjects(session: Session) -> Sequence[str]:
 
 def get(email: str) -> User | None:
     """Return the account with this email, or None."""
-    try:
-        email = normalize_email(email)
-    except AccountError:
+    key = _lookup_key(email)
+    if key is None:
         return None
-    return db.session.scalar(sa.select(User).where(User.email == email))
+    return db.session.scalar(sa.select(User).where(User.email == key))
 
 
 def require(email: str) -> User:
@@ -165,10 +217,7 @@ def create(
 
 def authenticate(email: str, password: str) -> User | None:
     """Return the active account for these credentials, or None; same cost either way."""
-    try:
-        email = normalize_email(email)
-    except AccountError:
-        email = ""
+    email = _lookup_key(email) or ""
     user = db.session.scalar(sa.select(User).where(User.email == email)) if email else None
     ok = passwords().verify(user.password_hash if user else None, password)
     if not ok or user is None or not user.active:

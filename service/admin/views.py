@@ -94,9 +94,9 @@ def locks_me_out(change: Change) -> bool:
 
 
 def find_user(email: str) -> users.User:
-    """The account with this email, or 404."""
+    """The account with exactly this email, or 404 (never another spelling's account)."""
     user = users.get(email)
-    if user is None:
+    if user is None or user.email != email:
         abort(404, description="No such account.")
     return user
 
@@ -196,13 +196,13 @@ def rule_new() -> Response | str:
     return _rule_form(None)
 
 
-@bp.route("/rules/<rule_id>/edit", methods=["GET", "POST"])
+@bp.route("/rules/<rule_id:rule_id>/edit", methods=["GET", "POST"])
 def rule_edit(rule_id: str) -> Response | str:
     """Change a p row (the old row out, the new one in, in one transaction)."""
     return _rule_form(find_rule(rule_id))
 
 
-@bp.route("/rules/<rule_id>/delete", methods=["GET", "POST"])
+@bp.route("/rules/<rule_id:rule_id>/delete", methods=["GET", "POST"])
 def rule_delete(rule_id: str) -> Response | str:
     """Remove a row, after confirmation."""
     rule = find_rule(rule_id)
@@ -253,7 +253,7 @@ def roles() -> str:
     return render_template("admin/roles.html", tree=tree, members=members)
 
 
-@bp.get("/roles/<role>")
+@bp.get("/roles/<role:role>")
 def role(role: str) -> str:
     """A role's members, its direct rules and the rules it inherits."""
     engine = users.engine()
@@ -283,7 +283,7 @@ def users_list() -> str:
     return render_template("admin/users.html", users=rows, roles=roles, q=q, page=page, pages=pages)
 
 
-@bp.get("/users/<email>")
+@bp.get("/users/<email:email>")
 def user_detail(email: str) -> str:
     """One account: state, direct and effective roles, effective permissions."""
     user = find_user(email)
@@ -303,7 +303,7 @@ def user_detail(email: str) -> str:
     )
 
 
-@bp.post("/users/<email>/roles")
+@bp.post("/users/<email:email>/roles")
 def user_assign(email: str) -> Response:
     """Give an account a role."""
     user = find_user(email)
@@ -322,7 +322,7 @@ def user_assign(email: str) -> Response:
     return redirect(url_for("admin.user_detail", email=user.email))
 
 
-@bp.route("/users/<email>/roles/<role>/remove", methods=["GET", "POST"])
+@bp.route("/users/<email:email>/roles/<role:role>/remove", methods=["GET", "POST"])
 def user_unassign(email: str, role: str) -> Response | str:
     """Take a role away from an account, after confirmation."""
     user = find_user(email)
@@ -344,7 +344,7 @@ def user_unassign(email: str, role: str) -> Response | str:
     )
 
 
-@bp.route("/users/<email>/active", methods=["GET", "POST"])
+@bp.route("/users/<email:email>/active", methods=["GET", "POST"])
 def user_active(email: str) -> Response | str:
     """Activate or deactivate an account (deactivation asks for confirmation)."""
     user = find_user(email)

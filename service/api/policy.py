@@ -97,7 +97,7 @@ def rules() -> Response:
     return ok({"revision": snapshot.revision, **listing})
 
 
-@bp.get("/policy/rules/<rule_id>")
+@bp.get("/policy/rules/<rule_id:rule_id>")
 def rule(rule_id: str) -> Response:
     """Return one rule."""
     snapshot = engine().snapshot
@@ -121,7 +121,7 @@ def rule_add() -> Response:
     return response
 
 
-@bp.put("/policy/rules/<rule_id>")
+@bp.put("/policy/rules/<rule_id:rule_id>")
 def rule_replace(rule_id: str) -> Response:
     """Replace a rule: the old row out and the new one in, in one change.
 
@@ -139,7 +139,7 @@ def rule_replace(rule_id: str) -> Response:
     return ok({"revision": applied.revision, "rule": rule_item(new, names)})
 
 
-@bp.delete("/policy/rules/<rule_id>")
+@bp.delete("/policy/rules/<rule_id:rule_id>")
 def rule_remove(rule_id: str) -> Response:
     """Remove a rule."""
     expected = write_revision()
@@ -168,7 +168,7 @@ def links() -> Response:
     return ok({"revision": snapshot.revision, **listing})
 
 
-@bp.get("/policy/roles/<rule_id>")
+@bp.get("/policy/roles/<rule_id:rule_id>")
 def link(rule_id: str) -> Response:
     """Return one role assignment."""
     snapshot = engine().snapshot
@@ -176,7 +176,7 @@ def link(rule_id: str) -> Response:
     return ok({"revision": snapshot.revision, "assignment": link_item(found)})
 
 
-@bp.get("/policy/roles/<role>/members")
+@bp.get("/policy/roles/<role:role>/members")
 def members(role: str) -> Response:
     """Return the direct members (accounts and roles) of a role."""
     snapshot = engine().snapshot
@@ -196,7 +196,8 @@ def link_add() -> Response:
     member, role = new.values[0], new.values[1]
     # As on the command line: a typo must not create a row for nobody or a role no rule names.
     errors = []
-    if is_user(member) and accounts.get(member) is None:
+    account = accounts.get(member) if is_user(member) else None
+    if is_user(member) and (account is None or account.email != member):
         errors.append(schemas.FieldError("member", f"no account with email {member!r}"))
     if role not in accounts.known_roles():
         errors.append(schemas.FieldError("role", f"no role {role!r} in the policy"))
@@ -211,7 +212,7 @@ def link_add() -> Response:
     return response
 
 
-@bp.delete("/policy/roles/<rule_id>")
+@bp.delete("/policy/roles/<rule_id:rule_id>")
 def link_remove(rule_id: str) -> Response:
     """Take a role away from an account or a role."""
     expected = write_revision()

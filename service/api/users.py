@@ -33,10 +33,10 @@ def user_item(user: User) -> dict[str, Any]:
 
 
 def find_user(email: str) -> User:
-    """Return the account with this email, or a 404 problem."""
+    """Return the account with exactly this email, or a 404 problem."""
     user = accounts.get(email)
-    if user is None:
-        raise Problem(404, "Not found", f"no account with email {email.strip().lower()!r}")
+    if user is None or user.email != email:
+        raise Problem(404, "Not found", f"no account with email {email!r}")
     return user
 
 
@@ -49,7 +49,7 @@ def users() -> Response:
     return ok({"revision": engine().revision, **listing})
 
 
-@bp.get("/users/<email>")
+@bp.get("/users/<email:email>")
 def user(email: str) -> Response:
     """Return one account with its effective roles and effective permissions."""
     found = find_user(email)
@@ -74,13 +74,13 @@ def set_active(email: str, active: bool) -> Response:
     return ok({"revision": engine().revision, "user": user_item(changed)})
 
 
-@bp.post("/users/<email>/deactivate")
+@bp.post("/users/<email:email>/deactivate")
 def deactivate(email: str) -> Response:
     """Deactivate an account: it is anonymous at once and every session of it ends."""
     return set_active(email, False)
 
 
-@bp.post("/users/<email>/activate")
+@bp.post("/users/<email:email>/activate")
 def activate(email: str) -> Response:
     """Activate an account."""
     return set_active(email, True)
