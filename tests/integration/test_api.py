@@ -468,6 +468,7 @@ def test_a_rule_is_added(app: Flask, api: Api, extra: dict[str, str], effect: st
     assert response.json == {
         "revision": before + 1,
         "rule": {**body, "effect": effect, "id": rule.id},
+        "warnings": [],
     }
     assert response.headers["Location"] == f"{API}/policy/rules/{rule.id}"
     assert rule in engine_of(app).snapshot.ruleset
@@ -669,6 +670,7 @@ def test_a_role_is_assigned_and_governs_the_next_request(
     assert response.json == {
         "revision": before + 1,
         "assignment": {"id": link.id, "member": USER, "role": "admin"},
+        "warnings": [],
     }
     assert response.headers["Location"] == f"{API}/policy/roles/{link.id}"
     entry = audit_log(app)[0]
@@ -694,13 +696,12 @@ def test_a_role_may_inherit_another(app: Flask, api: Api) -> None:
     ("change", "fields"),
     [
         ({"member": "Not A Member"}, ["member"]),
-        ({"member": "ghost@example.com"}, ["member"]),  # no such account
         ({"member": "User@Example.com"}, ["member"]),
         ({"member": ""}, ["member"]),
         ({"role": "Admin"}, ["role"]),
         ({"role": USER}, ["role"]),  # users cannot be inherited
         ({"role": "nosuchrole"}, ["role"]),  # a typo, not a new role
-        ({"member": "ghost@example.com", "role": "nosuchrole"}, ["member", "role"]),
+        ({"member": "ghost@example.com", "role": "nosuchrole"}, ["role"]),
         ({"member": "anonymous", "role": "admin"}, ["role"]),  # a cycle: visitors as admins
         ({"member": "user", "role": "user"}, ["role"]),
         ({"role": 7}, ["role"]),
@@ -906,7 +907,6 @@ def test_the_audit_log_since_is_a_point_in_time(app: Flask, api: Api) -> None:
         ("anonymous", "/", "GET", False, "no-match", None),
         (USER, "/", "GET", True, "allow-rule", ["p", *HOME.values]),
         (USER, "/", "HEAD", True, "allow-rule", ["p", *HOME.values]),
-        ("USER@Example.COM", "/", "GET", True, "allow-rule", ["p", *HOME.values]),
         (USER, "/admin/", "GET", False, "no-match", None),
         (ADMIN, "/admin/users", "DELETE", True, "allow-rule", ["p", *EDITOR.values]),
         ("admin", "/admin/users", "POST", True, "allow-rule", ["p", *EDITOR.values]),
@@ -937,7 +937,7 @@ def test_a_request_is_decided(
     assert response.status_code == 200
     body = response.json
     assert (body["allowed"], body["reason"], body["rule"]) == (allowed, reason, rule)
-    assert body["subject"] == subject.lower() and body["object"] == path
+    assert body["subject"] == subject and body["object"] == path
     assert body["action"] == ("GET" if method == "HEAD" else method)
     assert body["explain"].startswith("allow" if allowed else "deny")
     assert body["revision"] == engine_of(app).revision

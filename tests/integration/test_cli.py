@@ -572,7 +572,7 @@ def test_roles_list_shows_direct_members(app: Flask, runner: FlaskCliRunner) -> 
 
 def test_roles_add_gives_the_role_once(app: Flask, runner: FlaskCliRunner) -> None:
     count = len(audit(app))
-    out = assert_ok(invoke(runner, "roles", "add", "User@Example.com", "admin"))
+    out = assert_ok(invoke(runner, "roles", "add", USER, "admin"))
     assert out.strip() == f"{USER} now has role admin."
     assert "admin" in engine_of(app).roles_for(USER)
     entry = audit(app)[0]
@@ -633,9 +633,19 @@ def test_removing_the_last_admin_role_is_refused_unless_forced(
     ("args", "message"),
     [
         pytest.param(
-            ["add", "nobody@example.com", "admin"],
-            "no account with email 'nobody@example.com'",
-            id="add-unknown-user",
+            ["add", "User@Example.com", "admin"],
+            "member: write it as user@example.com",
+            id="add-email-not-lower-case",
+        ),
+        pytest.param(
+            ["add", " user@example.com", "admin"],
+            "member: write it as user@example.com",
+            id="add-email-with-space",
+        ),
+        pytest.param(
+            ["remove", "User@Example.com", "user"],
+            "subject: write it as user@example.com",
+            id="remove-email-not-lower-case",
         ),
         pytest.param(["add", USER, "editor"], "unknown role 'editor'", id="add-unknown-role"),
         pytest.param(["add", USER, "Admins"], "'Admins' is not a role name", id="add-bad-role"),
@@ -954,7 +964,7 @@ def test_policy_export_to_an_unwritable_place_fails_cleanly(
     ("subject", "path", "method", "verdict", "rule"),
     [
         (USER, "/", "GET", "allow", "p, user, /, GET, allow"),
-        ("User@Example.COM", "/", "get", "allow", "p, user, /, GET, allow"),
+        (USER, "/", "get", "allow", "p, user, /, GET, allow"),
         (USER, "/logout", "POST", "allow", "p, user, /logout, GET|POST, allow"),
         (USER, "/login", "GET", "allow", "p, anonymous, /login, GET|POST, allow"),
         (ADMIN, "/", "GET", "allow", "p, user, /, GET, allow"),
