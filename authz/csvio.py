@@ -25,6 +25,15 @@ class PolicyFile:
 
     rules: tuple[Rule, ...]
     path: str | None = None
+    #: the line number of each rule, in the same order (empty for rules built in memory).
+    lines: tuple[int, ...] = ()
+
+    def line_of(self, rule: Rule) -> int | None:
+        """Return the line a rule was read from, or None."""
+        for found, line in zip(self.rules, self.lines, strict=False):
+            if found == rule:
+                return line
+        return None
 
 
 def read_file(path: str | Path, model: PolicyModel) -> PolicyFile:
@@ -50,8 +59,12 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
     seen: dict[Rule, int] = {}
     # One physical line is one record: values may not contain line breaks, so a stray
     # quote can never swallow the lines after it, and a comment is never parsed as CSV.
-    for line, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
+    # Lines end at LF, CRLF or CR only (not at every break str.splitlines knows, such as
+    # U+2028 or U+0085): line numbers match a text editor's, and a value holding such a
+    # character stays in its line, where validation refuses it by name.
+    physical = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for line, raw in enumerate(physical, start=1):
+        stripped = raw.strip(" \t")
         if not stripped or stripped.startswith("#"):
             continue
         try:
@@ -59,7 +72,7 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
         except csv.Error as e:
             errors.append(RuleError(f"cannot parse: {e}", line=line))
             continue
-        fields = [f.strip() for f in fields]
+        fields = [f.strip(" \t") for f in fields]  # other whitespace is refused by name
         while len(fields) > 1 and fields[-1] == "":
             fields.pop()  # a trailing comma is harmless
         try:
@@ -74,7 +87,7 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
         rules.append(rule)
     if errors:
         raise PolicyFileError(errors, path)
-    return PolicyFile(tuple(rules), path)
+    return PolicyFile(tuple(rules), path, tuple(seen.values()))
 
 
 def plan(current: Iterable[Rule], wanted: Iterable[Rule], *, replace: bool) -> Change:
@@ -106,6 +119,8 @@ def describe(change: Change) -> str:
 
 
 def _quote(value: str) -> str:
+    # Values the write path accepts hold no line breaks or control characters, so quoting
+    # commas and quotes (and a leading "#", which reads like a comment) is all it takes.
     if any(c in value for c in ',"') or value.startswith("#") or value != value.strip():
         return '"' + value.replace('"', '""') + '"'
     return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -17,8 +18,14 @@ from authz.patterns import PatternError
 
 #: Role names: lower-case words, never containing "@", so a role never collides with a user.
 ROLE_NAME = re.compile(r"[a-z][a-z0-9_-]*\Z")
-#: A user subject is an email, lower-cased, without spaces.
-USER_NAME = re.compile(r"[^\s@A-Z]+@[^\s@A-Z]+\Z")
+_ATOM = r"[a-z0-9!$&'*+=_~-]+"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+#: An account's address as stored: lower-case ASCII, a dot-atom local part (the characters
+#: of RFC 5322 atext that URLs leave unescaped) and a host name, so every character may sit
+#: in a URL path segment as it is and one address has one spelling. No anchors: the URL
+#: converter embeds it.
+EMAIL_PATTERN = rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*"
+USER_NAME = re.compile(EMAIL_PATTERN + r"\Z")
 #: The subject of requests made without a logged-in, active user.
 ANONYMOUS = "anonymous"
 #: The database stores each value in a VARCHAR(255).
@@ -125,10 +132,34 @@ def validate_all(rules: Iterable[Rule], model: PolicyModel) -> list[Rule]:
 def _check_value(name: str, value: str, line: int | None) -> None:
     if not value:
         raise RuleError("is empty", line=line, field=name)
+    # One spelling per subject on every surface (CSV, CLI, API, editor): an email is
+    # written lower-case without surrounding spaces. Folding it silently would let the
+    # row name one subject while the writer read another; refusing names the fix.
+    folded = value.strip().lower()
+    if folded != value and "@" in folded and not folded.startswith("/") and is_user(folded):
+        raise RuleError(f"write it as {folded}", line=line, field=name)
     if value != value.strip():
         raise RuleError("has leading or trailing spaces", line=line, field=name)
-    if _CONTROL.search(value):
-        raise RuleError("contains a control character", line=line, field=name)
+    # A value must survive export and re-import unchanged, and read the same to an admin
+    # as to the engine: no control characters (C0, DEL, C1 such as U+0085 NEL), no line
+    # or paragraph separators (U+2028, U+2029: str.splitlines ends a CSV record there),
+    # no invisible format characters (zero-width spaces, bidirectional overrides that
+    # make a rule display as another) and no lone surrogates (not encodable as UTF-8).
+    for char in value:
+        kind = unicodedata.category(char)
+        if kind in ("Cc", "Zl", "Zp"):
+            raise RuleError(
+                f"contains a control character or line break (U+{ord(char):04X}); "
+                "policy values are single-line text",
+                line=line,
+                field=name,
+            )
+        if kind in ("Cf", "Cs"):
+            raise RuleError(
+                f"contains an invisible or unencodable character (U+{ord(char):04X})",
+                line=line,
+                field=name,
+            )
     if len(value) > MAX_VALUE_LENGTH:
         raise RuleError(f"is longer than {MAX_VALUE_LENGTH} characters", line=line, field=name)
 

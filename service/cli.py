@@ -16,10 +16,14 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
 from authz import AuthzError
+from authz import Change
+from authz import Rule
 from authz import csvio
 from authz.errors import database_reason
 from authz.paths import canonical_action
 from authz.paths import canonical_object
+from authz.risks import risks
+from service import params
 from service import users
 from service.bootstrap import init_database
 from service.config import ConfigError
@@ -48,6 +52,16 @@ def ok(message: str) -> None:
     click.secho(message, fg="green")
 
 
+def warn_risks(rules: list[Rule], where: csvio.PolicyFile | None = None) -> None:
+    """Print the risks of rows written (accepted, worth a second look) in yellow to stderr."""
+    snapshot = users.engine().snapshot
+    for rule in rules:
+        line = where.line_of(rule) if where is not None else None
+        head = f"line {line}: " if line is not None else ""
+        for message in risks(rule, snapshot, has_account=lambda e: users.get(e) is not None):
+            click.secho(f"warning: {head}[{rule}] {message}", fg="yellow", err=True)
+
+
 class _Errors:
     """Turn user errors into one-line ClickExceptions, never tracebacks."""
 
@@ -57,7 +71,7 @@ class _Errors:
     def __exit__(self, kind: Any, error: Any, _tb: Any) -> bool:
         if error is None or isinstance(error, click.ClickException):
             return False
-        if isinstance(error, users.AccountError | AuthzError | ConfigError):
+        if isinstance(error, users.AccountError | AuthzError | ConfigError | params.BadParam):
             raise click.ClickException(str(error)) from error
         if isinstance(error, SQLAlchemyError):
             raise click.ClickException(
@@ -194,13 +208,28 @@ def roles_list() -> None:
 @click.argument("subject")
 @click.argument("role")
 def roles_add(subject: str, role: str) -> None:
-    """Give a user (EMAIL) or a role a role."""
+    """Give a user (EMAIL, lower-case) or a role a role.
+
+    An email with no account yet is accepted, with a warning: the role applies once
+    that address registers.
+    """
+    engine = users.engine()
     with errors():
-        changed = users.assign_role(subject, role, actor=actor(), source="cli")
+        # The row is validated as every surface validates it: an email in another
+        # spelling ("Dave@Example.com") is refused with the one to write, never folded.
+        rule = engine.validate([Rule("g", (subject, role))])[0]
+        known = users.known_roles()
+        if role not in known:
+            fail(f"unknown role {role!r} (known: {', '.join(known) or 'none'})")
+        engine.refresh()
+        applied = engine.apply(
+            Change.adding(rule), actor=actor(), source="cli", action="role.assign"
+        )
+    warn_risks([rule])
     ok(
-        f"{subject.strip().lower()} now has role {role}."
-        if changed
-        else f"{subject.strip().lower()} already had role {role}."
+        f"{subject} now has role {role}."
+        if applied.changed
+        else f"{subject} already had role {role}."
     )
 
 
@@ -209,10 +238,10 @@ def roles_add(subject: str, role: str) -> None:
 @click.argument("role")
 @click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
 def roles_remove(subject: str, role: str, force: bool) -> None:
-    """Take a role away from a user (EMAIL) or a role."""
+    """Take a role away from a user (EMAIL, lower-case) or a role."""
     with errors():
-        users.remove_role(subject, role, actor=actor(), source="cli", force=force)
-    ok(f"{subject.strip().lower()} no longer has role {role}.")
+        users.remove_role(params.subject(subject), role, actor=actor(), source="cli", force=force)
+    ok(f"{subject} no longer has role {role}.")
 
 
 # -- policy -----------------------------------------------------------------------------
@@ -236,6 +265,7 @@ def policy_load(file: Path, mode: str, dry_run: bool, force: bool) -> None:
         if dry_run:
             if change:
                 click.echo(csvio.describe(change))
+            warn_risks(list(change.add), policy)
             ok(
                 f"Dry run: would add {len(change.add)} and remove {len(change.remove)} row(s); "
                 "nothing changed."
@@ -249,10 +279,31 @@ def policy_load(file: Path, mode: str, dry_run: bool, force: bool) -> None:
             detail=str(file),
             force=force,
         )
+    warn_risks(list(applied.added), policy)
     ok(
         f"Loaded {file} ({mode}): {len(applied.added)} added, {len(applied.removed)} removed, "
         f"revision {applied.revision}."
     )
+
+
+@policy_cli.command("add")
+@click.argument("ptype")
+@click.argument("values", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
+def policy_add(ptype: str, values: tuple[str, ...], force: bool) -> None:
+    """Add one row: PTYPE VALUE... (e.g. ``p user /reports/* GET allow``)."""
+    engine = users.engine()
+    with errors():
+        rule = engine.validate([Rule(ptype, values)])[0]
+        engine.refresh()
+        applied = engine.apply(
+            Change.adding(rule), actor=actor(), source="cli", action="rule.add", force=force
+        )
+    warn_risks([rule])
+    if applied.changed:
+        ok(f"Added [{rule}], revision {applied.revision}.")
+    else:
+        ok(f"The policy already has [{rule}]; nothing changed.")
 
 
 @policy_cli.command("export")
@@ -284,7 +335,7 @@ def policy_check(subject: str, path: str, method: str, explain: bool) -> None:
     with errors():
         engine.refresh()
         decision = engine.decide(
-            subject.strip().lower(), canonical_object(path), canonical_action(method)
+            params.subject(subject), canonical_object(path), canonical_action(method)
         )
     verdict = "allow" if decision.allowed else "deny"
     account = users.get(subject) if "@" in subject else None

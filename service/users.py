@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from authz import Change
 from authz import PolicyEngine
 from authz import Rule
+from authz.rules import EMAIL_PATTERN
 from authz.rules import is_role
 from service.extensions import db
 from service.models import LoginFailure
@@ -30,13 +31,6 @@ from service.passwords import Passwords
 
 #: The shape of an address an existing account may have (lookups, login).
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\Z")
-_ATOM = r"[a-z0-9!$&'*+=_~-]+"
-_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
-#: A new account's address, lower-cased: a dot-atom local part (the characters of RFC 5322
-#: atext that URLs leave unescaped) and a host name. Every character may sit in a URL
-#: path segment as it is, so the account's pages (/admin/users/<email>) name exactly the
-#: string the policy decides on. No anchors: the URL converter embeds it.
-EMAIL_PATTERN = rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*"
 _CANONICAL_EMAIL = re.compile(EMAIL_PATTERN + r"\Z")
 #: Characters that change a URL's meaning or that the service refuses in a path.
 _URL_SPECIAL = frozenset("/?#%\\")

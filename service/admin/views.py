@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Iterable
 
@@ -19,18 +18,53 @@ from flask_login import current_user
 
 from authz import AuthzError
 from authz import Change
+from authz import EngineUnavailable
 from authz import Rule
 from authz import RuleError
 from authz import UnsafePath
+from authz.index import Unsupported
 from authz.index import compile_predicate
 from authz.paths import canonical_action
 from authz.paths import canonical_object
+from authz.risks import compared_fields
+from authz.risks import risks
+from authz.rules import field_names
+from service import params
 from service import users
 from service.admin.forms import AssignRoleForm
 from service.admin.forms import ConfirmForm
 from service.admin.forms import RuleForm
+from service.responses import page as error_page
+from service.responses import unavailable
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.errorhandler(params.BadParam)
+def bad_param(e: params.BadParam) -> Response:
+    """A bad query parameter: 400 naming it, never a 500."""
+    return error_page(400, "Bad request", str(e))
+
+
+@bp.errorhandler(AuthzError)
+def authz_error(e: AuthzError) -> Response:
+    """An engine error no view handled: 400 with the reason, or 503 when it cannot decide.
+
+    Flask tries a blueprint's handlers along the whole class hierarchy before the app's,
+    so EngineUnavailable is passed on to the app's 503 answer here.
+    """
+    if isinstance(e, EngineUnavailable):
+        return unavailable(str(e))
+    return error_page(400, "Bad request", str(e))
+
+
+def warn(rule: Rule) -> list[str]:
+    """Flash the risks of a row (accepted, but worth a second look); return them."""
+    found = risks(rule, users.engine().snapshot, has_account=lambda e: users.get(e) is not None)
+    for message in found:
+        flash(f"Warning: [{rule}] {message}.", "warning")
+    return found
+
 
 PER_PAGE = 50
 #: Policy fields of the shipped model, as the form names them.
@@ -162,6 +196,7 @@ def _rule_form(rule: Rule | None) -> Response | str:
         form.revision.data = str(engine.revision)
         if rule is not None:
             form.subject.data, form.path.data, form.methods.data, form.effect.data = rule.values
+            warn(rule)
     warn_self = False
     if form.validate_on_submit():
         new = _rule_from(form)
@@ -184,6 +219,7 @@ def _rule_form(rule: Rule | None) -> Response | str:
                     revision=form.revision.data,
                     success=f"{verb} rule [{new}].",
                 ):
+                    warn(new)
                     return redirect(url_for("admin.rules"))
     status = 400 if request.method == "POST" else 200
     html = render_template("admin/rule_form.html", form=form, rule=rule, warn_self=warn_self)
@@ -374,27 +410,15 @@ def user_active(email: str) -> Response | str:
 # -- audit ------------------------------------------------------------------------------
 
 
-def _date(value: str) -> dt.datetime | None:
-    """An ISO-8601 date or time; one without a zone is UTC, one with a zone is converted."""
-    try:
-        parsed = dt.datetime.fromisoformat(value) if value else None
-    except ValueError:
-        return None
-    if parsed is None:
-        return None
-    return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 @bp.get("/audit")
 def audit() -> str:
     """Every policy and account change, newest first, filterable by actor and date."""
     store = users.engine().store
     actor_filter = request.args.get("actor", "").strip()
-    since = _date(request.args.get("since", ""))
-    until = _date(request.args.get("until", ""))
-    if until is not None and len(request.args.get("until", "")) <= 10:
-        until += dt.timedelta(days=1)  # a date means "through the end of that day"
-    page = max(1, request.args.get("page", 1, type=int))
+    since = params.instant(request.args.get("since", "").strip(), "since")
+    # A date means "through the end of that day".
+    until = params.instant(request.args.get("until", "").strip(), "until", end_of_day=True)
+    page = params.page(request.args.get("page"))
     entries = store.audit_entries(
         limit=PER_PAGE + 1,
         offset=(page - 1) * PER_PAGE,
@@ -419,17 +443,20 @@ def audit() -> str:
 @bp.get("/try")
 def try_request() -> str:
     """Decide a request as the middleware would, and name the rule that decided."""
-    subject = request.args.get("subject", "").strip().lower()
+    # Surrounding spaces of a form field go; an email's case is never changed silently.
+    subject = request.args.get("subject", "").strip()
     path = request.args.get("path", "").strip()
     method = request.args.get("method", "GET").strip() or "GET"
     decision = error = None
     if subject and path:
         try:
             decision = users.engine().decide(
-                subject, canonical_object(path), canonical_action(method)
+                params.subject(subject), canonical_object(path), canonical_action(method)
             )
         except UnsafePath as e:
             error = f"refused path: {e}"
+        except params.BadParam as e:
+            error = str(e)
     return render_template(
         "admin/try.html",
         subject=subject,
@@ -479,12 +506,16 @@ def reach() -> str:
         routes.append((rule.rule, by_method, not any(by_method.values())))
     samples = [_sample_path(r.rule) for r in current_app.url_map.iter_rules()]
     unmatched = []
+    # The path field is compared by whatever function the model names (keyMatch2 in the
+    # shipped model; a deployment may use regexMatch, keyMatch3, or plain equality).
+    path_term = compared_fields(engine.model).get(engine.model.request[1])
+    names = field_names("p", engine.model)
     for rule in engine.rules():
-        if rule.ptype != "p":
+        if rule.ptype != "p" or path_term is None or path_term[1] not in names:
             continue
         try:
-            matches = compile_predicate("keyMatch2", rule.values[1])
-        except AuthzError:
+            matches = compile_predicate(path_term[0], rule.values[names.index(path_term[1])])
+        except (AuthzError, Unsupported):  # a stored pattern the engine cannot evaluate
             continue
         if not any(matches(s) for s in samples):
             unmatched.append(rule)

@@ -28,10 +28,13 @@ def read_request(raw: Any, prefix: str = "") -> tuple[str, str, str]:
     """Return the (subject, object, action) the middleware would decide for a request."""
     data = schemas.read_object(raw, REQUEST_FIELDS, prefix=prefix, what=prefix or "the body")
     errors = []
-    # Subjects are emails lower-cased (as the middleware takes them), role names or anonymous.
-    subject = data["subject"].lower()
-    if not subject or len(subject) > 255:
-        errors.append(schemas.FieldError(f"{prefix}subject", "must be 1 to 255 characters"))
+    # Subjects are emails in their one spelling (lower-case, as the middleware takes
+    # them), role names or anonymous; another spelling is refused, never folded.
+    subject = data["subject"]
+    try:
+        subject = schemas.subject(subject, f"{prefix}subject")
+    except schemas.Invalid as e:
+        errors += e.errors
     obj = data["path"]
     try:
         # The middleware refuses these paths before any decision; so does this answer.

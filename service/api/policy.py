@@ -11,9 +11,9 @@ from flask import url_for
 
 from authz import Change
 from authz import Rule
+from authz.risks import risks
 from authz.rules import EFFECTS
 from authz.rules import field_names
-from authz.rules import is_user
 from service import users as accounts
 from service.api import schemas
 from service.api.views import Problem
@@ -68,6 +68,11 @@ def duplicate(rule: Rule, names: tuple[str, ...] | None = None) -> Problem:
     )
 
 
+def warnings(rule: Rule) -> list[str]:
+    """The risks of a row just written (accepted, but worth a second look)."""
+    return risks(rule, engine().snapshot, has_account=lambda email: accounts.get(email) is not None)
+
+
 def rule_effect(rule: Rule, names: tuple[str, ...]) -> str:
     """Return a rule's effect (rows of models without one allow)."""
     return rule.values[names.index("effect")] if "effect" in names else "allow"
@@ -116,7 +121,10 @@ def rule_add() -> Response:
     if new in snapshot.ruleset:
         raise duplicate(new, names)
     applied = apply(Change.adding(new), action="rule.add", expected=expected)
-    response = ok({"revision": applied.revision, "rule": rule_item(new, names)}, 201)
+    response = ok(
+        {"revision": applied.revision, "rule": rule_item(new, names), "warnings": warnings(new)},
+        201,
+    )
     response.headers["Location"] = url_for("api.rule", rule_id=new.id)
     return response
 
@@ -136,7 +144,9 @@ def rule_replace(rule_id: str) -> Response:
     if new != old and new in snapshot.ruleset:
         raise duplicate(new, names)
     applied = apply(Change(add=(new,), remove=(old,)), action="rule.edit", expected=expected)
-    return ok({"revision": applied.revision, "rule": rule_item(new, names)})
+    return ok(
+        {"revision": applied.revision, "rule": rule_item(new, names), "warnings": warnings(new)}
+    )
 
 
 @bp.delete("/policy/rules/<rule_id:rule_id>")
@@ -194,20 +204,18 @@ def link_add() -> Response:
     expected = schemas.revision(data["revision"])
     new = engine().validate([Rule(LINK, (data["member"], data["role"]))])[0]
     member, role = new.values[0], new.values[1]
-    # As on the command line: a typo must not create a row for nobody or a role no rule names.
-    errors = []
-    account = accounts.get(member) if is_user(member) else None
-    if is_user(member) and (account is None or account.email != member):
-        errors.append(schemas.FieldError("member", f"no account with email {member!r}"))
+    # As on the command line: a typo must not create a row for a role no rule names. An
+    # email with no account is accepted (a grant ahead of registration), with a warning.
     if role not in accounts.known_roles():
-        errors.append(schemas.FieldError("role", f"no role {role!r} in the policy"))
-    if errors:
-        raise schemas.Invalid(errors)
+        raise schemas.Invalid([schemas.FieldError("role", f"no role {role!r} in the policy")])
     snapshot = snapshot_at(expected)
     if new in snapshot.ruleset:
         raise duplicate(new)
     applied = apply(Change.adding(new), action="role.assign", expected=expected, detail=member)
-    response = ok({"revision": applied.revision, "assignment": link_item(new)}, 201)
+    response = ok(
+        {"revision": applied.revision, "assignment": link_item(new), "warnings": warnings(new)},
+        201,
+    )
     response.headers["Location"] = url_for("api.link", rule_id=new.id)
     return response
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service import params
+
 #: Rows per page when the client does not say, and the most it may ask for.
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 200
@@ -99,22 +101,20 @@ def revision(value: Any, field: str = "revision") -> int:
 
 def positive(value: str | None, field: str, default: int, maximum: int | None = None) -> int:
     """Return a query-string integer of at least 1 (and at most ``maximum``)."""
-    if value is None or value == "":
-        return default
-    if not _DIGITS.match(value) or int(value) < 1:
-        raise Invalid([FieldError(field, "must be a whole number of at least 1")])
-    number = int(value)
-    if maximum is not None and number > maximum:
-        raise Invalid([FieldError(field, f"must be at most {maximum}")])
-    return number
+    try:
+        return params.number(
+            value, field, default=default, maximum=maximum if maximum is not None else 10**18
+        )
+    except params.BadParam as e:
+        raise Invalid([FieldError(e.field, e.message)]) from None
 
 
 def paging(args: Mapping[str, str]) -> tuple[int, int]:
-    """Return (page, per_page) from the query string; pages count from 1."""
+    """Return (page, per_page) from the query string; pages count from 1 up to MAX_PAGE."""
     errors: list[FieldError] = []
     page = per_page = 0
     try:
-        page = positive(args.get("page"), "page", 1)
+        page = positive(args.get("page"), "page", 1, params.MAX_PAGE)
     except Invalid as e:
         errors += e.errors
     try:
@@ -128,17 +128,18 @@ def paging(args: Mapping[str, str]) -> tuple[int, int]:
 
 def instant(value: str | None, field: str) -> dt.datetime | None:
     """Return an ISO-8601 date or date-time as an aware UTC datetime; naive means UTC."""
-    if value is None or value == "":
-        return None
     try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise Invalid(
-            [FieldError(field, "must be an ISO-8601 date or date-time, e.g. 2026-01-31T12:00:00Z")]
-        ) from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
+        return params.instant(value, field)
+    except params.BadParam as e:
+        raise Invalid([FieldError(e.field, e.message)]) from None
+
+
+def subject(value: str, field: str = "subject") -> str:
+    """Return a subject in its one spelling (an email lower-case), or raise Invalid."""
+    try:
+        return params.subject(value, field)
+    except params.BadParam as e:
+        raise Invalid([FieldError(e.field, e.message)]) from None
 
 
 def method(value: str, field: str = "method") -> str:

@@ -18,16 +18,20 @@ from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 
 from authz import Applied
+from authz import AuthzError
 from authz import Change
+from authz import EngineUnavailable
 from authz import LockoutRefused
 from authz import NotFound
 from authz import Rule
 from authz import RuleError
 from authz import StaleRevision
 from authz.snapshot import Snapshot
+from service import params
 from service import users as accounts
 from service.api import schemas
 from service.responses import problem
+from service.responses import unavailable
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -187,3 +191,21 @@ def not_found(e: NotFound) -> Response:
 @bp.errorhandler(Problem)
 def api_problem(e: Problem) -> Response:
     return problem(e.status, e.title, e.detail, **e.extra)
+
+
+@bp.errorhandler(params.BadParam)
+def bad_param(e: params.BadParam) -> Response:
+    error = schemas.FieldError(e.field, e.message)
+    return problem(400, "Invalid request", str(e), errors=[error.as_dict()])
+
+
+@bp.errorhandler(AuthzError)
+def authz_error(e: AuthzError) -> Response:
+    """Any other engine error: the engine refused the input (400), or cannot decide (503).
+
+    Flask looks for a blueprint handler along the whole class hierarchy before the app's
+    handlers, so this one must pass EngineUnavailable on to the app's 503 itself.
+    """
+    if isinstance(e, EngineUnavailable):
+        return unavailable(str(e))
+    return problem(400, "Invalid request", str(e))

@@ -114,6 +114,7 @@ def test_adding_a_rule_governs_the_next_request_and_is_audited(
     ("fields", "message"),
     [
         ({"subject": "User", "path": "/x", "methods": "GET"}, "neither a role name"),
+        ({"subject": "User@Example.com", "path": "/x", "methods": "GET"}, "write it as"),
         ({"subject": "user", "path": "x", "methods": "GET"}, "must start with"),
         ({"subject": "user", "path": "/x", "methods": "GET|("}, "does not compile"),
         ({"subject": "user", "path": "/", "methods": "GET"}, "already exists"),
@@ -325,3 +326,65 @@ def test_audit_dates_with_a_zone_are_converted(app: Flask, admin: FlaskClient) -
 def test_user_search_takes_wildcards_literally(admin: FlaskClient, query: str) -> None:
     html = admin.get("/admin/users", query_string={"q": query}).get_data(as_text=True)
     assert "data-email=" not in html
+
+
+# -- one spelling for email subjects; risky rows accepted with a warning ------------------
+
+NO_ACCOUNT = "no account has this email yet; the rule applies once that address registers"
+
+
+@pytest.mark.parametrize("subject", ["Dave@Example.com", "DAVE@example.com"])
+def test_a_rule_for_an_email_in_another_spelling_is_refused_with_the_fix(
+    app: Flask, admin: FlaskClient, subject: str
+) -> None:
+    before = state(app)
+    response = add_rule(admin, subject=subject, path="/x", methods="GET")
+    assert response.status_code == 400
+    assert "write it as dave@example.com" in response.get_data(as_text=True)
+    assert state(app) == before
+
+
+def test_form_fields_are_trimmed_but_never_folded(app: Flask, admin: FlaskClient) -> None:
+    response = add_rule(admin, subject="  dave@example.com  ", path="/x", methods="GET")
+    assert response.status_code == 302
+    assert Rule.of("p", "dave@example.com", "/x", "GET", "allow") in app.extensions["authz"].rules()
+
+
+def test_a_rule_for_an_email_with_no_account_is_saved_with_a_warning(
+    app: Flask, admin: FlaskClient
+) -> None:
+    response = add_rule(admin, subject="dave@example.com", path="/reports", methods="GET")
+    assert response.status_code == 302
+    html = admin.get("/admin/rules").get_data(as_text=True)
+    assert 'class="flash warning"' in html and NO_ACCOUNT in html
+    rule = Rule.of("p", "dave@example.com", "/reports", "GET", "allow")
+    assert rule in app.extensions["authz"].rules()
+    # The form of that rule shows the warning again.
+    again = admin.get(f"/admin/rules/{rule.id}/edit").get_data(as_text=True)
+    assert NO_ACCOUNT in again
+
+
+@pytest.mark.parametrize(
+    ("fields", "warning"),
+    [
+        ({"subject": "anonymous", "path": "/*", "methods": ".*"}, "every request"),
+        ({"subject": "user", "path": "/reports", "methods": "GET|"}, "matches every method"),
+        ({"subject": "user", "path": "*", "methods": "GET"}, "matches every path"),
+    ],
+)
+def test_a_risky_rule_is_saved_with_a_warning(
+    app: Flask, admin: FlaskClient, fields: dict[str, str], warning: str
+) -> None:
+    assert add_rule(admin, **fields).status_code == 302
+    html = admin.get("/admin/rules").get_data(as_text=True)
+    assert "Added rule" in html and warning in html
+
+
+def test_a_narrow_rule_gets_no_warning(app: Flask, admin: FlaskClient) -> None:
+    assert add_rule(admin, subject="user", path="/reports/*", methods="GET").status_code == 302
+    assert 'class="flash warning"' not in admin.get("/admin/rules").get_data(as_text=True)
+
+
+def test_try_refuses_an_email_in_another_spelling(admin: FlaskClient) -> None:
+    html = admin.get("/admin/try?subject=User@Example.com&path=/&method=GET").get_data(as_text=True)
+    assert "write it as user@example.com" in html

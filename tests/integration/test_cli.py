@@ -18,6 +18,7 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 
 from authz import AuditEntry
+from authz import Change
 from authz import PolicyEngine
 from authz import Rule
 from authz import csvio
@@ -572,7 +573,7 @@ def test_roles_list_shows_direct_members(app: Flask, runner: FlaskCliRunner) -> 
 
 def test_roles_add_gives_the_role_once(app: Flask, runner: FlaskCliRunner) -> None:
     count = len(audit(app))
-    out = assert_ok(invoke(runner, "roles", "add", "User@Example.com", "admin"))
+    out = assert_ok(invoke(runner, "roles", "add", USER, "admin"))
     assert out.strip() == f"{USER} now has role admin."
     assert "admin" in engine_of(app).roles_for(USER)
     entry = audit(app)[0]
@@ -633,9 +634,19 @@ def test_removing_the_last_admin_role_is_refused_unless_forced(
     ("args", "message"),
     [
         pytest.param(
-            ["add", "nobody@example.com", "admin"],
-            "no account with email 'nobody@example.com'",
-            id="add-unknown-user",
+            ["add", "User@Example.com", "admin"],
+            "member: write it as user@example.com",
+            id="add-email-not-lower-case",
+        ),
+        pytest.param(
+            ["add", " user@example.com", "admin"],
+            "member: write it as user@example.com",
+            id="add-email-with-space",
+        ),
+        pytest.param(
+            ["remove", "User@Example.com", "user"],
+            "subject: write it as user@example.com",
+            id="remove-email-not-lower-case",
         ),
         pytest.param(["add", USER, "editor"], "unknown role 'editor'", id="add-unknown-role"),
         pytest.param(["add", USER, "Admins"], "'Admins' is not a role name", id="add-bad-role"),
@@ -954,7 +965,7 @@ def test_policy_export_to_an_unwritable_place_fails_cleanly(
     ("subject", "path", "method", "verdict", "rule"),
     [
         (USER, "/", "GET", "allow", "p, user, /, GET, allow"),
-        ("User@Example.COM", "/", "get", "allow", "p, user, /, GET, allow"),
+        (USER, "/", "get", "allow", "p, user, /, GET, allow"),
         (USER, "/logout", "POST", "allow", "p, user, /logout, GET|POST, allow"),
         (USER, "/login", "GET", "allow", "p, anonymous, /login, GET|POST, allow"),
         (ADMIN, "/", "GET", "allow", "p, user, /, GET, allow"),
@@ -1182,3 +1193,105 @@ def test_the_authz_script_reports_a_bad_setting_in_one_line(app: Flask) -> None:
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1
     assert lines[0].startswith("Configuration error: AUTHZ_BOGUS: unknown setting")
+
+
+# -- one spelling for email subjects; risky rows accepted with warnings -------------------
+
+NO_ACCOUNT = "no account has this email yet; the rule applies once that address registers"
+
+
+def test_roles_add_for_an_email_with_no_account_warns_on_stderr(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    result = invoke(runner, "roles", "add", "dave@example.com", "admin")
+    assert_ok(result)
+    assert f"dave@example.com: {NO_ACCOUNT}" in result.stderr
+    assert "warning:" not in result.stdout
+    assert "now has role admin" in result.stdout
+    assert Rule.of("g", "dave@example.com", "admin") in engine_of(app).rules()
+
+
+def test_a_warning_is_yellow(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(
+        args=["roles", "add", "dave@example.com", "admin"], color=True
+    )
+    assert "\x1b[33mwarning:" in result.stderr
+
+
+@pytest.mark.parametrize("subject", ["User@Example.COM", " user@example.com"])
+def test_policy_check_refuses_an_email_in_another_spelling(
+    runner: FlaskCliRunner, subject: str
+) -> None:
+    line = error_line(invoke(runner, "policy", "check", subject, "/", "GET"))
+    assert line == "Error: subject: write it as user@example.com"
+
+
+def test_policy_add_adds_a_row_and_warns_about_risks(app: Flask, runner: FlaskCliRunner) -> None:
+    result = invoke(runner, "policy", "add", "p", "anonymous", "/*", "GET|", "allow")
+    assert_ok(result)
+    assert "'GET|' matches every method" in result.stderr
+    assert "gives anonymous visitors every request" in result.stderr
+    assert Rule.of("p", "anonymous", "/*", "GET|", "allow") in engine_of(app).rules()
+    assert audit(app)[0].action == "rule.add"
+
+
+def test_policy_add_refuses_an_invalid_row(app: Flask, runner: FlaskCliRunner) -> None:
+    before = state(app)
+    line = error_line(invoke(runner, "policy", "add", "p", "Dave@Example.com", "/", "GET"))
+    assert line == "Error: sub: write it as dave@example.com"
+    assert state(app) == before
+
+
+def test_policy_load_refuses_an_email_in_another_spelling(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "upper.csv"
+    path.write_text("p, user, /, GET\ng, Dave@Example.com, admin\n", encoding="utf-8")
+    before = state(app)
+    result = invoke(runner, "policy", "load", str(path))
+    assert result.exit_code != 0
+    assert "line 2: member: write it as dave@example.com" in result.output
+    assert state(app) == before
+
+
+def test_policy_load_warns_with_line_numbers(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "risky.csv"
+    path.write_text(
+        "p, user, /reports, GET\ng, dave@example.com, admin\np, anonymous, *, .*\n",
+        encoding="utf-8",
+    )
+    result = invoke(runner, "policy", "load", str(path))
+    assert_ok(result)
+    assert f"line 2: [g, dave@example.com, admin] dave@example.com: {NO_ACCOUNT}" in result.stderr
+    assert "line 3: [p, anonymous, *, .*, allow]" in result.stderr
+    assert "line 1:" not in result.stderr
+    # The dry run of another file shows the warnings before anything is written.
+    path.write_text("p, anonymous, /*, GET|\n", encoding="utf-8")
+    dry = invoke(runner, "policy", "load", "--dry-run", str(path))
+    assert "line 1: [p, anonymous, /*, GET|, allow]" in dry.stderr
+
+
+def test_export_then_replace_gives_back_the_same_rows(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    """Every tricky value the write path accepts survives export and load --replace."""
+    tricky = [
+        Rule.of("p", "user", "/a,b", "GET", "allow"),
+        Rule.of("p", "user", '/say "hi"', "GET", "deny"),
+        Rule.of("p", "user", "/x", "#GET", "allow"),
+        Rule.of("p", "ops@example.com", "/#with spaces", "GET|POST", "allow"),
+        Rule.of("p", "user", "/caf\u00e9/\u6771\u4eac/nbsp\u00a0in", "GET", "allow"),
+        Rule.of("g", "dave@example.com", "admin"),
+    ]
+    engine_of(app).apply(Change.adding(*tricky), actor="t", source="cli")
+    path = tmp_path / "export.csv"
+    assert_ok(invoke(runner, "policy", "export", str(path)))
+    before = state(app)
+    out = assert_ok(invoke(runner, "policy", "load", "--replace", str(path)))
+    assert "0 added, 0 removed" in out
+    assert state(app) == before
+    assert csvio.read_file(path, engine_of(app).model).rules == tuple(
+        sorted(engine_of(app).rules(), key=lambda r: r.is_role_link)
+    )

@@ -252,7 +252,7 @@ def requests(app: Flask, spelling: Spelling) -> Iterator[tuple[str, str]]:
 
 def refused_by_middleware(response: TestResponse) -> bool:
     """A 400 from the path check that runs before any decision (not from a view)."""
-    return response.status_code == 400 and "Refused path" in response.get_data(as_text=True)
+    return response.status_code == 400 and "Refused request" in response.get_data(as_text=True)
 
 
 # -- the table ------------------------------------------------------------------------

@@ -6,13 +6,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from authz import csvio
 from authz.engine import Change
 from authz.engine import PolicyEngine
 from authz.errors import PolicyFileError
+from authz.errors import RuleError
 from authz.model import PolicyModel
 from authz.rules import Rule
+from authz.rules import validate
 
 
 def p(sub: str, obj: str, act: str, eft: str = "allow") -> Rule:
@@ -320,3 +325,155 @@ def test_export_puts_policy_rows_before_role_rows(default_rules: tuple[Rule, ...
 def test_format_rule_quotes_only_when_needed(rule: Rule, line: str) -> None:
     """Plain values stay bare; commas, quotes and leading '#' are quoted."""
     assert csvio.format_rule(rule) == line
+
+
+# -- round trips for every value the write path accepts --------------------------------
+
+#: Characters str.splitlines() (and so many tools) treat as line breaks, and other
+#: characters a single-line, visible value must not hold.
+LINE_BREAKS_AND_INVISIBLES = [
+    "\u2028",  # LINE SEPARATOR
+    "\u2029",  # PARAGRAPH SEPARATOR
+    "\u0085",  # NEXT LINE (C1)
+    "\x1c",
+    "\x1d",
+    "\x1e",
+    "\x0b",
+    "\x0c",
+    "\r",
+    "\n",
+    "\x9b",  # C1 control sequence introducer
+    "\u200b",  # ZERO WIDTH SPACE
+    "\u202e",  # RIGHT-TO-LEFT OVERRIDE: a rule that displays as another
+    "\ufeff",  # ZERO WIDTH NO-BREAK SPACE (a BOM inside a value)
+    "\ud800",  # a lone surrogate: not encodable as UTF-8
+]
+
+
+@pytest.mark.parametrize("char", LINE_BREAKS_AND_INVISIBLES, ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize("where", ["sub", "obj", "act"])
+def test_the_write_path_refuses_line_breaks_and_invisible_characters(
+    model: PolicyModel, char: str, where: str
+) -> None:
+    """Such a value could not be exported and read back as the same row: refused by name."""
+    values = {"sub": "user", "obj": "/a", "act": "GET"}
+    values[where] = values[where][:1] + char + values[where][1:]
+    with pytest.raises(RuleError) as info:
+        validate(Rule.of("p", values["sub"], values["obj"], values["act"], "allow"), model)
+    assert info.value.field == where
+    assert f"U+{ord(char):04X}" in info.value.message
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\u0085", "\x1c", "\x0b", "\x0c"])
+def test_a_file_with_a_unicode_line_break_in_a_value_names_the_line(
+    model: PolicyModel, char: str
+) -> None:
+    """The loader splits lines at LF/CR only: the value stays whole and is refused on its line."""
+    text = f"p, user, /a, GET\np, user, /b{char}c, GET\np, user, /d, GET\n"
+    with pytest.raises(PolicyFileError) as info:
+        csvio.parse(text, model)
+    assert bad_lines(info.value) == [(2, "obj")]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        p("user", "/a,b", "GET"),
+        p("user", '/say "hi"', "GET"),
+        p("user", '/"quoted"', "GET"),
+        p("user", "/x", "#GET"),
+        p("ops@example.com", "/#frag", "GET"),
+        p("user", "/with spaces inside", "GET|POST"),
+        p("user", "/a, b", "GET"),
+        p("user", "/\u00e9t\u00e9/\u6771\u4eac/\U0001f600", "GET"),
+        p("user", "/nbsp\u00a0inside", "GET"),
+        p("user", "/x", "G(E|T)"),
+        p("user", "/trailing-backslash\\", "GET"),
+        g("alice@example.com", "admin"),
+        g("o'brien+ops@example.com", "admin"),
+    ],
+    ids=str,
+)
+def test_tricky_values_round_trip(model: PolicyModel, rule: Rule) -> None:
+    """Commas, quotes, a leading '#', inner spaces and non-ASCII survive export and parse."""
+    assert csvio.parse(csvio.export([rule]), model).rules == (validate(rule, model),)
+
+
+def test_a_bom_before_the_first_row_is_not_part_of_its_type(
+    model: PolicyModel, tmp_path: Path
+) -> None:
+    """An exported file saved by an editor that adds a BOM still loads the same rows."""
+    rules = [p("user", "/a", "GET"), g("admin", "user")]
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + csvio.export(rules).encode("utf-8"))
+    assert csvio.read_file(path, model).rules == tuple(rules)
+
+
+def test_line_numbers_are_kept_for_each_rule(model: PolicyModel) -> None:
+    """Warnings about a loaded row can name its line."""
+    policy = csvio.parse("# head\n\np, user, /a, GET\ng, admin, user\n", model)
+    assert policy.lines == (3, 4)
+    assert policy.line_of(g("admin", "user")) == 4
+    assert policy.line_of(g("nobody", "user")) is None
+
+
+# Hypothesis: whatever rows the write path accepts, export then parse gives them back.
+
+_any_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20)
+_roles = st.from_regex(r"[a-z][a-z0-9_-]{0,10}", fullmatch=True)
+_emails = st.builds(lambda a, b: f"{a}@{b}", _any_text, _any_text)
+_subjects = st.one_of(_roles, _emails, st.just("anonymous"))
+_paths = st.one_of(st.just("*"), st.builds(lambda t: "/" + t, _any_text))
+_methods = st.one_of(st.sampled_from(["GET", "GET|POST", ".*", "(GET)"]), _any_text)
+
+
+def _accepted(rule: Rule, model: PolicyModel) -> Rule | None:
+    try:
+        return validate(rule, model)
+    except RuleError:
+        return None
+
+
+@st.composite
+def accepted_rules(draw: st.DrawFn, model: PolicyModel) -> list[Rule]:
+    """A list of distinct rows, each one the write path accepts."""
+    candidates = draw(
+        st.lists(
+            st.one_of(
+                st.builds(
+                    lambda s, o, a, e: Rule.of("p", s, o, a, e),
+                    _subjects,
+                    _paths,
+                    _methods,
+                    st.sampled_from(["allow", "deny"]),
+                ),
+                st.builds(lambda m, r: Rule.of("g", m, r), _subjects, _roles),
+            ),
+            max_size=8,
+        )
+    )
+    valid = [r for r in (_accepted(c, model) for c in candidates) if r is not None]
+    return list(dict.fromkeys(valid))
+
+
+_MODEL = PolicyModel.from_file(Path(__file__).resolve().parents[3] / "model.conf")
+
+
+@settings(max_examples=300, deadline=None)
+@given(accepted_rules(_MODEL))
+def test_export_then_parse_gives_back_every_accepted_row(rules: list[Rule]) -> None:
+    """For any rows the write path accepts, export -> parse returns exactly those rows."""
+    assert sorted(csvio.parse(csvio.export(rules), _MODEL).rules) == sorted(rules)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(codec="utf-8"), min_size=1, max_size=30))
+def test_any_value_is_refused_or_round_trips(value: str) -> None:
+    """A value in any column is either refused at write time or exported and read back as-is."""
+    for rule in (
+        Rule.of("p", "user", "/" + value, "GET", "allow"),
+        Rule.of("p", "user", "/", value),
+    ):
+        accepted = _accepted(rule, _MODEL)
+        if accepted is not None:
+            assert csvio.parse(csvio.export([accepted]), _MODEL).rules == (accepted,)
