@@ -27,5 +27,7 @@ def admin() -> str:
         "admin.html",
         revision=engine.revision,
         decider=engine.snapshot.kind,
+        decider_reason=engine.snapshot.decider_reason,
+        bad_rows=engine.bad_rows,
         metrics=metrics.snapshot(),
     )

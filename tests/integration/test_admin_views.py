@@ -388,3 +388,24 @@ def test_a_narrow_rule_gets_no_warning(app: Flask, admin: FlaskClient) -> None:
 def test_try_refuses_an_email_in_another_spelling(admin: FlaskClient) -> None:
     html = admin.get("/admin/try?subject=User@Example.com&path=/&method=GET").get_data(as_text=True)
     assert "write it as user@example.com" in html
+
+
+def test_the_admin_page_lists_stored_rows_skipped_at_load(app: Flask, admin: FlaskClient) -> None:
+    """A bad row put in the table by hand is skipped at load and named on the admin page."""
+    import sqlalchemy as sa
+
+    from service.extensions import db
+
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO casbin_rule (ptype, v0, v1, v2, v3) "
+                    "VALUES ('p', 'anonymous', '/redos', '(A+)+$', 'allow')"
+                )
+            )
+        app.extensions["authz"].load()
+    page = admin.get("/admin/").get_data(as_text=True)
+    assert 'id="bad-rows"' in page
+    assert "/redos" in page and "nested repetition" in page
+    assert 'id="decider">compiled index' in page
