@@ -145,7 +145,13 @@ def _check_value(name: str, value: str, line: int | None) -> None:
     # or paragraph separators (U+2028, U+2029: str.splitlines ends a CSV record there),
     # no invisible format characters (zero-width spaces, bidirectional overrides that
     # make a rule display as another) and no lone surrogates (not encodable as UTF-8).
-    for char in value:
+    if value.isascii():
+        # The common case, one C-level scan: in ASCII only C0 controls and DEL qualify.
+        bad = _CONTROL.search(value)
+        chars = bad.group() if bad else ""
+    else:
+        chars = value
+    for char in chars:
         kind = unicodedata.category(char)
         if kind in ("Cc", "Zl", "Zp"):
             raise RuleError(

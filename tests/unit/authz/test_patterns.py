@@ -211,3 +211,30 @@ def test_python_syntax_is_parsed_as_re_parses_it() -> None:
         except PatternError:
             continue
         re.compile(pattern)  # accepted patterns compile
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["/", "a", "Z", "0", ".", ":id", "-", "@", "~", "%", "/*"]),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_the_plain_path_shortcut_accepts_only_what_the_full_check_accepts(parts: list[str]) -> None:
+    """Plain keyMatch2 paths skip the parser; the full check must accept every one of them."""
+    from authz.patterns import _PLAIN
+    from authz.patterns import check_structure
+
+    pattern = "/" + "".join(parts)
+    if _PLAIN["keyMatch2"].match(pattern):
+        check_structure("keyMatch2", pattern)  # raises if the shortcut were too generous
+
+
+@pytest.mark.parametrize("methods", ["GET", "GET|POST", "PROPFIND|MKCOL|X-CUSTOM_1"])
+def test_the_plain_method_shortcut_agrees_with_the_full_check(methods: str) -> None:
+    """Literal alternations skip the parser and are what the full check accepts anyway."""
+    from authz.patterns import check_structure
+
+    check("regexMatch", methods)
+    check_structure("regexMatch", methods)
