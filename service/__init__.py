@@ -19,7 +19,9 @@ from service import middleware
 from service import responses
 from service import sessions
 from service import users
+from service.config import ConfigError
 from service.config import Settings
+from service.config import exit_on_config_error
 from service.config import load_settings
 from service.extensions import csrf
 from service.extensions import db
@@ -28,9 +30,19 @@ from service.passwords import Passwords
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app; ``test_config`` overrides settings by field name (tests)."""
+    """Build the app; ``test_config`` overrides settings by field name (tests).
+
+    Called without ``test_config`` (``flask --app service``, gunicorn
+    ``'service:create_app()'``), a configuration error ends the process with one line on
+    stderr and status 3 instead of a traceback; tests get the ConfigError.
+    """
     app = Flask(__name__, instance_relative_config=True)
-    settings = load_settings(overrides=test_config, default_instance=app.instance_path)
+    try:
+        settings = load_settings(overrides=test_config, default_instance=app.instance_path)
+    except ConfigError as e:
+        if test_config is not None:
+            raise
+        exit_on_config_error(e)
     app.config.from_mapping(settings.to_flask_config())
     app.config["AUTHZ"] = settings
     register_extensions(app, settings)
@@ -76,11 +88,15 @@ def register_engine(app: Flask, settings: Settings) -> None:
     try:
         engine.load()
     except Exception as e:  # noqa: BLE001 - the service starts and answers 503 until it can load
-        app.logger.warning(
-            "policy not loaded (%s); until it loads requests get 503 "
-            "(a new database needs `db init`, which `authz serve` runs)",
-            e,
-        )
+        if _not_initialised(e):
+            # A fresh install: expected before the first `db init`, not alarming.
+            app.logger.info("database not initialised; run `authz db init`")
+        else:
+            app.logger.warning(
+                "policy not loaded (%s); until it loads requests get 503 "
+                "(a new database needs `db init`, which `authz serve` runs)",
+                e,
+            )
     if settings.poll_interval > 0:
         # Changes made by other instances (and the CLI) arrive through the revision poll;
         # session lookups are cached only when that poll runs to invalidate them.
@@ -92,6 +108,33 @@ def register_engine(app: Flask, settings: Settings) -> None:
             listener = PostgresListener(engine)
             listener.start()
             app.extensions["authz.listener"] = listener
+
+
+def stop_background(app: Flask) -> None:
+    """Stop the app's revision poller and database listener and close its connections.
+
+    gunicorn's ``worker_exit`` hook (service/gunicorn_conf.py) calls this, so a worker
+    leaving on SIGTERM or a reload ends its threads and LISTEN connection cleanly.
+    """
+    for name in ("authz.listener", "authz.poller"):
+        worker = app.extensions.get(name)
+        if worker is not None:
+            worker.stop()
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def _not_initialised(error: BaseException) -> bool:
+    """Whether a load failed only because the policy tables do not exist yet."""
+    cause: BaseException | None = error
+    while cause is not None:
+        orig = getattr(cause, "orig", None)
+        if orig is not None:
+            # PostgreSQL undefined_table; SQLite says it in words.
+            return getattr(orig, "sqlstate", None) == "42P01" or "no such table" in str(orig)
+        cause = cause.__cause__
+    return False
 
 
 def register_blueprints(app: Flask) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import getpass
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -349,43 +351,80 @@ def policy_check(subject: str, path: str, method: str, explain: bool) -> None:
 # -- wiring -----------------------------------------------------------------------------
 
 
+#: The command groups, on the app (``flask --app service``) and on the ``authz`` script.
+GROUPS = (db_cli, users_cli, roles_cli, policy_cli)
+
+
 def register(app: Flask) -> None:
     """Add the command groups to an app."""
-    for group in (db_cli, users_cli, roles_cli, policy_cli):
+    for group in GROUPS:
         app.cli.add_command(group)
 
 
 @click.command("serve", cls=FriendlyCommand)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
+@click.option(
+    "--production",
+    is_flag=True,
+    help="Serve with gunicorn and service/gunicorn_conf.py (AUTHZ_WORKERS workers).",
+)
 @with_appcontext
-def serve(host: str, port: int) -> None:
-    """Initialise the database if needed and run the service (development server)."""
+def serve(host: str, port: int, production: bool) -> None:
+    """Initialise the database if needed and run the service."""
     with errors():
         report = init_database(create_admin=True, actor=actor())
     _print_init(report)
-    click.echo(f"Serving on http://{host}:{port}/ (for production use gunicorn, see README).")
-    from werkzeug.serving import run_simple
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if not production:
+        click.echo(f"Serving on http://{host}:{port}/ (development server; see --production).")
+        from werkzeug.serving import run_simple
 
-    run_simple(host, port, current_app._get_current_object(), threaded=True)  # type: ignore[attr-defined]
+        run_simple(host, port, app, threaded=True)
+        return
+    workers = app.config["AUTHZ"].workers
+    click.echo(f"Serving on http://{host}:{port}/ with gunicorn, {workers} workers.")
+    from service import stop_background
+
+    stop_background(app)  # gunicorn's workers build their own apps
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf"]
+    argv += ["--bind", f"{host}:{port}", "service:create_app()"]
+    os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter, fixed arguments
 
 
 def _create_app() -> Flask:
     from service import create_app
 
-    try:
-        return create_app()
-    except ConfigError as e:
-        click.secho(f"Configuration error: {e}", fg="red", err=True)
-        sys.exit(2)
+    root = click.get_current_context().find_root()
+    if root.invoked_subcommand != "serve":
+        # Commands print their own one-line result; the server's start-up log lines
+        # (a policy not loaded yet, a listener reconnecting) are not theirs to show.
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        root.call_on_close(lambda: logging.disable(previous))
+    return create_app()  # a configuration error: one line, exit status 3
 
 
-cli = FlaskGroup(
+class _Script(FlaskGroup):
+    """The ``authz`` script. Its commands are fixed, so ``--help`` never builds the app
+    (which would create the instance folder and connect to the database)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return click.Group.list_commands(self, ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return click.Group.get_command(self, ctx, name)
+
+
+cli = _Script(
     create_app=_create_app,
     add_default_commands=False,
     help="The authorization service: serve, db, users, roles, policy.",
 )
-cli.add_command(serve)
+for _command in (*GROUPS, serve):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -5,19 +5,37 @@ from __future__ import annotations
 import enum
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import fields
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from typing import NoReturn
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-#: The repository root, where the shipped model.conf and policies/ live.
+#: The repository root (in a checkout), where model.conf and policies/ are edited.
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "AUTHZ_"
+#: Exit status of every entry point (CLI, flask, gunicorn) on a configuration error.
+CONFIG_ERROR_STATUS = 3
+
+
+def shipped(name: str) -> str:
+    """Return the path of a file shipped inside the package (``model.conf``, ``default.csv``).
+
+    In a checkout ``service/shipped/`` holds symlinks to the top-level ``model.conf`` and
+    ``policies/default.csv``; a built wheel holds copies of them, so an installed service
+    finds its model and default policy wherever it runs from.
+    """
+    resource = files("service").joinpath("shipped", name)
+    # Wheels install unzipped, so the resource is a real file; a zipped install is not
+    # supported (Casbin and the CSV reader take paths).
+    return str(Path(str(resource)))
 
 
 class ConfigError(Exception):
@@ -55,11 +73,31 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
 def _role(value: str) -> str:
     from authz.rules import is_role
 
     if not is_role(value):
         raise ValueError("must be a role name ([a-z][a-z0-9_-]*)")
+    return value
+
+
+def _model_file(value: str) -> str:
+    from authz.errors import AuthzError
+    from authz.model import PolicyModel
+
+    _existing_file(value)
+    try:
+        PolicyModel.from_file(value)
+    except AuthzError as e:
+        # Found at start, in one line, rather than as a traceback from the app factory.
+        raise ValueError(str(e).replace("\n", " ")) from e
     return value
 
 
@@ -89,9 +127,17 @@ class Settings:
     #: kept in the instance folder.
     secret_key: str = ""
     #: The Casbin model file.
-    model_path: str = str(ROOT / "model.conf")
+    model_path: str = shipped("model.conf")
     #: The policy a fresh install gets (loaded when the policy table is empty).
-    default_policy: str = str(ROOT / "policies" / "default.csv")
+    default_policy: str = shipped("default.csv")
+    #: gunicorn worker processes (service/gunicorn_conf.py, ``authz serve --production``).
+    workers: int = 2
+    #: Seconds gunicorn gives in-flight requests to finish after SIGTERM.
+    graceful_timeout: int = 30
+    #: Connections each process keeps open to a server database (not SQLite), and how
+    #: many more it may open under load; connections are checked before use.
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
     #: The role a newly registered account gets.
     default_role: str = "user"
     #: The role `db init` and `authz serve` give the first admin.
@@ -132,6 +178,20 @@ class Settings:
             "REMEMBER_COOKIE_SECURE": secure,
             "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
             "TESTING": self.env is Env.TESTING,
+            **self._engine_options(),
+        }
+
+    def _engine_options(self) -> dict[str, Any]:
+        if make_url(self.database_url).get_backend_name() == "sqlite":
+            return {}  # one file, no server: nothing to pool or to ping
+        return {
+            "SQLALCHEMY_ENGINE_OPTIONS": {
+                # A connection the server (or a proxy, or a failover) dropped while idle
+                # is replaced before a request sees the error.
+                "pool_pre_ping": True,
+                "pool_size": self.db_pool_size,
+                "max_overflow": self.db_max_overflow,
+            }
         }
 
 
@@ -139,8 +199,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "env": Env,
     "database_url": _database_url,
     "secret_key": str,
-    "model_path": _existing_file,
+    "model_path": _model_file,
     "default_policy": _existing_file,
+    "workers": _positive_int,
+    "graceful_timeout": _positive_int,
+    "db_pool_size": _positive_int,
+    "db_max_overflow": _non_negative_int,
     "default_role": _role,
     "admin_role": _role,
     "admin_email": str,
@@ -207,6 +271,16 @@ def load_settings(
     if not values.get("secret_key"):
         values["secret_key"] = _instance_secret(instance)
     return Settings(**values)
+
+
+def exit_on_config_error(error: ConfigError) -> NoReturn:
+    """Print a configuration error as one line on stderr and exit with status 3.
+
+    Status 3 is what gunicorn's master takes as "worker failed to boot": it stops instead
+    of restarting workers that would fail the same way.
+    """
+    print(f"Configuration error: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(CONFIG_ERROR_STATUS)
 
 
 def _instance_secret(instance: Path) -> str:

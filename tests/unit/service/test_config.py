@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+import service
 from service.config import ConfigError
 from service.config import Env
 from service.config import load_settings
+from service.config import shipped
 
 
 def settings(tmp_path: Path, **env: str):  # noqa: ANN201 - test helper
@@ -114,3 +116,97 @@ def test_dotenv_file_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     finally:
         os.environ.pop("AUTHZ_DEFAULT_ROLE", None)  # load_dotenv exported it
     assert s.default_role == "reader"
+
+
+# -- shipped files, serving and pool settings --------------------------------------------
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.parametrize(
+    ("shipped_name", "top_level"),
+    [("model.conf", "model.conf"), ("default.csv", "policies/default.csv")],
+)
+def test_the_shipped_file_is_the_top_level_file_so_they_cannot_differ(
+    shipped_name: str, top_level: str
+) -> None:
+    packaged = REPO / "service" / "shipped" / shipped_name
+    # One source of truth: the package holds a symlink to the file people edit, and a
+    # built wheel copies its content (tests/system/test_wheel.py checks the installed copy).
+    assert packaged.is_symlink()
+    assert packaged.resolve() == (REPO / top_level).resolve()
+    assert not (REPO / top_level).is_symlink()
+
+
+def test_defaults_are_the_files_inside_the_package(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    assert Path(s.model_path) == Path(shipped("model.conf"))
+    assert Path(s.default_policy) == Path(shipped("default.csv"))
+    assert Path(s.model_path).parent == Path(service.__file__).parent / "shipped"
+    assert Path(s.model_path).read_text() == (REPO / "model.conf").read_text()
+
+
+def test_model_and_default_policy_can_be_overridden(tmp_path: Path) -> None:
+    model = tmp_path / "my-model.conf"
+    model.write_text((REPO / "model.conf").read_text())
+    policy = tmp_path / "my-policy.csv"
+    policy.write_text("p, anonymous, /login, GET, allow\n")
+    s = settings(tmp_path, AUTHZ_MODEL_PATH=str(model), AUTHZ_DEFAULT_POLICY=str(policy))
+    assert (s.model_path, s.default_policy) == (str(model), str(policy))
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[request_definition]\nr = sub, obj, act\n", "missing section"),
+        ("not a model at all", "not a valid Casbin model"),
+    ],
+)
+def test_a_model_file_that_is_not_a_model_is_a_configuration_error(
+    tmp_path: Path, text: str, reason: str
+) -> None:
+    model = tmp_path / "broken.conf"
+    model.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        settings(tmp_path, AUTHZ_MODEL_PATH=str(model))
+    assert str(info.value).startswith("AUTHZ_MODEL_PATH: ")
+    assert reason in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_serving_settings_default_and_parse(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    assert (s.workers, s.graceful_timeout, s.db_pool_size, s.db_max_overflow) == (2, 30, 5, 10)
+    s = settings(
+        tmp_path,
+        AUTHZ_WORKERS="4",
+        AUTHZ_GRACEFUL_TIMEOUT="10",
+        AUTHZ_DB_POOL_SIZE="3",
+        AUTHZ_DB_MAX_OVERFLOW="0",
+    )
+    assert (s.workers, s.graceful_timeout, s.db_pool_size, s.db_max_overflow) == (4, 10, 3, 0)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AUTHZ_WORKERS": "0"}, "AUTHZ_WORKERS: must be at least 1"),
+        ({"AUTHZ_GRACEFUL_TIMEOUT": "-5"}, "AUTHZ_GRACEFUL_TIMEOUT: must be at least 1"),
+        ({"AUTHZ_DB_POOL_SIZE": "many"}, "AUTHZ_DB_POOL_SIZE:"),
+        ({"AUTHZ_DB_MAX_OVERFLOW": "-1"}, "AUTHZ_DB_MAX_OVERFLOW: must not be negative"),
+    ],
+)
+def test_bad_serving_settings_are_refused(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        settings(tmp_path, **env)
+
+
+def test_a_server_database_gets_a_checked_pool_and_sqlite_none(tmp_path: Path) -> None:
+    pg = settings(
+        tmp_path, AUTHZ_DATABASE_URL="postgresql+psycopg://u@db/authz", AUTHZ_DB_POOL_SIZE="7"
+    )
+    options = pg.to_flask_config()["SQLALCHEMY_ENGINE_OPTIONS"]
+    assert options == {"pool_pre_ping": True, "pool_size": 7, "max_overflow": 10}
+    assert "SQLALCHEMY_ENGINE_OPTIONS" not in settings(tmp_path).to_flask_config()
