@@ -189,7 +189,8 @@ def _check_policy(rule: Rule, names: tuple[str, ...], model: PolicyModel, line: 
             # Every function the matcher applies to this field, not only the last one:
             # "regexMatch(r.obj, p.obj) || keyMatch(r.obj, p.obj)" runs the value as a
             # regular expression too, so it must pass the regex cost check.
-            for each in _functions(name, model) or [fn]:
+            functions: list[str | None] = [*_functions(name, model)] or [fn]
+            for each in functions:
                 _check_matched(each, value, name, line)
 
 
