@@ -171,6 +171,11 @@ def compile_predicate(kind: str, pattern: str) -> Predicate:
             raise BrokenPattern(str(e)) from e
     if kind == "keyMatch":
         return lambda value: key_match(value, pattern)
+    if kind == "globMatch":
+        try:
+            return patterns.compile_glob(pattern)
+        except Exception as e:  # noqa: BLE001 - whatever the glob library raises
+            raise BrokenPattern(f"{kind} pattern {pattern!r} cannot be evaluated: {e}") from e
     function = FunctionMap.load_function_map().get_functions()[kind]
     try:
         function("/", pattern)

@@ -9,6 +9,7 @@ can be bypassed by spelling a path another way.
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_to_bytes
 
 from authz.errors import RequestTooLarge
 from authz.errors import UnsafePath
@@ -54,6 +55,10 @@ def canonical_object(path: str, raw_path: str | None = None) -> str:
         raw = raw_path.split("?", 1)[0]
         if _RAW_FORBIDDEN.search(raw):
             raise UnsafePath("encoded slash, dot, backslash or control character in the path")
+        # "%C0%AF" (an overlong "/") or "%FF" decodes to U+FFFD in the router and the
+        # policy alike; refused, so that one resource never has several wire spellings.
+        if not _utf8(raw):
+            raise UnsafePath("the path is not valid UTF-8")
     if not path.startswith("/"):
         raise UnsafePath("the path must start with '/'")
     if _CONTROL.search(path):
@@ -69,6 +74,19 @@ def canonical_object(path: str, raw_path: str | None = None) -> str:
         if segment == "" and i != len(segments) - 1:
             raise UnsafePath("empty segment ('//') in the path")
     return path
+
+
+def _utf8(raw: str) -> bool:
+    """Whether a wire path (WSGI: bytes as latin-1 text) decodes as UTF-8, escapes and all."""
+    try:
+        data = raw.encode("latin-1")
+    except UnicodeEncodeError:  # a server that hands over decoded text
+        data = raw.encode("utf-8", "surrogatepass")
+    try:
+        unquote_to_bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def check_size(path: str) -> None:

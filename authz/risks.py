@@ -40,6 +40,8 @@ METHOD_PROBES = (
     "PROPFIND",
     "QZX-UNKNOWN",
 )
+#: The methods views act on (HEAD is decided as GET).
+SERVED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 #: Paths a pattern is tried on: the root, short and deep paths, the editor and the API.
 PATH_PROBES = (
     "/",
@@ -52,6 +54,25 @@ PATH_PROBES = (
     "/login",
     "/x.y",
     "/%7E",
+)
+#: More paths, of every shape a request may have: a pattern matching most of these and
+#: PATH_PROBES grants nearly every path, whatever few characters it leaves out.
+PATH_SAMPLES = (
+    *PATH_PROBES,
+    "/admin",
+    "/admin/users/boss@example.com",
+    "/admin/users/boss@example.com/active",
+    "/api/v1/users/a.b+c@example.com/deactivate",
+    "/api/v1/policy/rules/0123456789abcdef",
+    "/register",
+    "/logout",
+    "/static/app.css",
+    "/healthz",
+    "/metrics",
+    "/Z/9/_/-/~",
+    "/\u00fc/\u4e2d",
+    "/a b/c",
+    "/j/k",
 )
 
 # Which policy field each request field is compared with: ``fn(r.x, p.y)`` or ``r.x == p.y``.
@@ -115,17 +136,48 @@ def _visitors_role(rule: Rule, snapshot: Snapshot | None) -> list[str]:
 
 def matches_every_method(kind: str, pattern: str) -> bool:
     """Whether a methods pattern matches every method (or the empty one, which is the same
-    thing under regexMatch: Casbin's ``re.match`` only needs a match at the start)."""
+    thing under regexMatch: Casbin's ``re.match`` only needs a match at the start).
+
+    Probing with a fixed made-up method would let ``[^Q]`` (every method but those
+    starting with Q) pass unwarned; instead, a pattern that takes every method the views
+    act on and also some one-letter change of one of them (``GEA``, ``DALETE``) is one
+    that does not name methods, it excludes a few.
+    """
     matches = _predicate(kind, pattern)
     if matches is None:
         return False
-    return matches("") or all(matches(m) for m in METHOD_PROBES)
+    if matches("") or all(matches(m) for m in METHOD_PROBES):
+        return True
+    return all(matches(m) for m in SERVED_METHODS) and any(matches(m) for m in _method_mutants())
+
+
+def _method_mutants() -> list[str]:
+    """Every served method with one letter changed, except those starting with a served
+    method (``PUTCH`` starts with ``PUT``: a pattern naming PUT takes it by prefix)."""
+    out = []
+    for method in SERVED_METHODS:
+        for at in range(len(method)):
+            for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+                mutant = method[:at] + letter + method[at + 1 :]
+                if not any(mutant.startswith(m) for m in SERVED_METHODS):
+                    out.append(mutant)
+    return out
 
 
 def matches_every_path(kind: str, pattern: str) -> bool:
     """Whether a path pattern matches every path (``*``, ``/*``; ``/:a`` does not)."""
     matches = _predicate(kind, pattern)
     return matches is not None and all(matches(p) for p in PATH_PROBES)
+
+
+def matches_most_paths(kind: str, pattern: str) -> int:
+    """How many of PATH_SAMPLES a path pattern matches when it is two thirds or more of
+    them (``/[^%]*``, ``/.+``: every path but a few), else 0."""
+    matches = _predicate(kind, pattern)
+    if matches is None:
+        return 0
+    found = sum(1 for p in PATH_SAMPLES if matches(p))
+    return found if 3 * found >= 2 * len(PATH_SAMPLES) else 0
 
 
 def _predicate(kind: str, pattern: str) -> Callable[[str], bool] | None:
@@ -177,8 +229,15 @@ def _broad(
         kind, field = compared[request[1]]
         if field in values and kind != "eq" and not kind.startswith("g"):
             every_path = matches_every_path(kind, values[field])
+            most = 0 if every_path else matches_most_paths(kind, values[field])
             if every_path:
                 found.append(f"the path pattern {values[field]!r} matches every path")
+            elif most:
+                every_path = True
+                found.append(
+                    f"the path pattern {values[field]!r} matches nearly every path "
+                    f"({most} of {len(PATH_SAMPLES)} sample paths)"
+                )
     if len(request) == 3 and request[2] in compared:
         kind, field = compared[request[2]]
         if field in values and kind != "eq" and not kind.startswith("g"):

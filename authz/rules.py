@@ -32,6 +32,8 @@ ANONYMOUS = "anonymous"
 MAX_VALUE_LENGTH = 255
 EFFECTS = ("allow", "deny")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: ``fn(r.x, p.y`` in a matcher: the function applied to policy field y (as authz.model).
+_FIELD_CALL = re.compile(r"\b([A-Za-z_]\w*)\(\s*r[._]([A-Za-z]\w*)\s*,\s*p[._]([A-Za-z]\w*)\s*[,)]")
 
 
 class Rule(NamedTuple):
@@ -189,16 +191,31 @@ def _check_policy(rule: Rule, names: tuple[str, ...], model: PolicyModel, line: 
             # Only a field compared through a role link (g, g2, ...) names a subject;
             # "globMatch" starts with a "g" too.
             _check_subject(value, name, line)
-        elif fn == "globMatch":
-            _check_path(value, name, line)
-            _check_glob(value, name, line)
-        elif fn == "ipMatch":
-            _check_ip(value, name, line)
-        elif fn in ("keyMatch", "keyMatch2", "keyMatch3", "keyMatch4", "keyMatch5"):
-            _check_path(value, name, line)
-            _check_pattern(fn, value, name, line)
-        elif fn == "regexMatch":
-            _check_pattern(fn, value, name, line)
+        else:
+            # Every function the matcher applies to this field, not only the last one:
+            # "regexMatch(r.obj, p.obj) || keyMatch(r.obj, p.obj)" runs the value as a
+            # regular expression too, so it must pass the regex cost check.
+            functions: list[str | None] = [*_functions(name, model)] or [fn]
+            for each in functions:
+                _check_matched(each, value, name, line)
+
+
+def _functions(name: str, model: PolicyModel) -> list[str]:
+    return [fn for fn, _r, p in _FIELD_CALL.findall(model.matcher) if p == name]
+
+
+def _check_matched(fn: str | None, value: str, name: str, line: int | None) -> None:
+    if fn == "globMatch":
+        _check_path(value, name, line)
+        _check_glob(value, name, line)
+        _check_pattern(fn, value, name, line)
+    elif fn == "ipMatch":
+        _check_ip(value, name, line)
+    elif fn in ("keyMatch", "keyMatch2", "keyMatch3", "keyMatch4", "keyMatch5"):
+        _check_path(value, name, line)
+        _check_pattern(fn, value, name, line)
+    elif fn == "regexMatch":
+        _check_pattern(fn, value, name, line)
 
 
 def _check_role_link(rule: Rule, line: int | None) -> None:

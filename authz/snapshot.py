@@ -27,6 +27,7 @@ from casbin.effect import SUBJECT_PRIORITY_EFFECT
 from casbin.effect import AllowOverrideEffector
 from casbin.effect import get_effector
 from casbin.persist import Adapter
+from casbin.persist.adapter import _extract_tokens
 
 from authz import metrics
 from authz.decision import Decision
@@ -257,7 +258,16 @@ def refusal(bad_rows: Sequence[BadRow], stored: Iterable[Rule], model: PolicyMod
     effect cannot be read, or a role link through which a deny row applies, can grant
     it, wherever the model's effect lets a deny count.
     """
-    known = [b for b in bad_rows if model.arity(b.rule.ptype) is not None]
+    # Each bad row as it is stored and as Casbin's own database loader would read it: the
+    # adapter joins a row's columns with ", " and splits the line again, trimming each
+    # token, so a type stored as "p " or a value holding ", deny" is a row of the model to
+    # Casbin. Skipping it because its stored type is unknown could grant what it denies.
+    known = [
+        b._replace(rule=reading)
+        for b in bad_rows
+        for reading in dict.fromkeys((b.rule, *_casbin_reading(b.rule, model)))
+        if model.arity(reading.ptype) is not None
+    ]
     if not known:
         return None  # rows of types the model lacks: Casbin's loader skips them too
     try:
@@ -266,7 +276,7 @@ def refusal(bad_rows: Sequence[BadRow], stored: Iterable[Rule], model: PolicyMod
         deny_counts = True  # an effect Casbin does not know: assume the worst
     if not deny_counts:
         return None
-    stored = list(stored)
+    stored = [*stored, *(b.rule for b in known)]
     deny_values: set[str] | None = None
     links: dict[str, dict[str, list[str]]] = {}
     for bad in known:
@@ -291,7 +301,8 @@ def refusal(bad_rows: Sequence[BadRow], stored: Iterable[Rule], model: PolicyMod
             for r in stored:
                 if r.ptype == ptype and len(r.values) >= 2:
                     links[ptype].setdefault(str(r.values[0]), []).append(str(r.values[1]))
-        reached = _reach(str(values[1]), links[ptype])
+        # Every value after the member may name a role (a domain value reaches nothing).
+        reached = set().union(*(_reach(str(v), links[ptype]) for v in values[1:]))
         carried = sorted(reached & deny_values)
         if carried:
             return (
@@ -299,6 +310,19 @@ def refusal(bad_rows: Sequence[BadRow], stored: Iterable[Rule], model: PolicyMod
                 " so skipping it could grant what they deny"
             )
     return None
+
+
+def _casbin_reading(rule: Rule, model: PolicyModel) -> tuple[Rule, ...]:
+    """The full row of the model Casbin's database adapter would load for this stored row,
+    if it reads one (a reading of the wrong length is the stored row's problem)."""
+    line = ", ".join([str(rule.ptype), *(str(v) for v in rule.values if v is not None)])
+    try:
+        tokens = _extract_tokens(line)
+    except IndexError:  # an unbalanced ")": Casbin's loader fails on the whole table
+        return ()
+    if not tokens or model.arity(tokens[0]) != len(tokens) - 1:
+        return ()
+    return (Rule(tokens[0], tuple(tokens[1:])),)
 
 
 def _may_deny(rule: Rule, model: PolicyModel) -> bool:

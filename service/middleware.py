@@ -30,8 +30,9 @@ from service.extensions import login_manager
 
 #: Seconds between attempts to load the policy while it is unavailable.
 RETRY_LOAD_EVERY = 1.0
-#: Anything that could make the policy and the router read a path differently.
-_SUSPICIOUS = re.compile(r"%|//|/\.|\\|[\x00-\x1f\x7f]")
+#: Anything that could make the policy and the router read a path differently (non-ASCII
+#: bytes too: they must be valid UTF-8).
+_SUSPICIOUS = re.compile(r"%|//|/\.|\\|[\x00-\x1f\x7f-\xff]")
 
 
 def current_subject() -> str:

@@ -106,6 +106,29 @@ def test_ambiguous_paths_are_refused_with_400_before_any_decision(
     assert "Refused request" in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    ("path_info", "raw"),
+    [("/login\xc0\xaf", "/login%C0%AF"), ("/login\xff", "/login%FF")],
+)
+def test_escapes_that_are_not_utf8_are_refused_with_400(
+    client: FlaskClient, path_info: str, raw: str
+) -> None:
+    """The router and the policy would read U+FFFD: one path, several wire spellings."""
+    response = client.get(
+        "/", environ_overrides={"PATH_INFO": path_info, "REQUEST_URI": raw, "RAW_URI": raw}
+    )
+    assert response.status_code == 400
+
+
+def test_raw_bytes_that_are_not_utf8_are_refused_with_400(client: FlaskClient) -> None:
+    """``GET /login\\xff`` sent as a raw byte (no escape): WSGI hands it over as latin-1."""
+    raw = "/login\xff"
+    response = client.get(
+        "/", environ_overrides={"PATH_INFO": raw, "REQUEST_URI": raw, "RAW_URI": raw}
+    )
+    assert response.status_code == 400
+
+
 def test_static_files_reachable_by_anonymous_through_a_policy_row(app: Flask) -> None:
     client = app.test_client()
     with client.get("/static/style.css") as response:

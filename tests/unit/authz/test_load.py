@@ -290,3 +290,63 @@ def test_a_stored_catastrophic_deny_pattern_refuses_the_policy(
     assert engine.refused is not None
     with pytest.raises(EngineUnavailable):
         engine.decide("anonymous", "/redos", "A" * 28 + "!")
+
+
+# -- rows Casbin's own database loader reads as another row --------------------------------
+
+
+@pytest.mark.parametrize("ptype", ["p ", " p", "p\t"])
+def test_a_deny_row_whose_type_is_padded_refuses_the_policy(
+    engine: PolicyEngine, store: PolicyStore, ptype: str
+) -> None:
+    """Casbin's adapter trims every token: to it, ``'p '`` is a ``p`` row. Skipping such a
+    deny row as "a type the model lacks" would grant what Casbin denies."""
+    engine.apply(
+        Change.adding(Rule.of("p", "user", "/secret", "GET", "allow")), actor="t", source="cli"
+    )
+    raw_insert(store, ptype, "user", "/secret", "GET", "deny")
+    engine.load()
+    assert engine.refused is not None and "could grant" in engine.refused
+    with pytest.raises(EngineUnavailable):
+        engine.decide("user", "/secret", "GET")
+
+
+def test_a_whole_deny_line_in_the_type_column_refuses_the_policy(
+    engine: PolicyEngine, store: PolicyStore
+) -> None:
+    """``ptype = 'p, user, /secret, GET, deny'`` and no values: Casbin loads a deny row."""
+    engine.apply(
+        Change.adding(Rule.of("p", "user", "/secret", "GET", "allow")), actor="t", source="cli"
+    )
+    raw_insert(store, "p, user, /secret, GET, deny")
+    engine.load()
+    assert engine.refused is not None
+    with pytest.raises(EngineUnavailable):
+        engine.decide("user", "/secret", "GET")
+
+
+def test_a_padded_link_through_which_a_deny_applies_refuses_the_policy(
+    engine: PolicyEngine, store: PolicyStore
+) -> None:
+    """``'g '`` links bob to a role whose deny rows would apply to him."""
+    engine.apply(
+        Change.adding(
+            Rule.of("p", "bob@example.com", "/secret", "GET", "allow"),
+            Rule.of("p", "locked", "/secret", "GET", "deny"),
+        ),
+        actor="t",
+        source="cli",
+    )
+    raw_insert(store, "g ", "bob@example.com", "locked")
+    engine.load()
+    assert engine.refused is not None
+    with pytest.raises(EngineUnavailable):
+        engine.decide("bob@example.com", "/secret", "GET")
+
+
+def test_a_padded_allow_row_is_still_only_skipped(engine: PolicyEngine, store: PolicyStore) -> None:
+    """Skipping ``'p '`` allow rows can only deny: the policy keeps deciding."""
+    raw_insert(store, "p ", "user", "/n", "GET", "allow")
+    engine.load()
+    assert engine.refused is None
+    assert not engine.decide("user", "/n", "GET").allowed

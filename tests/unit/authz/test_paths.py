@@ -58,6 +58,11 @@ def test_ambiguous_paths_are_refused(path: str) -> None:
         pytest.param("/a/../admin", "/a/%2e%2e/admin", id="dotdot-lower"),
         pytest.param("/a/../admin", "/a/%2E%2E/admin", id="dotdot-upper"),
         pytest.param("/admin", "/%2e/admin", id="dot"),
+        # Not UTF-8: the router and the policy read U+FFFD, several wire forms for one path.
+        pytest.param("/a\ufffd\ufffd", "/a%C0%AF", id="overlong-slash"),
+        pytest.param("/a\ufffd", "/a%FF", id="invalid-byte"),
+        pytest.param("/a\ufffd", "/a%C3", id="truncated-sequence"),
+        pytest.param("/a\ufffd", "/a\xff", id="raw-invalid-byte"),
     ],
 )
 def test_encoded_separators_on_the_wire_are_refused(path: str, raw_path: str) -> None:
@@ -73,6 +78,8 @@ def test_encoded_separators_on_the_wire_are_refused(path: str, raw_path: str) ->
         ("/caf\u00e9", "/caf%C3%A9"),
         ("/search", "/search?q=%2F..%2F"),
         ("/admin/", "/admin/"),
+        ("/caf\u00e9", "/caf\xc3\xa9"),  # UTF-8 sent unescaped, as WSGI hands it over
+        ("/\u4e2d", "/\u4e2d"),  # a server that hands over decoded text (not WSGI)
     ],
 )
 def test_harmless_escapes_and_query_strings_pass(path: str, raw_path: str) -> None:

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from casbin.util.builtin_operators import glob_match
 from casbin.util.builtin_operators import key_match2
 from casbin.util.builtin_operators import key_match3
 from casbin.util.builtin_operators import key_match4
@@ -16,6 +17,7 @@ from casbin.util.builtin_operators import regex_match
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from wcmatch import _wcparse as wcparse
 
 from authz import RuleError
 from authz.index import compile_predicate
@@ -238,3 +240,61 @@ def test_the_plain_method_shortcut_agrees_with_the_full_check(methods: str) -> N
 
     check("regexMatch", methods)
     check_structure("regexMatch", methods)
+
+
+# -- attacks beyond the regex functions ------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "data" / "models" / "examples"
+
+#: globMatch patterns that took from 1.6 ms to half a second on a path within the caps.
+SLOW_GLOBS = [
+    ("/**/a/**/a/**/a/**/a/**/b", "/a" * 64),  # 520 ms
+    ("/**/a/**/a/**/b", "/a" * 64),  # 3 ms
+    ("/**/a/**/b", "/a" * 32 + "/" + "a" * 1900),  # 1.6 ms
+    ("/" + "{a,b}" * 9 + "*x", "/" + "a" * 2000),  # 512 expressions: 28 ms
+    ("/**/{a,b}/{a,b}/{a,b}/x", "/a" * 64),  # 0.5 ms
+]
+
+
+@pytest.mark.parametrize(("pattern", "attack"), SLOW_GLOBS)
+def test_slow_glob_patterns_are_refused(pattern: str, attack: str) -> None:
+    """Globs are regular expressions too (wcmatch): two "**" or braces are refused."""
+    model = PolicyModel.from_file(EXAMPLES / "globmatch.conf")
+    with pytest.raises(RuleError, match=r"'\*\*'|braces"):
+        validate(Rule.of("p", "reader", pattern, "GET"), model)
+
+
+@pytest.mark.parametrize("pattern", ["/docs/**", "/**/x.md", "*/**/x", "/a/*/b/*.md", "/a***/b"])
+def test_one_globstar_is_accepted_and_decides_as_casbin(pattern: str) -> None:
+    """One "**" runs in linear time; the engine's compiled glob is Casbin's globMatch."""
+    check("globMatch", pattern)
+    predicate = compile_predicate("globMatch", pattern)
+    values = ["/", "/docs", "/docs/a", "/a/x.md", "/a/b/x.md", "/a/q/b/c.md", "/x", "/a/b/"]
+    values += ["/aaab/b", "/.x.md", "/a/.b/x.md", ("/" + "a" * 31) * 64]
+    for value in values:
+        assert predicate(value) is glob_match(value, pattern), value
+
+
+def test_glob_rows_beyond_the_library_cache_are_compiled_once() -> None:
+    """wcmatch caches 256 compiled globs; the engine compiles each row's glob itself, so a
+    policy with more glob rows than that does not recompile them on every decision."""
+    predicates = [compile_predicate("globMatch", f"/r{i}/*/x/**") for i in range(300)]
+    glob_cache = wcparse._compile  # the cache behind Casbin's globMatch
+    glob_cache.cache_clear()
+    for predicate in predicates:
+        predicate("/r1/a/x/b")
+    assert glob_cache.cache_info().currsize == 0
+
+
+def test_every_function_applied_to_a_field_is_checked() -> None:
+    """A field compared twice ("regexMatch(...) || keyMatch(...)") runs as a regex too:
+    its pattern must pass the cost check, whichever function the matcher names last."""
+    model = PolicyModel.from_text(
+        "[request_definition]\nr = sub, obj, act\n[policy_definition]\np = sub, obj, act\n"
+        "[role_definition]\ng = _, _\n[policy_effect]\ne = some(where (p.eft == allow))\n"
+        "[matchers]\nm = g(r.sub, p.sub) && (regexMatch(r.obj, p.obj) || "
+        "keyMatch(r.obj, p.obj)) && r.act == p.act\n"
+    )
+    with pytest.raises(RuleError, match="take"):
+        validate(Rule.of("p", "anonymous", "/(a|aa)+$", "GET"), model)
+    validate(Rule.of("p", "anonymous", "/docs/*", "GET"), model)

@@ -139,3 +139,46 @@ def test_a_path_pattern_that_does_not_match_its_own_text_is_flagged() -> None:
     assert not any("does not match" in w for w in risks(escaped, model))
     plain = Rule.of("p", "helpdesk", "/admin/users/:email/roles/*", "GET", "allow")
     assert not any("does not match" in w for w in risks(plain, model))
+
+
+@pytest.mark.parametrize(
+    ("obj", "act"),
+    [
+        ("/[^%]*", "[^Q]"),  # dodges the probes "/%7E" and "QZX-UNKNOWN"
+        ("/[^\\x25]*", "[^\\x51]"),  # the same, and matches its own text: no warning at all
+        ("/.+", "[A-P]|[R-Z]"),  # every path but the root, every method but Q...
+        ("/[^q]*", "[^QZX0-]+$"),
+    ],
+)
+def test_probe_dodging_rows_for_anonymous_are_called_out(
+    model: PolicyModel, obj: str, act: str
+) -> None:
+    """A row built to miss the fixed probes still grants anonymous visitors nearly every
+    request (every page of the app, every method its views act on): it is warned about."""
+    found = risks(p("anonymous", obj, act), model)
+    assert any("every path" in w for w in found), found
+    assert any("matches every method" in w for w in found), found
+    assert any("anonymous visitors every request" in w for w in found), found
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["/admin/*", "/users/:id", "/:a/*", "/:a/:b", "/files/*/:name", "/*/settings", "/api/*"],
+)
+def test_everyday_paths_are_not_nearly_every_path(model: PolicyModel, pattern: str) -> None:
+    assert not any("every path" in w for w in risks(p("user", pattern, "GET"), model))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "every"),
+    [
+        ("[^Q]", True),
+        ("[^Q]+$", True),
+        ("GET|POS|PUT|PAT|DEL", True),  # prefixes: POSTAL, PUTX, DELAY too
+        ("[GPD]", True),
+        ("^(GET|HEAD|POST|PUT|PATCH|DELETE)$", False),
+        ("GET|POST|PUT", False),
+    ],
+)
+def test_methods_patterns_that_exclude_a_few_match_every_method(pattern: str, every: bool) -> None:
+    assert matches_every_method("regexMatch", pattern) is every
