@@ -81,7 +81,11 @@ _EQ = re.compile(r"\br[._]([A-Za-z]\w*)\s*==\s*p[._]([A-Za-z]\w*)")
 
 
 def risks(
-    rule: Rule, policy: Snapshot | PolicyModel, *, has_account: HasAccount | None = None
+    rule: Rule,
+    policy: Snapshot | PolicyModel,
+    *,
+    has_account: HasAccount | None = None,
+    everyone: tuple[str, ...] = (),
 ) -> list[str]:
     """Return a warning for each risk of a valid row; empty when it looks deliberate.
 
@@ -89,6 +93,7 @@ def risks(
         visitors hold) or just the model.
     :param has_account: whether an email has an account; without it, emails are not
         checked.
+    :param everyone: roles every account holds (the default role a registration gets).
     """
     snapshot = policy if isinstance(policy, Snapshot) else None
     model = policy.model if isinstance(policy, Snapshot) else policy
@@ -104,6 +109,11 @@ def risks(
     else:
         subjects = list(rule.values[:1])
         warnings += _visitors_role(rule, snapshot)
+        if not warnings and len(rule.values) >= 2 and rule.values[0] in everyone:
+            warnings.append(
+                f"every account (anyone who registers included) gets role {rule.values[1]!r} "
+                "and every rule it holds"
+            )
     if has_account is not None:
         for email in subjects:
             if is_user(email) and not has_account(email):

@@ -24,7 +24,6 @@ from authz import csvio
 from authz.errors import database_reason
 from authz.paths import canonical_action
 from authz.paths import canonical_object
-from authz.risks import risks
 from service import params
 from service import users
 from service.bootstrap import init_database
@@ -56,11 +55,10 @@ def ok(message: str) -> None:
 
 def warn_risks(rules: list[Rule], where: csvio.PolicyFile | None = None) -> None:
     """Print the risks of rows written (accepted, worth a second look) in yellow to stderr."""
-    snapshot = users.engine().snapshot
     for rule in rules:
         line = where.line_of(rule) if where is not None else None
         head = f"line {line}: " if line is not None else ""
-        for message in risks(rule, snapshot, has_account=lambda e: users.get(e) is not None):
+        for message in users.rule_warnings(rule):
             click.secho(f"warning: {head}[{rule}] {message}", fg="yellow", err=True)
 
 

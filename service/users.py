@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from authz import Change
 from authz import PolicyEngine
 from authz import Rule
+from authz.risks import risks
 from authz.rules import EMAIL_PATTERN
 from authz.rules import is_role
 from service.extensions import db
@@ -144,6 +145,17 @@ def list_users(search: str = "") -> list[User]:
         # autoescape: a "%" or "_" typed in the search box is a character, not a wildcard.
         query = query.where(User.email.contains(search.lower(), autoescape=True))
     return list(db.session.scalars(query))
+
+
+def rule_warnings(rule: Rule) -> list[str]:
+    """The risky-row warnings of a row about to be written (editor, API and CLI alike)."""
+    settings = current_app.config["AUTHZ"]
+    return risks(
+        rule,
+        engine().snapshot,
+        has_account=lambda email: get(email) is not None,
+        everyone=(settings.default_role,),
+    )
 
 
 def direct_roles(subject: str) -> list[str]:

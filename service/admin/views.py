@@ -27,7 +27,6 @@ from authz.index import compile_predicate
 from authz.paths import canonical_action
 from authz.paths import canonical_object
 from authz.risks import compared_fields
-from authz.risks import risks
 from authz.rules import field_names
 from service import params
 from service import users
@@ -60,7 +59,7 @@ def authz_error(e: AuthzError) -> Response:
 
 def warn(rule: Rule) -> list[str]:
     """Flash the risks of a row (accepted, but worth a second look); return them."""
-    found = risks(rule, users.engine().snapshot, has_account=lambda e: users.get(e) is not None)
+    found = users.rule_warnings(rule)
     for message in found:
         flash(f"Warning: [{rule}] {message}.", "warning")
     return found

@@ -11,7 +11,6 @@ from flask import url_for
 
 from authz import Change
 from authz import Rule
-from authz.risks import risks
 from authz.rules import EFFECTS
 from authz.rules import field_names
 from service import users as accounts
@@ -70,7 +69,7 @@ def duplicate(rule: Rule, names: tuple[str, ...] | None = None) -> Problem:
 
 def warnings(rule: Rule) -> list[str]:
     """The risks of a row just written (accepted, but worth a second look)."""
-    return risks(rule, engine().snapshot, has_account=lambda email: accounts.get(email) is not None)
+    return accounts.rule_warnings(rule)
 
 
 def rule_effect(rule: Rule, names: tuple[str, ...]) -> str:

@@ -1295,3 +1295,15 @@ def test_export_then_replace_gives_back_the_same_rows(
     assert csvio.read_file(path, engine_of(app).model).rules == tuple(
         sorted(engine_of(app).rules(), key=lambda r: r.is_role_link)
     )
+
+
+def test_giving_the_default_role_a_role_warns_that_every_account_gets_it(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    """``g, user, auditor`` gives anyone who registers that role: written, with a warning."""
+    engine_of(app).apply(
+        Change.adding(Rule.of("p", "auditor", "/audit/*", "GET", "allow")), actor="t", source="cli"
+    )
+    result = runner.invoke(args=["roles", "add", "user", "auditor"])
+    assert result.exit_code == 0, result.output
+    assert "every account (anyone who registers included) gets role 'auditor'" in result.output
