@@ -16,6 +16,7 @@ from authz.sync import PostgresListener
 from authz.sync import RevisionPoller
 from service import converters
 from service import middleware
+from service import proxies
 from service import responses
 from service import sessions
 from service import users
@@ -40,6 +41,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     responses.register_error_handlers(app)
     register_cli(app)
+    proxies.init_app(app, settings.trusted_proxies)
     return app
 
 

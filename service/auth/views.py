@@ -14,6 +14,7 @@ from flask_login import current_user
 from flask_login import login_user
 from flask_login import logout_user
 
+from service import proxies
 from service import users
 from service.auth.forms import LoginForm
 from service.auth.forms import LogoutForm
@@ -39,7 +40,7 @@ def login() -> Response | str:
     form = LoginForm(next=request.args.get("next", ""))
     status = 200
     if form.validate_on_submit():
-        address = request.remote_addr or "unknown"
+        address = proxies.client_address()
         if users.throttled(form.email.data, address):
             flash("Too many failed attempts. Wait a few minutes and try again.", "error")
             status = 429
