@@ -11,8 +11,10 @@ matches the proxy's), or a new random one; it is echoed in the response's header
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
+import os
 import re
 import secrets
 import sys
@@ -36,6 +38,18 @@ REQUEST_ID_KEY = "authz.request_id"
 _VALID_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
+def _new_prefix() -> None:
+    # Ids are unique, not secret: a random prefix per process and a counter (no system
+    # call per request). A forked worker takes a new prefix.
+    global _prefix, _counter
+    _prefix, _counter = secrets.token_hex(4), itertools.count()
+
+
+_prefix, _counter = "", itertools.count()
+_new_prefix()
+os.register_at_fork(after_in_child=_new_prefix)
+
+
 class RequestIds:
     """WSGI middleware: give every request an id and echo it as ``X-Request-ID``."""
 
@@ -46,7 +60,10 @@ class RequestIds:
         # Only a trusted proxy may name the id: anyone else could forge log correlation
         # or inject text into every line logged for the request.
         incoming = environ.get("HTTP_X_REQUEST_ID") if PEER_KEY in environ else None
-        rid = incoming if incoming and _VALID_ID.fullmatch(incoming) else secrets.token_hex(8)
+        if incoming and _VALID_ID.fullmatch(incoming):
+            rid = incoming
+        else:
+            rid = f"{_prefix}{next(_counter):08x}"
         environ[REQUEST_ID_KEY] = rid
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

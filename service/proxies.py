@@ -26,6 +26,8 @@ WSGIApp = Callable[[dict[str, Any], Any], Any]
 PEER_KEY = "authz.proxy"
 #: At most this many ``X-Forwarded-For`` entries are read, right to left.
 MAX_HOPS = 32
+#: Peers whose trust is remembered (the cache is emptied when it grows past this).
+MAX_PEERS = 4096
 _SCHEMES = ("http", "https")
 
 
@@ -66,6 +68,8 @@ class TrustedProxies:
     def __init__(self, app: WSGIApp, networks: Iterable[Network]) -> None:
         self.app = app
         self.networks = tuple(networks)
+        #: REMOTE_ADDR -> the trusted proxy's parsed address, or None when not trusted.
+        self._peers: dict[str, Address | None] = {}
 
     def trusted(self, address: Address | None) -> bool:
         """Whether ``address`` is one of the configured proxies."""
@@ -89,8 +93,17 @@ class TrustedProxies:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if self.networks:
-            peer = _address(environ.get("REMOTE_ADDR", ""))
-            if peer is not None and self.trusted(peer):
+            remote = environ.get("REMOTE_ADDR", "")
+            # Parsing an address costs more than the decision: remember recent peers.
+            try:
+                peer = self._peers[remote]
+            except KeyError:
+                parsed = _address(remote)
+                peer = parsed if self.trusted(parsed) else None
+                if len(self._peers) >= MAX_PEERS:
+                    self._peers.clear()
+                self._peers[remote] = peer
+            if peer is not None:
                 self._believe(environ, peer)
         return self.app(environ, start_response)
 
@@ -123,4 +136,6 @@ def from_trusted_proxy() -> bool:
 
 def init_app(app: Flask, trusted: str | Iterable[str]) -> None:
     """Wrap the app so forwarded headers are believed from ``trusted`` proxies only."""
-    app.wsgi_app = TrustedProxies(app.wsgi_app, parse_networks(trusted))  # type: ignore[method-assign]
+    networks = parse_networks(trusted)
+    if networks:  # none configured: nothing to believe, nothing to wrap
+        app.wsgi_app = TrustedProxies(app.wsgi_app, networks)  # type: ignore[method-assign]
