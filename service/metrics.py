@@ -16,9 +16,11 @@ import threading
 import time
 from typing import Any
 
+import click
 from flask import Blueprint
 from flask import Flask
 from flask import Response
+from flask import current_app
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
@@ -223,6 +225,7 @@ os.register_at_fork(after_in_child=_restart_after_fork)
 @bp.get("/metrics")
 def scrape() -> Response:
     """Every metric, for Prometheus (who may scrape is decided by the policy)."""
+    exporter().watch(current_app.extensions["authz"], "authz.poller" in current_app.extensions)
     return Response(exporter().render(), mimetype=CONTENT_TYPE_LATEST)
 
 
@@ -234,5 +237,9 @@ def child_exit(server: object, worker: Any) -> None:
 
 def init_app(app: Flask) -> None:
     """Serve /metrics and report on this app's engine."""
-    exporter().watch(app.extensions["authz"], "authz.poller" in app.extensions)
     app.register_blueprint(bp)
+    if multiprocess_dir() is not None and click.get_current_context(silent=True) is not None:
+        # A CLI command (db init, policy load) is no worker: its values must not join
+        # the workers' files (they would show as a worker that never answers).
+        return
+    exporter().watch(app.extensions["authz"], "authz.poller" in app.extensions)
