@@ -397,15 +397,19 @@ class PolicyEngine:
         self._swap(after)
         if accounts_changed:
             self._accounts_changed()
-        if changed:
+        if audit or changed:
+            # One line per audited change, policy or account: who, what, which revision.
             log.info(
-                "policy revision %d: +%d -%d rows by %s (%s)",
+                "%s by %s (%s): policy revision %d, +%d -%d rows%s",
+                action,
+                actor,
+                source,
                 new_rev,
                 len(added),
                 len(removed),
-                actor,
-                source,
+                f"; {detail}" if detail else "",
             )
+        if changed:
             for listener in self._listeners:
                 try:
                     listener(new_rev)

@@ -9,13 +9,16 @@ import sqlalchemy as sa
 from flask import Flask
 
 from authz import LockoutGuard
-from authz import PolicyEngine
 from authz import PolicyModel
 from authz import PolicyStore
 from authz.sync import PostgresListener
 from authz.sync import RevisionPoller
 from service import converters
+from service import health
+from service import logs
+from service import metrics
 from service import middleware
+from service import proxies
 from service import responses
 from service import sessions
 from service import users
@@ -45,6 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         exit_on_config_error(e)
     app.config.from_mapping(settings.to_flask_config())
     app.config["AUTHZ"] = settings
+    logs.init_app(app, settings)
     register_extensions(app, settings)
     register_engine(app, settings)
     middleware.init_app(app)
@@ -52,6 +56,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     responses.register_error_handlers(app)
     register_cli(app)
+    register_operations(app, settings)
     return app
 
 
@@ -78,7 +83,7 @@ def register_engine(app: Flask, settings: Settings) -> None:
     """Build the policy engine into ``app.extensions["authz"]`` and try to load the policy."""
     with app.app_context():
         store = PolicyStore(db.engine)
-    engine = PolicyEngine(
+    engine = metrics.MeasuredEngine(
         PolicyModel.from_file(settings.model_path),
         store,
         guard=LockoutGuard(path=settings.editor_path, method="GET"),
@@ -148,6 +153,15 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(api_bp)
+
+
+def register_operations(app: Flask, settings: Settings) -> None:
+    """Add /healthz, /readyz, /metrics, request ids and the trusted proxies."""
+    health.init_app(app)
+    metrics.init_app(app)
+    logs.init_request_ids(app)
+    # Outermost: the request id and everything after it see the real client.
+    proxies.init_app(app, settings.trusted_proxies)
 
 
 def register_cli(app: Flask) -> None:

@@ -115,6 +115,23 @@ def _existing_file(value: str) -> str:
     return value
 
 
+def _networks(value: str) -> str:
+    from service.proxies import parse_networks
+
+    parse_networks(value)  # refuse a typo at start, not at the first request
+    return value
+
+
+def _choice(*allowed: str, upper: bool = False) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        value = value.strip().upper() if upper else value.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Settings:
     """The service configuration; built once by :func:`load_settings`, never mutated."""
@@ -163,6 +180,18 @@ class Settings:
     secure_cookies: bool | None = None
     #: The folder for the SQLite database and the generated secret key.
     instance_path: str = ""
+    # -- operations --
+    #: Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For,
+    #: -Proto, -Host and X-Request-ID headers are believed; default: none, not even loopback.
+    trusted_proxies: str = ""
+    #: Log lines as ``text`` or ``json`` (one JSON object per line).
+    log_format: str = "text"
+    #: The level of the service's own log lines (DEBUG, INFO, WARNING, ERROR).
+    log_level: str = "INFO"
+    #: Seconds /readyz waits for the database before calling it unavailable.
+    ready_timeout: float = 2.0
+    #: Seconds a worker may stay behind the database's revision before /readyz answers 503.
+    ready_max_lag: float = 10.0
 
     def to_flask_config(self) -> dict[str, Any]:
         """Return the Flask config keys derived from these settings."""
@@ -219,6 +248,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "argon2_parallelism": _positive_int,
     "secure_cookies": _bool,
     "instance_path": str,
+    # -- operations --
+    "trusted_proxies": _networks,
+    "log_format": _choice("text", "json"),
+    "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
+    "ready_timeout": _positive_float,
+    "ready_max_lag": _positive_float,
 }
 
 

@@ -19,6 +19,8 @@ from authz import EngineUnavailable
 from authz import PolicyEngine
 from authz import RequestTooLarge
 from authz import UnsafePath
+from authz import metrics
+from authz.errors import database_reason
 from authz.paths import MAX_PATH
 from authz.paths import MAX_SEGMENTS
 from authz.paths import canonical_action
@@ -74,6 +76,10 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
     engine: PolicyEngine = app.extensions["authz"]
     cache: sessions.SessionCache | None = app.extensions.get("authz.sessions")
     last_attempt = [0.0]
+    # Counted with plain ints (authz.metrics), not a locked counter: this runs per request.
+    record = metrics.MIDDLEWARE.record
+    clock = time.perf_counter
+    ALLOW, DENY, ERROR = metrics.ALLOW, metrics.DENY, metrics.ERROR
 
     def ensure_loaded() -> None:
         if engine.loaded:
@@ -86,14 +92,17 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
 
     def authorize() -> Response | None:
         """Decide this request; return a response to stop it, or None to run the view."""
+        started = clock()
         req = request._get_current_object()  # type: ignore[attr-defined]
         try:
             obj = request_object(req.environ, req.path)
             act = canonical_action(req.method)
         except RequestTooLarge as e:
             # Capped before any pattern runs: no request can make a decision slow.
+            record(DENY, clock() - started)
             return responses.page(414, "Request too large", f"Refused request: {e}.")
         except UnsafePath as e:
+            record(DENY, clock() - started)
             return responses.page(400, "Bad request", f"Refused request: {e}.")
         try:
             ensure_loaded()
@@ -102,10 +111,13 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
             decision = engine.decide(subject, obj, act)
         except (EngineUnavailable, SQLAlchemyError) as e:
             # Fail closed: when the engine cannot decide, nobody gets in.
-            app.logger.error("cannot decide %s %s: %s", act, obj, e)
-            return responses.unavailable(str(e))
+            record(ERROR, clock() - started)
+            reason = database_reason(e) if isinstance(e, SQLAlchemyError) else str(e)
+            return responses.unavailable(f"cannot decide: {reason}")
         if decision.allowed:
+            record(ALLOW, clock() - started)
             return None
+        record(DENY, clock() - started)
         if subject == ANONYMOUS:
             return responses.login_required()
         return responses.forbidden(subject)

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 from flask import Response
+from flask import current_app
 from flask import g
 from flask import jsonify
 from flask import redirect
@@ -18,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from authz import EngineUnavailable
+from authz.errors import database_reason
 
 API_PREFIX = "/api/"
 
@@ -94,7 +96,9 @@ def forbidden(subject: str) -> Response:
 
 
 def unavailable(reason: str) -> Response:
-    """The answer when the engine cannot decide: 503, never an allow."""
+    """The answer when the engine cannot decide: 503, never an allow; logged once, here."""
+    reason = " ".join(reason.split())  # one line per 503, whatever the driver says
+    current_app.logger.error("503 for %s %s: %s", request.method, request.path, reason)
     # Rendering must not load the user again from a database that just failed.
     g._login_user = AnonymousUserMixin()
     response = page(
@@ -116,10 +120,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(EngineUnavailable)
     def engine_down(e: EngineUnavailable) -> Response:
-        app.logger.error("engine unavailable: %s", e)
-        return unavailable(str(e))
+        return unavailable(f"engine unavailable: {e}")
 
     @app.errorhandler(SQLAlchemyError)
     def database_down(e: SQLAlchemyError) -> Response:
-        app.logger.error("database error: %s", e.__class__.__name__)
-        return unavailable(e.__class__.__name__)
+        return unavailable(f"database error: {database_reason(e)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Response
@@ -9,6 +10,7 @@ from flask import request
 
 from authz import EngineUnavailable
 from authz import UnsafePath
+from authz import metrics
 from authz.paths import canonical_action
 from authz.paths import canonical_object
 from service.api import schemas
@@ -56,13 +58,20 @@ def decide_all(requests: list[tuple[str, str, str]]) -> tuple[int, list[dict[str
 
     One snapshot, so every answer and the revision reported come from the same policy.
     """
-    snapshot = engine().snapshot
+    started = time.perf_counter()
     try:
-        return snapshot.revision, [snapshot.decide(*r).as_dict() for r in requests]
-    except EngineUnavailable:
-        raise
-    except Exception as e:  # as in PolicyEngine.decide: a broken model fails closed (503)
+        snapshot = engine().snapshot
+        answers = [snapshot.decide(*r).as_dict() for r in requests]
+    except Exception as e:
+        metrics.API.record(metrics.ERROR, time.perf_counter() - started)
+        if isinstance(e, EngineUnavailable):
+            raise
+        # As in PolicyEngine.decide: a broken model fails closed (503).
         raise EngineUnavailable(f"the engine could not decide: {e}") from e
+    each = (time.perf_counter() - started) / max(len(answers), 1)
+    for answer in answers:
+        metrics.API.record(metrics.ALLOW if answer["allowed"] else metrics.DENY, each)
+    return snapshot.revision, answers
 
 
 @bp.post("/decisions")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint
 from flask import Response
 from flask import flash
@@ -14,6 +16,8 @@ from flask_login import current_user
 from flask_login import login_user
 from flask_login import logout_user
 
+from authz import metrics
+from service import proxies
 from service import users
 from service.auth.forms import LoginForm
 from service.auth.forms import LogoutForm
@@ -21,6 +25,7 @@ from service.auth.forms import RegisterForm
 from service.responses import safe_next_url
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger(__name__)
 
 #: One message for a wrong password, an unknown email and a deactivated account,
 #: so the form does not reveal which accounts exist.
@@ -39,17 +44,23 @@ def login() -> Response | str:
     form = LoginForm(next=request.args.get("next", ""))
     status = 200
     if form.validate_on_submit():
-        address = request.remote_addr or "unknown"
+        address = proxies.client_address()
         if users.throttled(form.email.data, address):
+            metrics.login("throttled")
+            log.warning("login throttled for %r", form.email.data[:255])
             flash("Too many failed attempts. Wait a few minutes and try again.", "error")
             status = 429
         else:
             user = users.authenticate(form.email.data, form.password.data)
             if user is None:
+                metrics.login("failure")
+                log.info("login failed for %r", form.email.data[:255])
                 users.record_failure(form.email.data, address)
                 flash(BAD_CREDENTIALS, "error")
                 status = 401
             else:
+                metrics.login("success")
+                log.info("login of %s", user.email)
                 users.clear_failures(user.email)
                 _start_session(user)
                 return redirect(safe_next_url(form.next.data) or url_for("pages.home"))
