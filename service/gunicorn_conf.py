@@ -47,3 +47,10 @@ def worker_exit(server: Any, worker: Any) -> None:
 
         stop_background(app)
         server.log.info("Worker %s: policy poller and listener stopped", worker.pid)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Forget an exited worker's per-worker metrics (multiprocess mode)."""
+    from service.metrics import child_exit as forget_worker
+
+    forget_worker(server, worker)

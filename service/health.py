@@ -108,7 +108,9 @@ def readyz() -> tuple[Response, int]:
         "database_revision": database_revision,
         "lag_seconds": lag,
         "bad_rows_count": len(bad),
-        "bad_rows": [{"id": b.id, "ptype": b.rule.ptype, "reason": b.reason} for b in bad],
+        # Ids and types only: the probe is public by default, and a reason can quote row
+        # values (emails, paths). The admin page shows the rows and reasons.
+        "bad_rows": [{"id": b.id, "ptype": b.rule.ptype} for b in bad],
         "refused": snapshot.refused if snapshot is not None else None,
     }
     return jsonify(body), 200 if not problems else 503

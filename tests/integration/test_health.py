@@ -87,7 +87,7 @@ def test_readyz_lists_a_skipped_bad_row(app: Flask, client: FlaskClient) -> None
     body = response.json
     assert body is not None and body["bad_rows_count"] == 1
     (bad,) = body["bad_rows"]
-    assert bad["id"] == row_id and bad["ptype"] == "p" and bad["reason"]
+    assert bad == {"id": row_id, "ptype": "p"}  # no values or reasons on a public probe
 
 
 def test_a_refused_policy_makes_readyz_unavailable(app: Flask, client: FlaskClient) -> None:
