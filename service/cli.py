@@ -146,12 +146,17 @@ def db_init(admin_email: str, admin_password: str) -> None:
 
 
 def _print_upgrade(report: migrations.UpgradeReport) -> None:
+    start = migrations.BASELINE if report.adopted else report.before
     if report.adopted:
-        click.echo(f"Adopted a database made before migrations at revision {migrations.BASELINE}.")
-    if report.before == report.after:
-        ok(f"Schema already at revision {report.after}; nothing to do.")
+        ok(
+            "Adopted a database made before migrations, rows kept, "
+            f"at revision {migrations.BASELINE}."
+        )
+    if start == report.after:
+        if not report.adopted:
+            ok(f"Schema already at revision {report.after}; nothing to do.")
     else:
-        ok(f"Schema upgraded from {report.before or 'empty'} to revision {report.after}.")
+        ok(f"Schema upgraded from {start or 'empty'} to revision {report.after}.")
 
 
 def _print_init(report: Any) -> None:

@@ -101,7 +101,7 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> UpgradeReport:
     A database with the baseline's tables but no ``alembic_version`` (made by release
     0.1.0) is stamped at the baseline first, so its rows stay and later revisions apply.
     """
-    _known(revision, "no such revision", "name one of `db current`'s or `head`")
+    _known(revision, "no such revision", "name a revision this release ships, or head")
     with engine.begin() as connection:
         # Two instances upgrading at once take turns; the second finds nothing to do.
         if connection.dialect.name == "postgresql":
@@ -127,7 +127,10 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> UpgradeReport:
             # Some of them only (an interrupted first start): the baseline creates
             # the missing ones and keeps the others.
         if current(connection) != head() or revision != "head":
-            command.upgrade(config(connection), revision)
+            try:
+                command.upgrade(config(connection), revision)
+            except CommandError as e:  # e.g. a target below the current revision
+                raise MigrationError(f"cannot upgrade to {revision!r}: {e}") from e
         after = current(connection)
     assert after is not None
     return UpgradeReport(before, after, adopted)

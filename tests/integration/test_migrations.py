@@ -221,9 +221,10 @@ def test_db_init_on_a_v0_database_keeps_its_policy_and_its_accounts_log_in(
     result = runner.invoke(args=["db", "init"])
 
     assert result.exit_code == 0, result.output
-    assert f"Adopted a database made before migrations at revision {migrations.BASELINE}" in (
-        result.output
+    assert result.output.splitlines()[0] == (
+        f"Adopted a database made before migrations, rows kept, at revision {migrations.BASELINE}."
     )
+    assert "upgraded from empty" not in result.output
     assert "policy table kept as it was" in result.output
     assert snapshot(engine)["casbin_rule"] == rules_before  # the default policy not mixed in
     authz = service_on.extensions["authz"]
