@@ -1,4 +1,4 @@
-"""First-run setup: tables, the default policy, the first admin. Idempotent."""
+"""First-run setup: the schema (by migration), the default policy, the first admin. Idempotent."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from flask import current_app
 
 from authz import csvio
 from authz.engine import Change
+from service import migrations
 from service import users
 from service.extensions import db
 
@@ -20,12 +21,23 @@ class InitReport:
     policy_rows: int
     admin_email: str | None
     admin_password: str | None  # set only when generated, to be shown once
+    schema: migrations.UpgradeReport | None = None
+
+
+def upgrade_database(revision: str = "head") -> migrations.UpgradeReport:
+    """Bring the app's database to the schema the code expects (or to ``revision``).
+
+    Then reload the policy, so a service started before the tables existed serves at once.
+    """
+    report = migrations.upgrade(db.engine, revision)
+    users.engine().load()
+    return report
 
 
 def init_database(
     *, admin_email: str = "", admin_password: str = "", create_admin: bool = False, actor: str
 ) -> InitReport:
-    """Create missing tables; load the default policy into an empty table; add an admin.
+    """Upgrade the schema; load the default policy into an empty table; add an admin.
 
     :param create_admin: make an admin (email default ``admin@localhost``, generated
         password) when no active user can open the policy editor.
@@ -35,9 +47,7 @@ def init_database(
     explicit = admin_email or settings.admin_email
     if explicit:
         users.normalize_email(explicit)  # refuse a bad email before changing anything
-    db.create_all()
-    engine.store.create_schema()
-    engine.load()
+    schema = upgrade_database()
     rows = 0
     if not engine.rules():
         policy = csvio.read_file(settings.default_policy, engine.model)
@@ -52,7 +62,7 @@ def init_database(
     email = (admin_email or settings.admin_email).strip().lower()
     password = admin_password or settings.admin_password
     if not email and not (create_admin and not _has_admin()):
-        return InitReport(rows, None, None)
+        return InitReport(rows, None, None, schema)
     email = email or "admin@localhost"
     generated = None
     if users.get(email) is None:
@@ -71,7 +81,7 @@ def init_database(
             users.set_active(email, True, actor=actor, source="cli")
         if settings.admin_role not in users.direct_roles(email):
             users.assign_role(email, settings.admin_role, actor=actor, source="cli")
-    return InitReport(rows, email or None, generated)
+    return InitReport(rows, email or None, generated, schema)
 
 
 def _has_admin() -> bool:

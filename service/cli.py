@@ -24,12 +24,14 @@ from authz import csvio
 from authz.errors import database_reason
 from authz.paths import canonical_action
 from authz.paths import canonical_object
+from service import migrations
 from service import params
 from service import users
 from service.bootstrap import init_database
+from service.bootstrap import upgrade_database
 from service.config import ConfigError
 
-db_cli = AppGroup("db", help="Create and initialise the database.")
+db_cli = AppGroup("db", help="Upgrade (migrate) and initialise the database.")
 users_cli = AppGroup("users", help="Manage accounts.")
 roles_cli = AppGroup("roles", help="Manage role assignments (g rows).")
 policy_cli = AppGroup("policy", help="Load, export and check the policy.")
@@ -99,11 +101,43 @@ for _group in (db_cli, users_cli, roles_cli, policy_cli):
 # -- db ---------------------------------------------------------------------------------
 
 
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Migrate the schema to REVISION (default: the one this release needs); keep every row.
+
+    A database made by a release without migrations is adopted at the baseline first.
+    """
+    with errors():
+        report = upgrade_database(revision)
+    _print_upgrade(report)
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Print the database's schema revision and whether an upgrade is pending."""
+    from service.extensions import db
+
+    with errors(), db.engine.connect() as connection:
+        revision = migrations.current(connection)
+    head = migrations.head()
+    if revision == head:
+        ok(f"Schema at revision {revision} (current).")
+    elif revision is not None and not migrations.known(revision):
+        fail(f"schema at revision {revision}, newer than this release knows (up to {head})")
+    else:
+        click.secho(
+            f"Schema at revision {revision or 'none'}; this release needs {head}: "
+            "run `db upgrade`.",
+            fg="yellow",
+        )
+
+
 @db_cli.command("init")
 @click.option("--admin-email", default="", help="Create (or promote) this admin account.")
 @click.option("--admin-password", default="", help="Its password (generated when omitted).")
 def db_init(admin_email: str, admin_password: str) -> None:
-    """Create tables; load the default policy when the policy table is empty."""
+    """Upgrade the schema; load the default policy when the policy table is empty."""
     with errors():
         report = init_database(
             admin_email=admin_email, admin_password=admin_password, actor=actor()
@@ -111,7 +145,23 @@ def db_init(admin_email: str, admin_password: str) -> None:
     _print_init(report)
 
 
+def _print_upgrade(report: migrations.UpgradeReport) -> None:
+    start = migrations.BASELINE if report.adopted else report.before
+    if report.adopted:
+        ok(
+            "Adopted a database made before migrations, rows kept, "
+            f"at revision {migrations.BASELINE}."
+        )
+    if start == report.after:
+        if not report.adopted:
+            ok(f"Schema already at revision {report.after}; nothing to do.")
+    else:
+        ok(f"Schema upgraded from {start or 'empty'} to revision {report.after}.")
+
+
 def _print_init(report: Any) -> None:
+    if report.schema is not None and report.schema.changed:
+        _print_upgrade(report.schema)
     if report.policy_rows:
         ok(f"Database ready; default policy loaded ({report.policy_rows} rows).")
     else:

@@ -141,6 +141,9 @@ def require(email: str) -> User:
 def list_users(search: str = "") -> list[User]:
     """Return accounts ordered by email, optionally filtered by a substring."""
     query = sa.select(User).order_by(User.email)
+    if "\x00" in search:
+        # No email holds a NUL, and PostgreSQL refuses one in any text (a 503 otherwise).
+        return []
     if search:
         # autoescape: a "%" or "_" typed in the search box is a character, not a wildcard.
         query = query.where(User.email.contains(search.lower(), autoescape=True))

@@ -14,6 +14,7 @@ from service import create_app
 from service.extensions import db
 from tests.conftest import USER
 from tests.conftest import AuthActions
+from tests.conftest import Backend
 from tests.conftest import app_config
 from tests.conftest import dispose
 
@@ -212,12 +213,12 @@ def test_503_when_the_database_is_unreachable_at_start(tmp_path: Path) -> None:
 
 
 def test_503_when_the_database_goes_away_for_a_logged_in_user(
-    app: Flask, client: FlaskClient, auth: AuthActions, tmp_path: Path
+    app: Flask, client: FlaskClient, auth: AuthActions, tmp_path: Path, database: Backend
 ) -> None:
     auth.login()
     assert client.get("/").status_code == 200
     dispose(app)
-    (tmp_path / "authz.db").unlink()  # the user table is gone: the user cannot be loaded
+    database.destroy(tmp_path)  # the user table is gone: the user cannot be loaded
     response = client.get("/")
     assert response.status_code == 503
     assert client.get("/admin/").status_code == 503

@@ -30,6 +30,7 @@ from service.converters import CONVERTERS
 from tests.conftest import ADMIN
 from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import AuthActions
+from tests.conftest import Backend
 from tests.conftest import dispose
 from tests.conftest import make_app
 
@@ -150,9 +151,9 @@ def state(app: Flask) -> tuple[Any, ...]:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+def app(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Flask]:
     """One app for the whole table: nothing in it may change, and each request checks so."""
-    app = make_app(tmp_path_factory.mktemp("spellings"))
+    app = make_app(tmp_path_factory.mktemp("spellings"), backend=backend)
     with app.app_context():
         users.create(TARGET, "target-password-1", actor="test", source="cli")
         users.create(HELPDESK, HELPDESK_PASSWORD, actor="test", source="cli")

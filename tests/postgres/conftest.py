@@ -1,13 +1,12 @@
 """Fixtures for the PostgreSQL tests: one fresh schema per test on the server under test.
 
-The server is named by ``AUTHZ_TEST_POSTGRES_URL`` (default: the local ``test`` database).
-When it cannot be reached the tests are skipped, saying where they looked and why.
+The server is named by ``AUTHZ_TEST_POSTGRES_URL`` (default: the local ``test`` database);
+``pg_url`` (in ``tests/conftest.py``) skips the tests, saying where it looked and why, when
+that server cannot be reached.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,9 +14,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from authz import csvio
 from authz.engine import Change
@@ -25,27 +21,14 @@ from authz.engine import PolicyEngine
 from authz.model import PolicyModel
 from authz.rules import Rule
 from authz.store import PolicyStore
+from tests.conftest import CONNECT_TIMEOUT
+from tests.conftest import create_schema
+from tests.conftest import drop_schemas
 
 #: The repository root, found from this file so the tests run from any directory.
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-#: Seconds to wait for a connection before calling the server unreachable.
-CONNECT_TIMEOUT = 5
 
 EngineFactory = Callable[[], sa.Engine]
-
-
-def postgres_url() -> str:
-    """The URL of the PostgreSQL server under test."""
-    return os.environ.get("AUTHZ_TEST_POSTGRES_URL", DEFAULT_URL)
-
-
-def shown(url: str) -> str:
-    """The URL with any password masked, fit for a skip reason."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is shown as given; it has no parsed password
-        return url
 
 
 @dataclass(frozen=True)
@@ -58,42 +41,14 @@ class DbState:
     audit_count: int
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> str:
-    """The server URL, once it answered a query; otherwise the test is skipped."""
-    url = postgres_url()
-    probe = sa.create_engine(
-        url, poolclass=NullPool, connect_args={"connect_timeout": CONNECT_TIMEOUT}
-    )
-    try:
-        with probe.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except SQLAlchemyError as e:
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        pytest.skip(f"PostgreSQL not reachable at {shown(url)}: {reason}")
-    finally:
-        probe.dispose()
-    return url
-
-
 @pytest.fixture
 def pg_schema(pg_url: str) -> Iterator[str]:
     """A fresh, empty schema with a random name; dropped with everything in it afterwards."""
-    name = f"authz_test_{secrets.token_hex(8)}"
-    admin = sa.create_engine(
-        pg_url, poolclass=NullPool, connect_args={"connect_timeout": CONNECT_TIMEOUT}
-    )
-    quoted = admin.dialect.identifier_preparer.quote_identifier(name)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {quoted}")
+    name = create_schema(pg_url)
     try:
         yield name
     finally:
-        with admin.begin() as conn:
-            # A connection a failed test left inside a transaction must not hang the run.
-            conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quoted} CASCADE")
-        admin.dispose()
+        drop_schemas(pg_url, [name])
 
 
 @pytest.fixture

@@ -101,7 +101,8 @@ def test_installed_service_runs_from_an_empty_directory(
         assert not installed.is_symlink()
         assert installed.read_bytes() == (REPO / top_level).read_bytes()
 
-    # TODO(issue 8): `authz db upgrade` once the migrations land; `db init` creates today.
+    upgrade = _run([str(bin_ / "authz"), "db", "upgrade"], cwd=empty, env=env)
+    assert upgrade.stdout.startswith("Schema upgraded from empty to revision"), upgrade.stdout
     init = _run([str(bin_ / "authz"), "db", "init"], cwd=empty, env=env)
     assert init.stdout.startswith("Database ready; default policy loaded"), init.stdout
     assert init.stderr == ""

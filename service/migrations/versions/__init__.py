@@ -1,0 +1,1 @@
+"""Revision scripts, one per schema change, oldest first (Alembic skips this file)."""
