@@ -42,6 +42,22 @@ def number(value: str | None, field: str, *, default: int, maximum: int) -> int:
     return found
 
 
+def text(value: str | None, field: str, *, max_length: int = 255) -> str | None:
+    """Return a trimmed free-text filter, None when absent or empty.
+
+    Control characters are refused: PostgreSQL rejects a NUL in a query parameter, and no
+    stored value holds one.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) > max_length:
+        raise BadParam(field, f"must be at most {max_length} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise BadParam(field, "must not contain control characters")
+    return value
+
+
 def page(value: str | None, field: str = "page") -> int:
     """Return a page number, counting from 1 (default 1), at most MAX_PAGE."""
     return number(value, field, default=1, maximum=MAX_PAGE)

@@ -31,7 +31,8 @@ from service.models import utcnow
 from service.passwords import Passwords
 
 #: The shape of an address an existing account may have (lookups, login).
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\Z")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\Z")
 _CANONICAL_EMAIL = re.compile(EMAIL_PATTERN + r"\Z")
 #: Characters that change a URL's meaning or that the service refuses in a path.
 _URL_SPECIAL = frozenset("/?#%\\")
@@ -365,7 +366,7 @@ def throttled(email: str, address: str) -> bool:
             .group_by(LoginFailure.key)
         ).all()
     )
-    by_email = counts.get(f"email:{email.strip().lower()}", 0)
+    by_email = counts.get(_keys(email, address)[0], 0)
     by_address = counts.get(f"addr:{address}", 0)
     return by_email >= settings.login_max_failures or by_address >= 4 * settings.login_max_failures
 
@@ -384,4 +385,7 @@ def clear_failures(email: str) -> None:
 
 
 def _keys(email: str, address: str) -> list[str]:
-    return [f"email:{email.strip().lower()[:255]}", f"addr:{address}"]
+    # Control characters dropped: PostgreSQL refuses a NUL in a text value, and no
+    # account's email holds one (a typed NUL must count as a failure, not a 503).
+    typed = _CONTROL_CHARS.sub("", email.strip().lower())[:240]
+    return [f"email:{typed}", f"addr:{address}"]

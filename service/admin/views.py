@@ -413,7 +413,7 @@ def user_active(email: str) -> Response | str:
 def audit() -> str:
     """Every policy and account change, newest first, filterable by actor and date."""
     store = users.engine().store
-    actor_filter = request.args.get("actor", "").strip()
+    actor_filter = params.text(request.args.get("actor"), "actor") or ""
     since = params.instant(request.args.get("since", "").strip(), "since")
     # A date means "through the end of that day".
     until = params.instant(request.args.get("until", "").strip(), "until", end_of_day=True)

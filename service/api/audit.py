@@ -8,6 +8,7 @@ from flask import Response
 from flask import request
 
 from authz import AuditEntry
+from service import params
 from service.api import schemas
 from service.api.views import bp
 from service.api.views import ok
@@ -42,7 +43,7 @@ def audit() -> Response:
     entries = policy.store.audit_entries(
         limit=per_page + 1,
         offset=(page - 1) * per_page,
-        actor=request.args.get("actor", "").strip() or None,
+        actor=params.text(request.args.get("actor"), "actor"),
         since=since,
         until=until,
     )

@@ -227,3 +227,31 @@ def test_every_authz_error_has_a_4xx_or_503_answer(app: Flask, blueprint: str) -
 
 def test_broken_pattern_is_an_authz_error() -> None:
     assert issubclass(BrokenPattern, AuthzError)
+
+
+def test_every_parameter_alone_survives_nul_and_bad_bytes(app: Flask, admin: FlaskClient) -> None:
+    """Each parameter on its own, so an earlier parameter's 400 cannot hide a later one's 503
+    (PostgreSQL refuses a NUL in a query parameter)."""
+    paths = get_routes(app, route_values(app))
+    failures = []
+    for path in paths:
+        for name in PARAMS:
+            for value in ("a%00b", "%ff%fe"):
+                response = admin.get(f"{path}?{name}={value}")
+                if response.status_code >= 500:
+                    failures.append(f"{response.status_code} GET {path}?{name}={value}")
+    assert not failures, "\n".join(failures[:20])
+
+
+@pytest.mark.parametrize("email", ["a\x00b@example.com", "\x00", "user@example.com\x00"])
+def test_a_nul_in_the_login_email_is_a_failed_login_not_503(app: Flask, email: str) -> None:
+    """A login with a NUL in the email is answered as any wrong credentials."""
+    from tests.conftest import csrf_token
+
+    client = app.test_client()
+    token = csrf_token(client)
+    response = client.post(
+        "/login", data={"email": email, "password": "whatever-1234", "csrf_token": token}
+    )
+    assert response.status_code < 500
+    assert "Wrong email or password." in response.get_data(as_text=True)
