@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from authz.decision import Decision
@@ -33,6 +32,7 @@ from authz.rules import shape
 from authz.rules import validate
 from authz.snapshot import BadRow
 from authz.snapshot import Snapshot
+from authz.store import DATABASE_ERRORS
 from authz.store import AuditEntry
 from authz.store import PolicyStore
 
@@ -99,6 +99,8 @@ class PolicyEngine:
         self._swap_lock = threading.Lock()
         self._listeners: list[Callable[[int], None]] = []
         self._account_listeners: list[Callable[[], None]] = []
+        #: Counts swaps; tells a reload racing a newer swap from a database gone back.
+        self._generation = 0
         self.accounts_revision: int | None = None
         #: monotonic time of the last successful load or revision check.
         self.verified_at = 0.0
@@ -170,18 +172,20 @@ class PolicyEngine:
         logged and listed on ``bad_rows``; when skipping them could grant access the new
         snapshot is refused (decisions raise EngineUnavailable) until they are removed.
         """
+        since = self._generation
         try:
             revision, rules, ids = self.store.load_rows()
-        except SQLAlchemyError as e:
+        except DATABASE_ERRORS as e:
             raise EngineUnavailable(f"cannot read the policy: {database_reason(e)}") from e
         current = self._snapshot
         # Rows the current snapshot decided on were validated against this very model.
         trusted = current.ruleset if current is not None and current.refused is None else None
-        self._swap(Snapshot.stored(revision, rules, ids, self.model, trusted=trusted))
+        snapshot = Snapshot.stored(revision, rules, ids, self.model, trusted=trusted)
+        self._swap(snapshot, since=since)
         if self.accounts_revision is None:
             try:
                 self.accounts_revision = self.store.revisions()[1]
-            except SQLAlchemyError:
+            except DATABASE_ERRORS:
                 pass  # the next refresh records it
         self.verified_at = time.monotonic()
 
@@ -205,7 +209,7 @@ class PolicyEngine:
         """
         try:
             current, accounts = self.store.revisions()
-        except SQLAlchemyError as e:
+        except DATABASE_ERRORS as e:
             raise EngineUnavailable(f"cannot read the policy revision: {database_reason(e)}") from e
         if accounts != self.accounts_revision:
             if self.accounts_revision is not None:
@@ -233,13 +237,31 @@ class PolicyEngine:
             except Exception:  # a listener must not break the write or the poll
                 log.exception("accounts change listener failed")
 
-    def _swap(self, snapshot: Snapshot) -> None:
-        # Swaps serialize (readers never take this lock) and never go backwards: a slow
-        # reload must not undo a newer committed write.
+    def _swap(self, snapshot: Snapshot, *, since: int) -> bool:
+        """Put ``snapshot`` in place unless a newer one was swapped in meanwhile.
+
+        :param since: the swap count when the rows of ``snapshot`` were read.
+        """
+        # Swaps serialize (readers never take this lock).
         with self._swap_lock:
             current = self._snapshot
-            if current is None or snapshot.revision >= current.revision:
-                self._snapshot = snapshot
+            if current is not None and snapshot.revision < current.revision:
+                if self._generation != since:
+                    # A slow reload racing a newer write: it must not undo that write.
+                    return False
+                # Nothing newer arrived while these rows were read, yet the database
+                # holds an older revision than ours: it was restored from a backup (or
+                # rolled back by hand). The database is the truth; keeping ours would
+                # also make every poll reload, forever.
+                log.warning(
+                    "the database holds policy revision %d, older than this instance's %d "
+                    "(restored from a backup?): taking it",
+                    snapshot.revision,
+                    current.revision,
+                )
+            self._snapshot = snapshot
+            self._generation += 1
+            return True
 
     # -- writing ------------------------------------------------------------------------
 
@@ -294,7 +316,7 @@ class PolicyEngine:
                     accounts_changed=accounts_changed,
                     audit=audit,
                 )
-            except SQLAlchemyError as e:
+            except DATABASE_ERRORS as e:
                 raise EngineUnavailable(f"the change was not saved: {database_reason(e)}") from e
 
     def _removable(self, rule: Rule) -> Rule:
@@ -337,6 +359,7 @@ class PolicyEngine:
     ) -> Applied:
         with self.store.transaction() as session:
             current_rev = self.store.lock_revision(session)
+            since = self._generation
             if expected_revision is not None and expected_revision != current_rev:
                 raise StaleRevision(expected_revision, current_rev)
             base = self._snapshot
@@ -394,7 +417,7 @@ class PolicyEngine:
                         revision=new_rev,
                     ),
                 )
-        self._swap(after)
+        self._swap(after, since=since)
         if accounts_changed:
             self._accounts_changed()
         if changed:

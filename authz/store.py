@@ -11,20 +11,40 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy_adapter.adapter import CasbinRule
 
 from authz.rules import Rule
 
 metadata = sa.MetaData()
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    found: list[type[Exception]] = [SQLAlchemyError, sqlite3.Error]
+    try:
+        import psycopg
+    except ImportError:  # PostgreSQL support is optional
+        pass
+    else:
+        found.append(psycopg.Error)
+    return tuple(found)
+
+
+#: Everything a database call can raise when the database fails: SQLAlchemy's errors
+#: and the drivers' own, which raw cursors raise unwrapped.
+DATABASE_ERRORS: tuple[type[Exception], ...] = _database_errors()
 
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
@@ -194,11 +214,9 @@ class PolicyStore:
         connection = conn.connection() if isinstance(conn, Session) else conn
         # The driver's own cursor, on the same connection and transaction: for a large
         # policy this read is most of the load time, and SQLAlchemy's row layer doubles it.
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         columns = ", ".join(["id", "ptype", *VALUE_COLUMNS])
-        cursor.execute(f"SELECT {columns} FROM {rule_table.name} ORDER BY id")  # noqa: S608 - constant names
-        result = cursor.fetchall()
-        cursor.close()
+        sql = f"SELECT {columns} FROM {rule_table.name} ORDER BY id"  # noqa: S608 - constant names
+        result = _raw_fetchall(connection, sql)
         shared: dict[str, str] = {}
         share = shared.setdefault
         rules: list[Rule] = []
@@ -316,3 +334,34 @@ class PolicyStore:
             )
             for row in rows
         ]
+
+
+def _raw_fetchall(connection: sa.Connection, sql: str) -> list[Any]:
+    """Run ``sql`` on the driver's own cursor; driver errors come out as SQLAlchemy's.
+
+    SQLAlchemy wraps the errors of the statements it runs, and drops a connection that
+    failed with a disconnect; a raw cursor gets neither, so both are done here. Callers
+    then handle one family of errors, whichever way a statement was run.
+    """
+    dialect = connection.dialect
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None  # an open Connection always holds one
+    cursor = None
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(sql)
+        rows = list(cursor.fetchall())
+        cursor.close()
+        return rows
+    except dialect.loaded_dbapi.Error as e:
+        invalidated = dialect.is_disconnect(e, dbapi_connection, cursor)
+        if invalidated:
+            connection.invalidate(e)
+        raise DBAPIError.instance(
+            sql,
+            None,
+            e,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=invalidated,
+            dialect=dialect,
+        ) from e

@@ -117,6 +117,14 @@ class Settings:
     secure_cookies: bool | None = None
     #: The folder for the SQLite database and the generated secret key.
     instance_path: str = ""
+    # -- database --
+    #: Seconds to wait for a new database connection (PostgreSQL counts whole seconds,
+    #: at least 2); 0 = the driver's default.
+    db_connect_timeout: float = 5.0
+    #: Seconds one statement may run, and a client waits for an answer (plus a second),
+    #: before the request gets 503; on SQLite, how long to wait for another writer's
+    #: lock. 0 = no limit.
+    db_statement_timeout: float = 5.0
 
     def to_flask_config(self) -> dict[str, Any]:
         """Return the Flask config keys derived from these settings."""
@@ -155,6 +163,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "argon2_parallelism": _positive_int,
     "secure_cookies": _bool,
     "instance_path": str,
+    # -- database --
+    "db_connect_timeout": _positive_float,
+    "db_statement_timeout": _positive_float,
 }
 
 
