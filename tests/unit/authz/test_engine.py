@@ -481,3 +481,87 @@ def test_a_change_that_makes_an_inheritance_cycle_is_refused(
     assert cycle in str(info.value)
     assert db_state() == before
     assert not engine.decide("anonymous", "/admin/", "GET").allowed
+
+
+# -- a database restored from a backup ---------------------------------------------------
+
+KPI = Rule.of("p", "user", "/kpi", "GET", "allow")
+
+
+def restore(store: PolicyStore, revision: int, drop: Rule) -> None:
+    """Put the database back as a backup of ``revision`` would: that number, without ``drop``."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text("DELETE FROM casbin_rule WHERE ptype = :p AND v0 = :v0 AND v1 = :v1"),
+            {"p": drop.ptype, "v0": drop.values[0], "v1": drop.values[1]},
+        )
+        conn.execute(sa.text("UPDATE policy_revision SET revision = :r"), {"r": revision})
+
+
+def test_a_database_restored_to_an_older_revision_is_taken(
+    engine: PolicyEngine, store: PolicyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.apply(Change.adding(REPORTS), actor="t", source="api")
+    assert engine.revision == 2 and engine.decide("user", "/reports/q3", "GET").allowed
+
+    restore(store, 1, REPORTS)
+    assert engine.refresh() is True
+    assert engine.revision == 1
+    # The restored rows decide, not the ones this instance remembered.
+    assert not engine.decide("user", "/reports/q3", "GET").allowed
+    assert "older than this instance's 2" in caplog.text
+    # Taken once: the next poll finds nothing to do (it used to reload on every poll).
+    assert engine.refresh() is False
+    # And writing on from the restored revision works.
+    applied = engine.apply(Change.adding(REPORTS), actor="t", source="api")
+    assert applied.revision == 2 and engine.decide("user", "/reports/q3", "GET").allowed
+
+
+def test_a_write_of_another_instance_after_a_restore_is_taken(
+    engine: PolicyEngine, other_engine: PolicyEngine, store: PolicyStore
+) -> None:
+    engine.apply(Change.adding(REPORTS), actor="t", source="api")
+    engine.apply(Change.adding(KPI), actor="t", source="api")  # revision 3 here
+    restore(store, 1, REPORTS)
+    restore(store, 1, KPI)
+    # Another instance writes on the restored database: revision 2, lower than ours.
+    other_engine.apply(Change.adding(KPI), actor="t", source="api")
+    assert engine.refresh() is True
+    assert engine.revision == 2
+    assert engine.decide("user", "/kpi", "GET").allowed
+    assert not engine.decide("user", "/reports/q3", "GET").allowed
+
+
+def test_a_slow_reload_never_undoes_a_newer_write_of_this_instance(
+    engine: PolicyEngine, store: PolicyStore, model: PolicyModel
+) -> None:
+    from authz.snapshot import Snapshot
+
+    # A reload read revision 1, then this instance committed revision 2 before it swapped.
+    since = engine._generation
+    revision, rules, ids = store.load_rows()
+    stale = Snapshot.stored(revision, rules, ids, model)
+    engine.apply(Change.adding(REPORTS), actor="t", source="api")
+    assert engine._swap(stale, since=since) is False
+    assert engine.revision == 2 and engine.decide("user", "/reports/q3", "GET").allowed
+
+
+# -- driver errors -----------------------------------------------------------------------
+
+
+def test_a_driver_error_from_the_raw_read_is_unavailable_not_a_crash(
+    engine: PolicyEngine, store: PolicyStore
+) -> None:
+    """The rules are read with the driver's own cursor: its errors are mapped too."""
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE casbin_rule RENAME TO casbin_rule_away"))
+        conn.execute(sa.text("UPDATE policy_revision SET revision = revision + 1"))
+    with pytest.raises(EngineUnavailable, match="OperationalError: no such table: casbin_rule"):
+        engine.refresh()
+    with pytest.raises(EngineUnavailable, match="no such table"):
+        engine.load()
+    # The loaded snapshot keeps deciding; the rows come back and are read again.
+    assert engine.decide("admin", "/admin/", "GET").allowed
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE casbin_rule_away RENAME TO casbin_rule"))
+    assert engine.refresh() is True and engine.revision == 2
