@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -35,8 +36,15 @@ from authz.snapshot import Snapshot
 from authz.store import DATABASE_ERRORS
 from authz.store import AuditEntry
 from authz.store import PolicyStore
+from authz.store import Staging
+from authz.store import audit_values
 
 log = logging.getLogger("authz")
+
+#: Changes of at least this many rows are staged, and hold the write lock only briefly.
+STAGE_FROM = 1000
+#: How often a staged change is planned again when other writes keep coming first.
+STAGE_ATTEMPTS = 3
 
 #: Called inside the write transaction with its session (e.g. to write an account row).
 Hook = Callable[[Session], None]
@@ -300,24 +308,61 @@ class PolicyEngine:
         # Rows to remove need only name a stored row, even one that no longer validates
         # (e.g. after the model was replaced).
         remove = [self._removable(r) for r in change.remove]
-        with self._write_lock:
+        if hook is None and not strict and len(add) + len(remove) >= STAGE_FROM:
             try:
-                return self._apply(
+                return self._apply_staged(
                     add,
                     remove,
-                    actor=actor,
-                    source=source,
-                    action=action,
-                    detail=detail,
+                    entry=AuditEntry(
+                        actor=actor, source=source, action=action, forced=force, detail=detail
+                    ),
                     force=force,
-                    strict=strict,
                     expected_revision=expected_revision,
-                    hook=hook,
-                    accounts_changed=accounts_changed,
-                    audit=audit,
                 )
             except DATABASE_ERRORS as e:
                 raise EngineUnavailable(f"the change was not saved: {database_reason(e)}") from e
+        for attempt in range(STAGE_ATTEMPTS):
+            self._catch_up()
+            with self._write_lock:
+                try:
+                    return self._apply(
+                        add,
+                        remove,
+                        actor=actor,
+                        source=source,
+                        action=action,
+                        detail=detail,
+                        force=force,
+                        strict=strict,
+                        expected_revision=expected_revision,
+                        hook=hook,
+                        accounts_changed=accounts_changed,
+                        audit=audit,
+                        read_behind=attempt == STAGE_ATTEMPTS - 1,
+                    )
+                except _Moved:
+                    continue  # another write came first: catch up without the lock
+                except DATABASE_ERRORS as e:
+                    raise EngineUnavailable(
+                        f"the change was not saved: {database_reason(e)}"
+                    ) from e
+        raise AssertionError("unreachable: the last attempt reads behind the lock")
+
+    def _catch_up(self) -> None:
+        """Reload first when this instance is behind, so no lock is held for a reload.
+
+        The write re-checks the revision under the lock; this only keeps the full read
+        (seconds, for a large policy) out of the time other writers wait.
+        """
+        snap = self._snapshot
+        if snap is None:
+            return
+        try:
+            revision = self.store.revision()
+        except DATABASE_ERRORS as e:
+            raise EngineUnavailable(f"cannot read the policy revision: {database_reason(e)}") from e
+        if revision != snap.revision:
+            self.load()
 
     def _removable(self, rule: Rule) -> Rule:
         try:
@@ -356,7 +401,13 @@ class PolicyEngine:
         hook: Hook | None,
         accounts_changed: bool,
         audit: bool,
+        read_behind: bool,
     ) -> Applied:
+        """One write under the lock (see :meth:`apply`).
+
+        :param read_behind: when this instance is behind, read the stored rows here,
+            under the lock; otherwise raise _Moved so the caller catches up without it.
+        """
         with self.store.transaction() as session:
             current_rev = self.store.lock_revision(session)
             since = self._generation
@@ -364,21 +415,12 @@ class PolicyEngine:
                 raise StaleRevision(expected_revision, current_rev)
             base = self._snapshot
             if base is None or base.revision != current_rev:
+                if not read_behind and base is not None:
+                    raise _Moved  # reading a large policy here would hold every writer up
                 # Another instance wrote since our snapshot: decide on what is stored.
                 rules, ids = self.store.read_rows(session)
                 base = Snapshot.stored(current_rev, rules, ids, self.model)
-            # Bad stored rows count as present: removing one is how an admin fixes it.
-            present = base.stored_rows
-            missing = [r for r in remove if r not in present]
-            if strict and missing:
-                raise NotFound(f"no such rule: {missing[0]}")
-            removed = tuple(dict.fromkeys(r for r in remove if r in present))
-            gone = set(removed)
-            added = tuple(dict.fromkeys(r for r in add if r not in present or r in gone))
-            # A row both removed and added stays: drop it from both sides.
-            both = set(added) & gone
-            added = tuple(r for r in added if r not in both)
-            removed = tuple(r for r in removed if r not in both)
+            added, removed = _plan(base, add, remove, strict=strict)
             changed = bool(added or removed)
 
             subjects_before = list(self.active_subjects(session)) if self.active_subjects else []
@@ -421,17 +463,191 @@ class PolicyEngine:
         if accounts_changed:
             self._accounts_changed()
         if changed:
-            log.info(
-                "policy revision %d: +%d -%d rows by %s (%s)",
-                new_rev,
-                len(added),
-                len(removed),
-                actor,
-                source,
-            )
-            for listener in self._listeners:
-                try:
-                    listener(new_rev)
-                except Exception:  # a failed notification must not undo a committed write
-                    log.exception("policy change listener failed")
+            self._committed(new_rev, added, removed, actor, source)
         return Applied(added, removed, new_rev)
+
+    def _committed(
+        self,
+        revision: int,
+        added: tuple[Rule, ...],
+        removed: tuple[Rule, ...],
+        actor: str,
+        source: str,
+        held: float | None = None,
+    ) -> None:
+        lock = f"; lock held {held:.2f} s" if held is not None else ""
+        log.info(
+            "policy revision %d: +%d -%d rows by %s (%s)%s",
+            revision,
+            len(added),
+            len(removed),
+            actor,
+            source,
+            lock,
+        )
+        for listener in self._listeners:
+            try:
+                listener(revision)
+            except Exception:  # a failed notification must not undo a committed write
+                log.exception("policy change listener failed")
+
+    def _apply_staged(
+        self,
+        add: list[Rule],
+        remove: list[Rule],
+        *,
+        entry: AuditEntry,
+        force: bool,
+        expected_revision: int | None,
+    ) -> Applied:
+        """Apply a large change holding the write lock only for the final swap.
+
+        Everything that grows with the change happens first, with no lock held: reading
+        the stored rows, planning, building the next snapshot, staging the rows on a
+        connection of their own and writing the audit text. Under the lock the staged
+        rows move in with one statement each way. Writes that committed meanwhile (an
+        editor's, typically a row or two) are read from the audit log and the change is
+        rebased on top of them; only when they cannot be read is everything planned again.
+        """
+        with self.store.staging() as staging:
+            for _attempt in range(STAGE_ATTEMPTS):
+                revision, rows, ids = self.store.load_rows()
+                if expected_revision is not None and expected_revision != revision:
+                    raise StaleRevision(expected_revision, revision)
+                current = self._snapshot
+                if current is not None and current.revision == revision:
+                    base = current
+                else:
+                    base = Snapshot.stored(revision, rows, ids, self.model)
+                added, removed = _plan(base, add, remove, strict=False)
+                if not added and not removed:
+                    return Applied((), (), revision)
+                after = base.with_changes(revision + 1, added, removed)
+                self._refuse_cycles(after, added)
+                gone = set(removed)
+                staging.fill(added, [i for r, i in zip(rows, ids, strict=True) if r in gone])
+                planned = _Staged(revision, base, after, added, removed)
+                audit = audit_values(
+                    replace(entry, added=added, removed=removed, revision=revision + 1)
+                )
+                with self._write_lock:
+                    started = time.monotonic()
+                    try:
+                        done, since = self._commit_staged(staging, planned, audit, entry, force)
+                    except _Moved:
+                        continue  # the writes in between could not be read: plan again
+                    held = time.monotonic() - started
+                    self._swap(done.after, since=since)
+                self._committed(
+                    done.after.revision, done.added, done.removed, entry.actor, entry.source, held
+                )
+                return Applied(done.added, done.removed, done.after.revision)
+        raise EngineUnavailable(
+            f"the policy kept changing while a change of {len(add) + len(remove)} rows was "
+            f"staged ({STAGE_ATTEMPTS} attempts); try again"
+        )
+
+    def _commit_staged(
+        self,
+        staging: Staging,
+        planned: _Staged,
+        audit: dict[str, object],
+        entry: AuditEntry,
+        force: bool,
+    ) -> tuple[_Staged, int]:
+        """Move staged rows in, rebased on any write since they were planned.
+
+        Return what was committed and the swap count at the lock.
+        """
+        with staging.transaction() as session:
+            current = self.store.lock_revision(session)
+            since = self._generation
+            done = planned
+            if current != planned.revision:
+                between = self.store.changes_between(session, planned.revision, current)
+                if between is None:
+                    raise _Moved
+                done = self._rebase(session, staging, planned, between, current)
+                audit = audit_values(
+                    replace(entry, added=done.added, removed=done.removed, revision=current + 1)
+                )
+            base, after = done.base, done.after
+            guarded = base.refused is None and after.refused is None and not force
+            if self.guard is not None and self.active_subjects is not None and guarded:
+                subjects = list(self.active_subjects(session))
+                self.guard.check(base, after, subjects, subjects)
+            staging.apply(session)
+            self.store.set_revision(session, after.revision)
+            self.store.notify(session)
+            self.store.insert_audit(session, audit)
+        return done, since
+
+    def _rebase(
+        self,
+        session: Session,
+        staging: Staging,
+        planned: _Staged,
+        between: list[tuple[tuple[Rule, ...], tuple[Rule, ...]]],
+        current: int,
+    ) -> _Staged:
+        """The staged change as if planned on ``current``, given the changes in between."""
+        plus: set[Rule] = set()  # present now, absent when planned
+        minus: set[Rule] = set()  # absent now, present when planned
+        readded: set[Rule] = set()  # added in between (perhaps with a new row id)
+        for their_added, their_removed in between:
+            for rule in their_removed:
+                if rule in plus:
+                    plus.discard(rule)
+                else:
+                    minus.add(rule)
+            for rule in their_added:
+                readded.add(rule)
+                if rule in minus:
+                    minus.discard(rule)
+                else:
+                    plus.add(rule)
+        # Rows they added that we add too are skipped; rows they removed stay removed.
+        skip = [seq for seq, rule in enumerate(planned.added) if rule in plus]
+        staging.unstage(session, skip)
+        added = tuple(r for r in planned.added if r not in plus)
+        removed = tuple(r for r in planned.removed if r not in minus)
+        # A row we remove that was written again since has a new id: remove it by value.
+        self.store.delete_rules(session, [r for r in removed if r in readded])
+        before = planned.base.with_changes(current, tuple(plus), tuple(minus))
+        after = planned.after.with_changes(current + 1, tuple(plus), tuple(minus))
+        self._refuse_cycles(after, tuple(r for r in plus if r.ptype in self.model.roles))
+        return _Staged(current, before, after, added, removed)
+
+
+class _Moved(Exception):
+    """The policy revision moved while a large change was staged, in a way not rebased."""
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A large change as planned on one revision: the snapshots before and after it."""
+
+    revision: int
+    base: Snapshot
+    after: Snapshot
+    added: tuple[Rule, ...]
+    removed: tuple[Rule, ...]
+
+
+def _plan(
+    base: Snapshot, add: list[Rule], remove: list[Rule], *, strict: bool
+) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+    """Return the rows a change really adds and removes on top of ``base``."""
+    # Bad stored rows count as present: removing one is how an admin fixes it.
+    present = base.stored_rows
+    missing = [r for r in remove if r not in present]
+    if strict and missing:
+        raise NotFound(f"no such rule: {missing[0]}")
+    removed = tuple(dict.fromkeys(r for r in remove if r in present))
+    gone = set(removed)
+    added = tuple(dict.fromkeys(r for r in add if r not in present or r in gone))
+    # A row both removed and added stays: drop it from both sides.
+    both = set(added) & gone
+    added = tuple(r for r in added if r not in both)
+    removed = tuple(r for r in removed if r not in both)
+    return added, removed

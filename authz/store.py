@@ -103,6 +103,22 @@ audit_table = sa.Table(
 )
 
 
+#: Rows of a large change, staged on one connection before the write lock is taken.
+_staging = sa.MetaData()
+stage_add_table = sa.Table(
+    "authz_stage_add",
+    _staging,
+    sa.Column("seq", sa.Integer, primary_key=True),
+    *(sa.Column(c.name, c.type) for c in rule_table.c if c.name != "id"),
+    prefixes=["TEMPORARY"],
+)
+stage_remove_table = sa.Table(
+    "authz_stage_remove", _staging, sa.Column("id", sa.Integer), prefixes=["TEMPORARY"]
+)
+#: Rows per statement while staging: each batch is one short statement.
+STAGE_BATCH = 10_000
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     """One audited change: who, when, from where, and the rows before and after."""
@@ -117,6 +133,21 @@ class AuditEntry:
     revision: int = 0
     at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     id: int | None = None
+
+
+def audit_values(entry: AuditEntry) -> dict[str, Any]:
+    """The audit_log column values of an entry (for a large change, made before the lock)."""
+    return {
+        "at": entry.at,
+        "actor": entry.actor,
+        "source": entry.source,
+        "action": entry.action,
+        "added": json.dumps([r.as_list() for r in entry.added]),
+        "removed": json.dumps([r.as_list() for r in entry.removed]),
+        "forced": entry.forced,
+        "revision": entry.revision,
+        "detail": entry.detail,
+    }
 
 
 def now() -> dt.datetime:
@@ -284,21 +315,51 @@ class PolicyStore:
             session.execute(rule_table.delete().where(*conds))
 
     @staticmethod
-    def insert_audit(session: Session, entry: AuditEntry) -> None:
-        """Append an audit entry."""
-        session.execute(
-            audit_table.insert().values(
-                at=entry.at,
-                actor=entry.actor,
-                source=entry.source,
-                action=entry.action,
-                added=json.dumps([r.as_list() for r in entry.added]),
-                removed=json.dumps([r.as_list() for r in entry.removed]),
-                forced=entry.forced,
-                revision=entry.revision,
-                detail=entry.detail,
-            )
+    def insert_audit(session: Session, entry: AuditEntry | dict[str, Any]) -> None:
+        """Append an audit entry (or the column values :func:`audit_values` made of one)."""
+        values = entry if isinstance(entry, dict) else audit_values(entry)
+        session.execute(audit_table.insert().values(**values))
+
+    @staticmethod
+    def changes_between(
+        session: Session, since: int, until: int
+    ) -> list[tuple[tuple[Rule, ...], tuple[Rule, ...]]] | None:
+        """The (added, removed) rows of revisions ``since``+1 to ``until``, in order.
+
+        Read from the audit log, which records every change's rows with its revision.
+        None when that record is not whole (rows changed outside the engine, a database
+        restored to an older revision): the caller must then read the rows themselves.
+        """
+        if until < since:
+            return None
+        query = (
+            sa.select(audit_table.c.revision, audit_table.c.added, audit_table.c.removed)
+            .where(audit_table.c.revision > since, audit_table.c.revision <= until)
+            .order_by(audit_table.c.id)
         )
+        changes: list[tuple[tuple[Rule, ...], tuple[Rule, ...]]] = []
+        seen: set[int] = set()
+        for revision, added, removed in session.execute(query):
+            rows = tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(added))
+            gone = tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(removed))
+            if rows or gone:
+                if revision in seen:
+                    return None
+                seen.add(revision)
+                changes.append((rows, gone))
+        if seen != set(range(since + 1, until + 1)):
+            return None
+        return changes
+
+    @contextmanager
+    def staging(self) -> Iterator[Staging]:
+        """Yield a connection of its own on which a large change can be staged."""
+        with self.engine.connect() as conn:
+            staging = Staging(conn)
+            try:
+                yield staging
+            finally:
+                staging.drop()
 
     def audit_entries(
         self,
@@ -365,3 +426,80 @@ def _raw_fetchall(connection: sa.Connection, sql: str) -> list[Any]:
             connection_invalidated=invalidated,
             dialect=dialect,
         ) from e
+
+
+class Staging:
+    """A large change's rows, written ahead into temporary tables of one connection.
+
+    Filling them takes as long as the change is large, and holds no lock other writers
+    wait for (temporary tables are private to the connection; on SQLite they live in a
+    database of their own). Under the write lock, :meth:`apply` then moves them into
+    the rule table with one statement each way.
+    """
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self._created = False
+
+    def fill(self, add: Iterable[Rule], remove_ids: Iterable[int]) -> None:
+        """Stage rows to insert (in order) and the ids of rows to delete, in batches."""
+        self.drop()
+        with self.conn.begin():
+            stage_add_table.create(self.conn)
+            stage_remove_table.create(self.conn)
+            self._created = True
+        rows = [
+            {"seq": seq, "ptype": r.ptype, **dict(zip(VALUE_COLUMNS, _padded(r), strict=True))}
+            for seq, r in enumerate(add)
+        ]
+        ids = [{"id": i} for i in remove_ids]
+        for table, values in ((stage_add_table, rows), (stage_remove_table, ids)):
+            for start in range(0, len(values), STAGE_BATCH):
+                with self.conn.begin():
+                    self.conn.execute(table.insert(), values[start : start + STAGE_BATCH])
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session on the staging connection whose work commits together."""
+        with Session(bind=self.conn) as session, session.begin():
+            yield session
+
+    @staticmethod
+    def unstage(session: Session, seqs: list[int]) -> None:
+        """Drop staged rows to insert, by their position in the staged order."""
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            session.execute(stage_add_table.delete().where(stage_add_table.c.seq.in_(chunk)))
+
+    @staticmethod
+    def apply(session: Session) -> None:
+        """Delete the staged ids and insert the staged rows, one statement each."""
+        session.execute(
+            rule_table.delete().where(
+                rule_table.c.id.in_(sa.select(stage_remove_table.c.id).scalar_subquery())
+            )
+        )
+        columns = ["ptype", *VALUE_COLUMNS]
+        session.execute(
+            rule_table.insert().from_select(
+                columns,
+                sa.select(*(stage_add_table.c[c] for c in columns)).order_by(stage_add_table.c.seq),
+            )
+        )
+
+    def drop(self) -> None:
+        """Drop the temporary tables, if made; a broken connection is simply discarded."""
+        if not self._created:
+            return
+        self._created = False
+        try:
+            with self.conn.begin():
+                stage_add_table.drop(self.conn, checkfirst=True)
+                stage_remove_table.drop(self.conn, checkfirst=True)
+        except DATABASE_ERRORS:
+            self.conn.invalidate()  # never hand a connection with stray tables back
+
+
+def _padded(rule: Rule) -> list[str | None]:
+    values: list[str | None] = list(rule.values[: len(VALUE_COLUMNS)])
+    return values + [None] * (len(VALUE_COLUMNS) - len(values))
