@@ -211,3 +211,35 @@ def test_a_revoke_reaches_every_worker_within_a_second_despite_malformed_rows(
     # The malformed rows were skipped, not obeyed and not fatal: the service still serves.
     for client in workers.values():
         assert client.status("/login") == 200
+
+
+# -- a large load beside an editor, on PostgreSQL ------------------------------------------
+
+
+def test_a_large_load_stages_its_rows_without_holding_up_an_editor(
+    engine: Any, other_engine: Any, store: Any
+) -> None:
+    from authz.engine import STAGE_FROM
+    from authz.engine import Change
+
+    rows = [Rule.of("p", f"role{i % 7}", f"/bulk/{i}/*", "GET", "allow") for i in range(STAGE_FROM)]
+    edit = Rule.of("p", "user", "/editor", "GET", "allow")
+    waited: list[float] = []
+
+    def editor(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if not waited and "INSERT INTO authz_stage_add" in statement:
+            # The load is staging: the policy lock is free, an editor's write goes through.
+            start = time.monotonic()
+            other_engine.apply(Change(add=(edit, rows[0])), actor="ed", source="api")
+            waited.append(time.monotonic() - start)
+
+    sa.event.listen(store.engine, "before_cursor_execute", editor)
+    applied = engine.apply(Change(add=tuple(rows)), actor="t", source="cli")
+    assert waited and waited[0] < 1.0
+    assert applied.revision == 3 and rows[0] not in applied.added
+    revision, stored = store.load()
+    assert revision == 3 and len(stored) == len(set(stored))
+    assert edit in stored and set(rows) <= set(stored)
+    assert sorted(stored) == sorted(engine.rules())
+    other_engine.refresh()
+    assert sorted(other_engine.rules()) == sorted(stored)
