@@ -531,12 +531,13 @@ class PolicyEngine:
                     replace(entry, added=added, removed=removed, revision=revision + 1)
                 )
                 with self._write_lock:
-                    started = time.monotonic()
                     try:
-                        done, since = self._commit_staged(staging, planned, audit, entry, force)
+                        done, since, locked_at = self._commit_staged(
+                            staging, planned, audit, entry, force
+                        )
                     except _Moved:
                         continue  # the writes in between could not be read: plan again
-                    held = time.monotonic() - started
+                    held = time.monotonic() - locked_at
                     self._swap(done.after, since=since)
                 self._committed(
                     done.after.revision, done.added, done.removed, entry.actor, entry.source, held
@@ -554,13 +555,20 @@ class PolicyEngine:
         audit: dict[str, object],
         entry: AuditEntry,
         force: bool,
-    ) -> tuple[_Staged, int]:
+    ) -> tuple[_Staged, int, float]:
         """Move staged rows in, rebased on any write since they were planned.
 
-        Return what was committed and the swap count at the lock.
+        Return what was committed, the swap count at the lock and when it was taken.
         """
         with staging.transaction() as session:
+            audit_id = None
+            if staging.early:
+                # Rows and audit text go in first, uncommitted: nobody sees them and
+                # nobody waits for them; the lock is held only from here to the commit.
+                staging.insert(session)
+                audit_id = self.store.insert_audit(session, audit)
             current = self.store.lock_revision(session)
+            locked_at = time.monotonic()
             since = self._generation
             done = planned
             if current != planned.revision:
@@ -571,6 +579,8 @@ class PolicyEngine:
                 audit = audit_values(
                     replace(entry, added=done.added, removed=done.removed, revision=current + 1)
                 )
+                if audit_id is not None:
+                    self.store.update_audit(session, audit_id, audit)
             base, after = done.base, done.after
             guarded = base.refused is None and after.refused is None and not force
             if self.guard is not None and self.active_subjects is not None and guarded:
@@ -579,8 +589,9 @@ class PolicyEngine:
             staging.apply(session)
             self.store.set_revision(session, after.revision)
             self.store.notify(session)
-            self.store.insert_audit(session, audit)
-        return done, since
+            if audit_id is None:
+                self.store.insert_audit(session, audit)
+        return done, since, locked_at
 
     def _rebase(
         self,

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -109,6 +110,7 @@ stage_add_table = sa.Table(
     "authz_stage_add",
     _staging,
     sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("id", sa.Integer),
     *(sa.Column(c.name, c.type) for c in rule_table.c if c.name != "id"),
     prefixes=["TEMPORARY"],
 )
@@ -315,10 +317,22 @@ class PolicyStore:
             session.execute(rule_table.delete().where(*conds))
 
     @staticmethod
-    def insert_audit(session: Session, entry: AuditEntry | dict[str, Any]) -> None:
-        """Append an audit entry (or the column values :func:`audit_values` made of one)."""
+    def insert_audit(session: Session, entry: AuditEntry | dict[str, Any]) -> int:
+        """Append an audit entry (or the column values :func:`audit_values` made of one).
+
+        Return its id.
+        """
         values = entry if isinstance(entry, dict) else audit_values(entry)
-        session.execute(audit_table.insert().values(**values))
+        inserted = session.execute(audit_table.insert().values(**values))
+        result = cast("sa.CursorResult[Any]", inserted)
+        key = result.inserted_primary_key
+        assert key is not None  # a single-row INSERT always reports its key
+        return int(key[0])
+
+    @staticmethod
+    def update_audit(session: Session, entry_id: int, values: dict[str, Any]) -> None:
+        """Rewrite an audit entry of this transaction (a change rebased before commit)."""
+        session.execute(audit_table.update().where(audit_table.c.id == entry_id).values(**values))
 
     @staticmethod
     def changes_between(
@@ -440,6 +454,16 @@ class Staging:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self._created = False
+        #: The rows may go in before the write lock (their ids are drawn ahead).
+        self.early = False
+        self._inserted = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session on the staging connection whose work commits together."""
+        self._inserted = False
+        with Session(bind=self.conn) as session, session.begin():
+            yield session
 
     def fill(self, add: Iterable[Rule], remove_ids: Iterable[int]) -> None:
         """Stage rows to insert (in order) and the ids of rows to delete, in batches."""
@@ -448,44 +472,73 @@ class Staging:
             stage_add_table.create(self.conn)
             stage_remove_table.create(self.conn)
             self._created = True
+        adding = list(add)
+        ids = self._new_ids(len(adding))
+        self.early = ids is not None
         rows = [
-            {"seq": seq, "ptype": r.ptype, **dict(zip(VALUE_COLUMNS, _padded(r), strict=True))}
-            for seq, r in enumerate(add)
+            {
+                "seq": seq,
+                "id": ids[seq] if ids is not None else None,
+                "ptype": r.ptype,
+                **dict(zip(VALUE_COLUMNS, _padded(r), strict=True)),
+            }
+            for seq, r in enumerate(adding)
         ]
-        ids = [{"id": i} for i in remove_ids]
-        for table, values in ((stage_add_table, rows), (stage_remove_table, ids)):
+        gone = [{"id": i} for i in remove_ids]
+        for table, values in ((stage_add_table, rows), (stage_remove_table, gone)):
             for start in range(0, len(values), STAGE_BATCH):
                 with self.conn.begin():
                     self.conn.execute(table.insert(), values[start : start + STAGE_BATCH])
 
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """Yield a session on the staging connection whose work commits together."""
-        with Session(bind=self.conn) as session, session.begin():
-            yield session
+    def _new_ids(self, count: int) -> list[int] | None:
+        """Row ids drawn ahead from the rule table's sequence (PostgreSQL), else None.
 
-    @staticmethod
-    def unstage(session: Session, seqs: list[int]) -> None:
+        With their ids known, the rows can go into the rule table before the write
+        lock is taken: uncommitted, nobody sees them, and nobody else can touch them.
+        """
+        if self.conn.dialect.name != "postgresql" or count == 0:
+            return None
+        with self.conn.begin():
+            sequence = self.conn.execute(
+                sa.text("SELECT pg_get_serial_sequence(:table, 'id')"), {"table": rule_table.name}
+            ).scalar()
+            if sequence is None:
+                return None
+            drawn = self.conn.execute(
+                sa.text("SELECT nextval(:seq) FROM generate_series(1, :n)"),
+                {"seq": sequence, "n": count},
+            )
+            return [int(row[0]) for row in drawn]
+
+    def unstage(self, session: Session, seqs: list[int]) -> None:
         """Drop staged rows to insert, by their position in the staged order."""
         for start in range(0, len(seqs), 500):
             chunk = seqs[start : start + 500]
+            if self.early and self._inserted:
+                staged = sa.select(stage_add_table.c.id).where(stage_add_table.c.seq.in_(chunk))
+                session.execute(rule_table.delete().where(rule_table.c.id.in_(staged)))
             session.execute(stage_add_table.delete().where(stage_add_table.c.seq.in_(chunk)))
 
-    @staticmethod
-    def apply(session: Session) -> None:
-        """Delete the staged ids and insert the staged rows, one statement each."""
-        session.execute(
-            rule_table.delete().where(
-                rule_table.c.id.in_(sa.select(stage_remove_table.c.id).scalar_subquery())
-            )
-        )
-        columns = ["ptype", *VALUE_COLUMNS]
+    def insert(self, session: Session) -> None:
+        """Insert the staged rows into the rule table, in the staged order."""
+        columns = ["id", "ptype", *VALUE_COLUMNS] if self.early else ["ptype", *VALUE_COLUMNS]
         session.execute(
             rule_table.insert().from_select(
                 columns,
                 sa.select(*(stage_add_table.c[c] for c in columns)).order_by(stage_add_table.c.seq),
             )
         )
+        self._inserted = True
+
+    def apply(self, session: Session) -> None:
+        """Delete the staged ids and insert the staged rows (unless in already)."""
+        session.execute(
+            rule_table.delete().where(
+                rule_table.c.id.in_(sa.select(stage_remove_table.c.id).scalar_subquery())
+            )
+        )
+        if not self._inserted:
+            self.insert(session)
 
     def drop(self) -> None:
         """Drop the temporary tables, if made; a broken connection is simply discarded."""
