@@ -532,12 +532,19 @@ class PolicyEngine:
                 )
                 with self._write_lock:
                     try:
-                        done, since, locked_at = self._commit_staged(
+                        rebase, since, locked_at = self._commit_staged(
                             staging, planned, audit, entry, force
                         )
                     except _Moved:
                         continue  # the writes in between could not be read: plan again
                     held = time.monotonic() - locked_at
+                    done = planned
+                    if rebase is not None:
+                        # Built after the commit: no other writer waits for it.
+                        after = planned.after.with_changes(
+                            rebase.revision + 1, tuple(rebase.plus), tuple(rebase.minus)
+                        )
+                        done = _Staged(rebase.revision, base, after, rebase.added, rebase.removed)
                     self._swap(done.after, since=since)
                 self._committed(
                     done.after.revision, done.added, done.removed, entry.actor, entry.source, held
@@ -555,10 +562,11 @@ class PolicyEngine:
         audit: dict[str, object],
         entry: AuditEntry,
         force: bool,
-    ) -> tuple[_Staged, int, float]:
+    ) -> tuple[_Rebase | None, int, float]:
         """Move staged rows in, rebased on any write since they were planned.
 
-        Return what was committed, the swap count at the lock and when it was taken.
+        Return the rebase (None when nothing was written in between), the swap count at
+        the lock, and when the lock was taken.
         """
         with staging.transaction() as session:
             audit_id = None
@@ -570,28 +578,40 @@ class PolicyEngine:
             current = self.store.lock_revision(session)
             locked_at = time.monotonic()
             since = self._generation
-            done = planned
+            rebase = None
             if current != planned.revision:
-                between = self.store.changes_between(session, planned.revision, current)
+                between = self.store.changes_between(
+                    session, planned.revision, current, exclude=audit_id
+                )
                 if between is None:
                     raise _Moved
-                done = self._rebase(session, staging, planned, between, current)
-                audit = audit_values(
-                    replace(entry, added=done.added, removed=done.removed, revision=current + 1)
-                )
+                rebase = self._rebase(session, staging, planned, between, current)
+                if len(rebase.added) != len(planned.added) or len(rebase.removed) != len(
+                    planned.removed
+                ):
+                    # Rows overlapped the writes in between: record what really changed.
+                    audit = audit_values(
+                        replace(
+                            entry, added=rebase.added, removed=rebase.removed, revision=current + 1
+                        )
+                    )
+                else:
+                    audit = {**audit, "revision": current + 1}
                 if audit_id is not None:
                     self.store.update_audit(session, audit_id, audit)
-            base, after = done.base, done.after
+            # The guard judges the change as planned: the writes in between were judged
+            # by their own guard, and a rebase only drops rows that are there already.
+            base, after = planned.base, planned.after
             guarded = base.refused is None and after.refused is None and not force
             if self.guard is not None and self.active_subjects is not None and guarded:
                 subjects = list(self.active_subjects(session))
                 self.guard.check(base, after, subjects, subjects)
             staging.apply(session)
-            self.store.set_revision(session, after.revision)
+            self.store.set_revision(session, current + 1)
             self.store.notify(session)
             if audit_id is None:
                 self.store.insert_audit(session, audit)
-        return done, since, locked_at
+        return rebase, since, locked_at
 
     def _rebase(
         self,
@@ -600,7 +620,7 @@ class PolicyEngine:
         planned: _Staged,
         between: list[tuple[tuple[Rule, ...], tuple[Rule, ...]]],
         current: int,
-    ) -> _Staged:
+    ) -> _Rebase:
         """The staged change as if planned on ``current``, given the changes in between."""
         plus: set[Rule] = set()  # present now, absent when planned
         minus: set[Rule] = set()  # absent now, present when planned
@@ -617,21 +637,32 @@ class PolicyEngine:
                     minus.discard(rule)
                 else:
                     plus.add(rule)
+        # A link added in between must not close a cycle with the rows we add.
+        self._refuse_cycles(planned.after, tuple(r for r in plus if r.ptype in self.model.roles))
         # Rows they added that we add too are skipped; rows they removed stay removed.
         skip = [seq for seq, rule in enumerate(planned.added) if rule in plus]
-        staging.unstage(session, skip)
-        added = tuple(r for r in planned.added if r not in plus)
+        if skip:
+            staging.unstage(session, skip)
+        added = tuple(r for r in planned.added if r not in plus) if skip else planned.added
         removed = tuple(r for r in planned.removed if r not in minus)
         # A row we remove that was written again since has a new id: remove it by value.
         self.store.delete_rules(session, [r for r in removed if r in readded])
-        before = planned.base.with_changes(current, tuple(plus), tuple(minus))
-        after = planned.after.with_changes(current + 1, tuple(plus), tuple(minus))
-        self._refuse_cycles(after, tuple(r for r in plus if r.ptype in self.model.roles))
-        return _Staged(current, before, after, added, removed)
+        return _Rebase(current, added, removed, plus, minus)
 
 
 class _Moved(Exception):
     """The policy revision moved while a large change was staged, in a way not rebased."""
+
+
+@dataclass(frozen=True)
+class _Rebase:
+    """A staged change moved onto a newer revision: its rows, and the rows in between."""
+
+    revision: int
+    added: tuple[Rule, ...]
+    removed: tuple[Rule, ...]
+    plus: set[Rule]
+    minus: set[Rule]
 
 
 @dataclass(frozen=True)

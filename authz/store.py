@@ -336,13 +336,15 @@ class PolicyStore:
 
     @staticmethod
     def changes_between(
-        session: Session, since: int, until: int
+        session: Session, since: int, until: int, *, exclude: int | None = None
     ) -> list[tuple[tuple[Rule, ...], tuple[Rule, ...]]] | None:
         """The (added, removed) rows of revisions ``since``+1 to ``until``, in order.
 
         Read from the audit log, which records every change's rows with its revision.
         None when that record is not whole (rows changed outside the engine, a database
         restored to an older revision): the caller must then read the rows themselves.
+
+        :param exclude: the id of the caller's own audit entry, not yet committed.
         """
         if until < since:
             return None
@@ -351,6 +353,8 @@ class PolicyStore:
             .where(audit_table.c.revision > since, audit_table.c.revision <= until)
             .order_by(audit_table.c.id)
         )
+        if exclude is not None:
+            query = query.where(audit_table.c.id != exclude)
         changes: list[tuple[tuple[Rule, ...], tuple[Rule, ...]]] = []
         seen: set[int] = set()
         for revision, added, removed in session.execute(query):

@@ -225,8 +225,11 @@ def test_a_large_load_stages_its_rows_without_holding_up_an_editor(
     rows = [Rule.of("p", f"role{i % 7}", f"/bulk/{i}/*", "GET", "allow") for i in range(STAGE_FROM)]
     edit = Rule.of("p", "user", "/editor", "GET", "allow")
     waited: list[float] = []
+    fills: list[str] = []
 
     def editor(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "INSERT INTO authz_stage_add" in statement:
+            fills.append(statement)
         if not waited and "INSERT INTO authz_stage_add" in statement:
             # The load is staging: the policy lock is free, an editor's write goes through.
             start = time.monotonic()
@@ -236,6 +239,7 @@ def test_a_large_load_stages_its_rows_without_holding_up_an_editor(
     sa.event.listen(store.engine, "before_cursor_execute", editor)
     applied = engine.apply(Change(add=tuple(rows)), actor="t", source="cli")
     assert waited and waited[0] < 1.0
+    assert len(fills) == 1  # rebased on the editor's write, not staged all over again
     assert applied.revision == 3 and rows[0] not in applied.added
     revision, stored = store.load()
     assert revision == 3 and len(stored) == len(set(stored))
