@@ -156,6 +156,10 @@ def test_start_up_on_a_silent_database_serves_503_then_recovers(
         client = app.test_client()
         response, took = timed(lambda: client.get("/login"))
         assert response.status_code == 503 and took < BOUND
+        # Each request waits at most one connect timeout (its own attempt to load).
+        for _ in range(3):
+            response, took = timed(lambda: client.get("/login"))
+            assert response.status_code == 503 and took < CONNECT_TIMEOUT + 1.0
 
         proxy.resume()
         eventually(lambda: client.get("/login").status_code == 200, 3 * BOUND, "recovery")
