@@ -18,6 +18,9 @@ from authz.model import PolicyModel
 from authz.rules import Rule
 from authz.rules import validate
 
+#: Bad lines listed by name; beyond these they are only counted.
+MAX_ERRORS = 100
+
 
 @dataclass(frozen=True)
 class PolicyFile:
@@ -63,14 +66,28 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
     # U+2028 or U+0085): line numbers match a text editor's, and a value holding such a
     # character stays in its line, where validation refuses it by name.
     physical = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    more = 0
+
+    def bad(error: RuleError) -> None:
+        nonlocal more
+        if len(errors) < MAX_ERRORS:
+            errors.append(error)
+        else:
+            more += 1  # listed by count only: the answer stays short
+
     for line, raw in enumerate(physical, start=1):
         stripped = raw.strip(" \t")
         if not stripped or stripped.startswith("#"):
             continue
+        if len(errors) >= MAX_ERRORS and not rules:
+            # Not one good row in the first hundred: this is not a policy file. Stop here,
+            # so a large text file gets a short answer, and quickly.
+            rest = sum(1 for r in physical[line - 1 :] if r.strip(" \t")[:1] not in ("", "#"))
+            raise PolicyFileError(errors, path, unchecked=rest)
         try:
             fields = next(csv.reader([raw], skipinitialspace=True, strict=True))
         except csv.Error as e:
-            errors.append(RuleError(f"cannot parse: {e}", line=line))
+            bad(RuleError(f"cannot parse: {e}", line=line))
             continue
         fields = [f.strip(" \t") for f in fields]  # other whitespace is refused by name
         while len(fields) > 1 and fields[-1] == "":
@@ -78,15 +95,15 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
         try:
             rule = validate(Rule(fields[0], tuple(fields[1:])), model, line=line)
         except RuleError as e:
-            errors.append(e)
+            bad(e)
             continue
         if rule in seen:
-            errors.append(RuleError(f"duplicates line {seen[rule]}: {rule}", line=line))
+            bad(RuleError(f"duplicates line {seen[rule]}: {rule}", line=line))
             continue
         seen[rule] = line
         rules.append(rule)
     if errors:
-        raise PolicyFileError(errors, path)
+        raise PolicyFileError(errors, path, more=more)
     return PolicyFile(tuple(rules), path, tuple(seen.values()))
 
 

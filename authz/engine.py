@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from authz.decision import Decision
@@ -33,10 +33,18 @@ from authz.rules import shape
 from authz.rules import validate
 from authz.snapshot import BadRow
 from authz.snapshot import Snapshot
+from authz.store import DATABASE_ERRORS
 from authz.store import AuditEntry
 from authz.store import PolicyStore
+from authz.store import Staging
+from authz.store import audit_values
 
 log = logging.getLogger("authz")
+
+#: Changes of at least this many rows are staged, and hold the write lock only briefly.
+STAGE_FROM = 1000
+#: How often a staged change is planned again when other writes keep coming first.
+STAGE_ATTEMPTS = 3
 
 #: Called inside the write transaction with its session (e.g. to write an account row).
 Hook = Callable[[Session], None]
@@ -99,6 +107,8 @@ class PolicyEngine:
         self._swap_lock = threading.Lock()
         self._listeners: list[Callable[[int], None]] = []
         self._account_listeners: list[Callable[[], None]] = []
+        #: Counts swaps; tells a reload racing a newer swap from a database gone back.
+        self._generation = 0
         self.accounts_revision: int | None = None
         #: monotonic time of the last successful load or revision check.
         self.verified_at = 0.0
@@ -170,18 +180,20 @@ class PolicyEngine:
         logged and listed on ``bad_rows``; when skipping them could grant access the new
         snapshot is refused (decisions raise EngineUnavailable) until they are removed.
         """
+        since = self._generation
         try:
             revision, rules, ids = self.store.load_rows()
-        except SQLAlchemyError as e:
+        except DATABASE_ERRORS as e:
             raise EngineUnavailable(f"cannot read the policy: {database_reason(e)}") from e
         current = self._snapshot
         # Rows the current snapshot decided on were validated against this very model.
         trusted = current.ruleset if current is not None and current.refused is None else None
-        self._swap(Snapshot.stored(revision, rules, ids, self.model, trusted=trusted))
+        snapshot = Snapshot.stored(revision, rules, ids, self.model, trusted=trusted)
+        self._swap(snapshot, since=since)
         if self.accounts_revision is None:
             try:
                 self.accounts_revision = self.store.revisions()[1]
-            except SQLAlchemyError:
+            except DATABASE_ERRORS:
                 pass  # the next refresh records it
         self.verified_at = time.monotonic()
 
@@ -205,7 +217,7 @@ class PolicyEngine:
         """
         try:
             current, accounts = self.store.revisions()
-        except SQLAlchemyError as e:
+        except DATABASE_ERRORS as e:
             raise EngineUnavailable(f"cannot read the policy revision: {database_reason(e)}") from e
         if accounts != self.accounts_revision:
             if self.accounts_revision is not None:
@@ -233,13 +245,31 @@ class PolicyEngine:
             except Exception:  # a listener must not break the write or the poll
                 log.exception("accounts change listener failed")
 
-    def _swap(self, snapshot: Snapshot) -> None:
-        # Swaps serialize (readers never take this lock) and never go backwards: a slow
-        # reload must not undo a newer committed write.
+    def _swap(self, snapshot: Snapshot, *, since: int) -> bool:
+        """Put ``snapshot`` in place unless a newer one was swapped in meanwhile.
+
+        :param since: the swap count when the rows of ``snapshot`` were read.
+        """
+        # Swaps serialize (readers never take this lock).
         with self._swap_lock:
             current = self._snapshot
-            if current is None or snapshot.revision >= current.revision:
-                self._snapshot = snapshot
+            if current is not None and snapshot.revision < current.revision:
+                if self._generation != since:
+                    # A slow reload racing a newer write: it must not undo that write.
+                    return False
+                # Nothing newer arrived while these rows were read, yet the database
+                # holds an older revision than ours: it was restored from a backup (or
+                # rolled back by hand). The database is the truth; keeping ours would
+                # also make every poll reload, forever.
+                log.warning(
+                    "the database holds policy revision %d, older than this instance's %d "
+                    "(restored from a backup?): taking it",
+                    snapshot.revision,
+                    current.revision,
+                )
+            self._snapshot = snapshot
+            self._generation += 1
+            return True
 
     # -- writing ------------------------------------------------------------------------
 
@@ -278,24 +308,61 @@ class PolicyEngine:
         # Rows to remove need only name a stored row, even one that no longer validates
         # (e.g. after the model was replaced).
         remove = [self._removable(r) for r in change.remove]
-        with self._write_lock:
+        if hook is None and not strict and len(add) + len(remove) >= STAGE_FROM:
             try:
-                return self._apply(
+                return self._apply_staged(
                     add,
                     remove,
-                    actor=actor,
-                    source=source,
-                    action=action,
-                    detail=detail,
+                    entry=AuditEntry(
+                        actor=actor, source=source, action=action, forced=force, detail=detail
+                    ),
                     force=force,
-                    strict=strict,
                     expected_revision=expected_revision,
-                    hook=hook,
-                    accounts_changed=accounts_changed,
-                    audit=audit,
                 )
-            except SQLAlchemyError as e:
+            except DATABASE_ERRORS as e:
                 raise EngineUnavailable(f"the change was not saved: {database_reason(e)}") from e
+        for attempt in range(STAGE_ATTEMPTS):
+            self._catch_up()
+            with self._write_lock:
+                try:
+                    return self._apply(
+                        add,
+                        remove,
+                        actor=actor,
+                        source=source,
+                        action=action,
+                        detail=detail,
+                        force=force,
+                        strict=strict,
+                        expected_revision=expected_revision,
+                        hook=hook,
+                        accounts_changed=accounts_changed,
+                        audit=audit,
+                        read_behind=attempt == STAGE_ATTEMPTS - 1,
+                    )
+                except _Moved:
+                    continue  # another write came first: catch up without the lock
+                except DATABASE_ERRORS as e:
+                    raise EngineUnavailable(
+                        f"the change was not saved: {database_reason(e)}"
+                    ) from e
+        raise AssertionError("unreachable: the last attempt reads behind the lock")
+
+    def _catch_up(self) -> None:
+        """Reload first when this instance is behind, so no lock is held for a reload.
+
+        The write re-checks the revision under the lock; this only keeps the full read
+        (seconds, for a large policy) out of the time other writers wait.
+        """
+        snap = self._snapshot
+        if snap is None:
+            return
+        try:
+            revision = self.store.revision()
+        except DATABASE_ERRORS as e:
+            raise EngineUnavailable(f"cannot read the policy revision: {database_reason(e)}") from e
+        if revision != snap.revision:
+            self.load()
 
     def _removable(self, rule: Rule) -> Rule:
         try:
@@ -334,28 +401,26 @@ class PolicyEngine:
         hook: Hook | None,
         accounts_changed: bool,
         audit: bool,
+        read_behind: bool,
     ) -> Applied:
+        """One write under the lock (see :meth:`apply`).
+
+        :param read_behind: when this instance is behind, read the stored rows here,
+            under the lock; otherwise raise _Moved so the caller catches up without it.
+        """
         with self.store.transaction() as session:
             current_rev = self.store.lock_revision(session)
+            since = self._generation
             if expected_revision is not None and expected_revision != current_rev:
                 raise StaleRevision(expected_revision, current_rev)
             base = self._snapshot
             if base is None or base.revision != current_rev:
+                if not read_behind and base is not None:
+                    raise _Moved  # reading a large policy here would hold every writer up
                 # Another instance wrote since our snapshot: decide on what is stored.
                 rules, ids = self.store.read_rows(session)
                 base = Snapshot.stored(current_rev, rules, ids, self.model)
-            # Bad stored rows count as present: removing one is how an admin fixes it.
-            present = base.stored_rows
-            missing = [r for r in remove if r not in present]
-            if strict and missing:
-                raise NotFound(f"no such rule: {missing[0]}")
-            removed = tuple(dict.fromkeys(r for r in remove if r in present))
-            gone = set(removed)
-            added = tuple(dict.fromkeys(r for r in add if r not in present or r in gone))
-            # A row both removed and added stays: drop it from both sides.
-            both = set(added) & gone
-            added = tuple(r for r in added if r not in both)
-            removed = tuple(r for r in removed if r not in both)
+            added, removed = _plan(base, add, remove, strict=strict)
             changed = bool(added or removed)
 
             subjects_before = list(self.active_subjects(session)) if self.active_subjects else []
@@ -394,25 +459,262 @@ class PolicyEngine:
                         revision=new_rev,
                     ),
                 )
-        self._swap(after)
+        self._swap(after, since=since)
         if accounts_changed:
             self._accounts_changed()
         if audit or changed:
-            # One line per audited change, policy or account: who, what, which revision.
-            log.info(
-                "%s by %s (%s): policy revision %d, +%d -%d rows%s",
-                action,
+            self._committed(
+                new_rev,
+                added,
+                removed,
                 actor,
                 source,
-                new_rev,
-                len(added),
-                len(removed),
-                f"; {detail}" if detail else "",
+                action=action,
+                detail=detail,
+                notify=changed,
             )
-        if changed:
-            for listener in self._listeners:
-                try:
-                    listener(new_rev)
-                except Exception:  # a failed notification must not undo a committed write
-                    log.exception("policy change listener failed")
         return Applied(added, removed, new_rev)
+
+    def _committed(
+        self,
+        revision: int,
+        added: tuple[Rule, ...],
+        removed: tuple[Rule, ...],
+        actor: str,
+        source: str,
+        held: float | None = None,
+        *,
+        action: str = "policy.change",
+        detail: str = "",
+        notify: bool = True,
+    ) -> None:
+        # One line per audited change, policy or account: who, what, which revision.
+        lock = f"; lock held {held:.2f} s" if held is not None else ""
+        log.info(
+            "%s by %s (%s): policy revision %d, +%d -%d rows%s%s",
+            action,
+            actor,
+            source,
+            revision,
+            len(added),
+            len(removed),
+            f"; {detail}" if detail else "",
+            lock,
+        )
+        if not notify:
+            return
+        for listener in self._listeners:
+            try:
+                listener(revision)
+            except Exception:  # a failed notification must not undo a committed write
+                log.exception("policy change listener failed")
+
+    def _apply_staged(
+        self,
+        add: list[Rule],
+        remove: list[Rule],
+        *,
+        entry: AuditEntry,
+        force: bool,
+        expected_revision: int | None,
+    ) -> Applied:
+        """Apply a large change holding the write lock only for the final swap.
+
+        Everything that grows with the change happens first, with no lock held: reading
+        the stored rows, planning, building the next snapshot, staging the rows on a
+        connection of their own and writing the audit text. Under the lock the staged
+        rows move in with one statement each way. Writes that committed meanwhile (an
+        editor's, typically a row or two) are read from the audit log and the change is
+        rebased on top of them; only when they cannot be read is everything planned again.
+        """
+        with self.store.staging() as staging:
+            for _attempt in range(STAGE_ATTEMPTS):
+                revision, rows, ids = self.store.load_rows()
+                if expected_revision is not None and expected_revision != revision:
+                    raise StaleRevision(expected_revision, revision)
+                current = self._snapshot
+                if current is not None and current.revision == revision:
+                    base = current
+                else:
+                    base = Snapshot.stored(revision, rows, ids, self.model)
+                added, removed = _plan(base, add, remove, strict=False)
+                if not added and not removed:
+                    return Applied((), (), revision)
+                after = base.with_changes(revision + 1, added, removed)
+                self._refuse_cycles(after, added)
+                gone = set(removed)
+                staging.fill(added, [i for r, i in zip(rows, ids, strict=True) if r in gone])
+                planned = _Staged(revision, base, after, added, removed)
+                audit = audit_values(
+                    replace(entry, added=added, removed=removed, revision=revision + 1)
+                )
+                with self._write_lock:
+                    try:
+                        rebase, since, locked_at = self._commit_staged(
+                            staging, planned, audit, entry, force
+                        )
+                    except _Moved:
+                        continue  # the writes in between could not be read: plan again
+                    held = time.monotonic() - locked_at
+                    done = planned
+                    if rebase is not None:
+                        # Built after the commit: no other writer waits for it.
+                        after = planned.after.with_changes(
+                            rebase.revision + 1, tuple(rebase.plus), tuple(rebase.minus)
+                        )
+                        done = _Staged(rebase.revision, base, after, rebase.added, rebase.removed)
+                    self._swap(done.after, since=since)
+                self._committed(
+                    done.after.revision,
+                    done.added,
+                    done.removed,
+                    entry.actor,
+                    entry.source,
+                    held,
+                    action=entry.action,
+                    detail=entry.detail,
+                )
+                return Applied(done.added, done.removed, done.after.revision)
+        raise EngineUnavailable(
+            f"the policy kept changing while a change of {len(add) + len(remove)} rows was "
+            f"staged ({STAGE_ATTEMPTS} attempts); try again"
+        )
+
+    def _commit_staged(
+        self,
+        staging: Staging,
+        planned: _Staged,
+        audit: dict[str, object],
+        entry: AuditEntry,
+        force: bool,
+    ) -> tuple[_Rebase | None, int, float]:
+        """Move staged rows in, rebased on any write since they were planned.
+
+        Return the rebase (None when nothing was written in between), the swap count at
+        the lock, and when the lock was taken.
+        """
+        with staging.transaction() as session:
+            audit_id = None
+            if staging.early:
+                # Rows and audit text go in first, uncommitted: nobody sees them and
+                # nobody waits for them; the lock is held only from here to the commit.
+                staging.insert(session)
+                audit_id = self.store.insert_audit(session, audit)
+            current = self.store.lock_revision(session)
+            locked_at = time.monotonic()
+            since = self._generation
+            rebase = None
+            if current != planned.revision:
+                between = self.store.changes_between(
+                    session, planned.revision, current, exclude=audit_id
+                )
+                if between is None:
+                    raise _Moved
+                rebase = self._rebase(session, staging, planned, between, current)
+                if len(rebase.added) != len(planned.added) or len(rebase.removed) != len(
+                    planned.removed
+                ):
+                    # Rows overlapped the writes in between: record what really changed.
+                    audit = audit_values(
+                        replace(
+                            entry, added=rebase.added, removed=rebase.removed, revision=current + 1
+                        )
+                    )
+                else:
+                    audit = {**audit, "revision": current + 1}
+                if audit_id is not None:
+                    self.store.update_audit(session, audit_id, audit)
+            # The guard judges the change as planned: the writes in between were judged
+            # by their own guard, and a rebase only drops rows that are there already.
+            base, after = planned.base, planned.after
+            guarded = base.refused is None and after.refused is None and not force
+            if self.guard is not None and self.active_subjects is not None and guarded:
+                subjects = list(self.active_subjects(session))
+                self.guard.check(base, after, subjects, subjects)
+            staging.apply(session)
+            self.store.set_revision(session, current + 1)
+            self.store.notify(session)
+            if audit_id is None:
+                self.store.insert_audit(session, audit)
+        return rebase, since, locked_at
+
+    def _rebase(
+        self,
+        session: Session,
+        staging: Staging,
+        planned: _Staged,
+        between: list[tuple[tuple[Rule, ...], tuple[Rule, ...]]],
+        current: int,
+    ) -> _Rebase:
+        """The staged change as if planned on ``current``, given the changes in between."""
+        plus: set[Rule] = set()  # present now, absent when planned
+        minus: set[Rule] = set()  # absent now, present when planned
+        readded: set[Rule] = set()  # added in between (perhaps with a new row id)
+        for their_added, their_removed in between:
+            for rule in their_removed:
+                if rule in plus:
+                    plus.discard(rule)
+                else:
+                    minus.add(rule)
+            for rule in their_added:
+                readded.add(rule)
+                if rule in minus:
+                    minus.discard(rule)
+                else:
+                    plus.add(rule)
+        # A link added in between must not close a cycle with the rows we add.
+        self._refuse_cycles(planned.after, tuple(r for r in plus if r.ptype in self.model.roles))
+        # Rows they added that we add too are skipped; rows they removed stay removed.
+        skip = [seq for seq, rule in enumerate(planned.added) if rule in plus]
+        if skip:
+            staging.unstage(session, skip)
+        added = tuple(r for r in planned.added if r not in plus) if skip else planned.added
+        removed = tuple(r for r in planned.removed if r not in minus)
+        # A row we remove that was written again since has a new id: remove it by value.
+        self.store.delete_rules(session, [r for r in removed if r in readded])
+        return _Rebase(current, added, removed, plus, minus)
+
+
+class _Moved(Exception):
+    """The policy revision moved while a large change was staged, in a way not rebased."""
+
+
+@dataclass(frozen=True)
+class _Rebase:
+    """A staged change moved onto a newer revision: its rows, and the rows in between."""
+
+    revision: int
+    added: tuple[Rule, ...]
+    removed: tuple[Rule, ...]
+    plus: set[Rule]
+    minus: set[Rule]
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A large change as planned on one revision: the snapshots before and after it."""
+
+    revision: int
+    base: Snapshot
+    after: Snapshot
+    added: tuple[Rule, ...]
+    removed: tuple[Rule, ...]
+
+
+def _plan(
+    base: Snapshot, add: list[Rule], remove: list[Rule], *, strict: bool
+) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+    """Return the rows a change really adds and removes on top of ``base``."""
+    # Bad stored rows count as present: removing one is how an admin fixes it.
+    present = base.stored_rows
+    missing = [r for r in remove if r not in present]
+    if strict and missing:
+        raise NotFound(f"no such rule: {missing[0]}")
+    removed = tuple(dict.fromkeys(r for r in remove if r in present))
+    gone = set(removed)
+    added = tuple(dict.fromkeys(r for r in add if r not in present or r in gone))
+    # A row both removed and added stays: drop it from both sides.
+    both = set(added) & gone
+    added = tuple(r for r in added if r not in both)
+    removed = tuple(r for r in removed if r not in both)
+    return added, removed

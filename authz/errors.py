@@ -27,16 +27,32 @@ class PolicyFileError(AuthzError):
     """A policy file has one or more bad lines; ``errors`` lists every one."""
 
     def __init__(
-        self, errors: list[RuleError], path: str | None = None, *, message: str | None = None
+        self,
+        errors: list[RuleError],
+        path: str | None = None,
+        *,
+        message: str | None = None,
+        more: int = 0,
+        unchecked: int = 0,
     ) -> None:
         self.errors = errors
         self.path = path
+        #: Bad lines found beyond those listed in ``errors``.
+        self.more = more
+        #: Lines not checked at all (reading stopped: the file is not a policy).
+        self.unchecked = unchecked
         head = f"{path}: " if path else ""
         if message is not None:
             super().__init__(f"{head}{message}")
             return
         lines = "\n".join(f"  {e}" for e in errors)
-        super().__init__(f"{head}{len(errors)} bad line(s), nothing was changed\n{lines}")
+        total = len(errors) + more
+        text = f"{head}{total} bad line(s), nothing was changed\n{lines}"
+        if more:
+            text += f"\n  ... and {more} more bad line(s)"
+        if unchecked:
+            text += f"\n  ... and {unchecked} more line(s) not checked: this is not a policy file"
+        super().__init__(text)
 
 
 class EngineUnavailable(AuthzError):

@@ -11,20 +11,41 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Any
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy_adapter.adapter import CasbinRule
 
 from authz.rules import Rule
 
 metadata = sa.MetaData()
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    found: list[type[Exception]] = [SQLAlchemyError, sqlite3.Error]
+    try:
+        import psycopg
+    except ImportError:  # PostgreSQL support is optional
+        pass
+    else:
+        found.append(psycopg.Error)
+    return tuple(found)
+
+
+#: Everything a database call can raise when the database fails: SQLAlchemy's errors
+#: and the drivers' own, which raw cursors raise unwrapped.
+DATABASE_ERRORS: tuple[type[Exception], ...] = _database_errors()
 
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
@@ -83,6 +104,23 @@ audit_table = sa.Table(
 )
 
 
+#: Rows of a large change, staged on one connection before the write lock is taken.
+_staging = sa.MetaData()
+stage_add_table = sa.Table(
+    "authz_stage_add",
+    _staging,
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("id", sa.Integer),
+    *(sa.Column(c.name, c.type) for c in rule_table.c if c.name != "id"),
+    prefixes=["TEMPORARY"],
+)
+stage_remove_table = sa.Table(
+    "authz_stage_remove", _staging, sa.Column("id", sa.Integer), prefixes=["TEMPORARY"]
+)
+#: Rows per statement while staging: each batch is one short statement.
+STAGE_BATCH = 10_000
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     """One audited change: who, when, from where, and the rows before and after."""
@@ -97,6 +135,21 @@ class AuditEntry:
     revision: int = 0
     at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     id: int | None = None
+
+
+def audit_values(entry: AuditEntry) -> dict[str, Any]:
+    """The audit_log column values of an entry (for a large change, made before the lock)."""
+    return {
+        "at": entry.at,
+        "actor": entry.actor,
+        "source": entry.source,
+        "action": entry.action,
+        "added": json.dumps([r.as_list() for r in entry.added]),
+        "removed": json.dumps([r.as_list() for r in entry.removed]),
+        "forced": entry.forced,
+        "revision": entry.revision,
+        "detail": entry.detail,
+    }
 
 
 def now() -> dt.datetime:
@@ -194,11 +247,9 @@ class PolicyStore:
         connection = conn.connection() if isinstance(conn, Session) else conn
         # The driver's own cursor, on the same connection and transaction: for a large
         # policy this read is most of the load time, and SQLAlchemy's row layer doubles it.
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         columns = ", ".join(["id", "ptype", *VALUE_COLUMNS])
-        cursor.execute(f"SELECT {columns} FROM {rule_table.name} ORDER BY id")  # noqa: S608 - constant names
-        result = cursor.fetchall()
-        cursor.close()
+        sql = f"SELECT {columns} FROM {rule_table.name} ORDER BY id"  # noqa: S608 - constant names
+        result = _raw_fetchall(connection, sql)
         shared: dict[str, str] = {}
         share = shared.setdefault
         rules: list[Rule] = []
@@ -266,21 +317,67 @@ class PolicyStore:
             session.execute(rule_table.delete().where(*conds))
 
     @staticmethod
-    def insert_audit(session: Session, entry: AuditEntry) -> None:
-        """Append an audit entry."""
-        session.execute(
-            audit_table.insert().values(
-                at=entry.at,
-                actor=entry.actor,
-                source=entry.source,
-                action=entry.action,
-                added=json.dumps([r.as_list() for r in entry.added]),
-                removed=json.dumps([r.as_list() for r in entry.removed]),
-                forced=entry.forced,
-                revision=entry.revision,
-                detail=entry.detail,
-            )
+    def insert_audit(session: Session, entry: AuditEntry | dict[str, Any]) -> int:
+        """Append an audit entry (or the column values :func:`audit_values` made of one).
+
+        Return its id.
+        """
+        values = entry if isinstance(entry, dict) else audit_values(entry)
+        inserted = session.execute(audit_table.insert().values(**values))
+        result = cast("sa.CursorResult[Any]", inserted)
+        key = result.inserted_primary_key
+        assert key is not None  # a single-row INSERT always reports its key
+        return int(key[0])
+
+    @staticmethod
+    def update_audit(session: Session, entry_id: int, values: dict[str, Any]) -> None:
+        """Rewrite an audit entry of this transaction (a change rebased before commit)."""
+        session.execute(audit_table.update().where(audit_table.c.id == entry_id).values(**values))
+
+    @staticmethod
+    def changes_between(
+        session: Session, since: int, until: int, *, exclude: int | None = None
+    ) -> list[tuple[tuple[Rule, ...], tuple[Rule, ...]]] | None:
+        """The (added, removed) rows of revisions ``since``+1 to ``until``, in order.
+
+        Read from the audit log, which records every change's rows with its revision.
+        None when that record is not whole (rows changed outside the engine, a database
+        restored to an older revision): the caller must then read the rows themselves.
+
+        :param exclude: the id of the caller's own audit entry, not yet committed.
+        """
+        if until < since:
+            return None
+        query = (
+            sa.select(audit_table.c.revision, audit_table.c.added, audit_table.c.removed)
+            .where(audit_table.c.revision > since, audit_table.c.revision <= until)
+            .order_by(audit_table.c.id)
         )
+        if exclude is not None:
+            query = query.where(audit_table.c.id != exclude)
+        changes: list[tuple[tuple[Rule, ...], tuple[Rule, ...]]] = []
+        seen: set[int] = set()
+        for revision, added, removed in session.execute(query):
+            rows = tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(added))
+            gone = tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(removed))
+            if rows or gone:
+                if revision in seen:
+                    return None
+                seen.add(revision)
+                changes.append((rows, gone))
+        if seen != set(range(since + 1, until + 1)):
+            return None
+        return changes
+
+    @contextmanager
+    def staging(self) -> Iterator[Staging]:
+        """Yield a connection of its own on which a large change can be staged."""
+        with self.engine.connect() as conn:
+            staging = Staging(conn)
+            try:
+                yield staging
+            finally:
+                staging.drop()
 
     def audit_entries(
         self,
@@ -316,3 +413,150 @@ class PolicyStore:
             )
             for row in rows
         ]
+
+
+def _raw_fetchall(connection: sa.Connection, sql: str) -> list[Any]:
+    """Run ``sql`` on the driver's own cursor; driver errors come out as SQLAlchemy's.
+
+    SQLAlchemy wraps the errors of the statements it runs, and drops a connection that
+    failed with a disconnect; a raw cursor gets neither, so both are done here. Callers
+    then handle one family of errors, whichever way a statement was run.
+    """
+    dialect = connection.dialect
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None  # an open Connection always holds one
+    cursor = None
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(sql)
+        rows = list(cursor.fetchall())
+        cursor.close()
+        return rows
+    except dialect.loaded_dbapi.Error as e:
+        invalidated = dialect.is_disconnect(e, dbapi_connection, cursor)
+        if invalidated:
+            connection.invalidate(e)
+        raise DBAPIError.instance(
+            sql,
+            None,
+            e,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=invalidated,
+            dialect=dialect,
+        ) from e
+
+
+class Staging:
+    """A large change's rows, written ahead into temporary tables of one connection.
+
+    Filling them takes as long as the change is large, and holds no lock other writers
+    wait for (temporary tables are private to the connection; on SQLite they live in a
+    database of their own). Under the write lock, :meth:`apply` then moves them into
+    the rule table with one statement each way.
+    """
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self._created = False
+        #: The rows may go in before the write lock (their ids are drawn ahead).
+        self.early = False
+        self._inserted = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session on the staging connection whose work commits together."""
+        self._inserted = False
+        with Session(bind=self.conn) as session, session.begin():
+            yield session
+
+    def fill(self, add: Iterable[Rule], remove_ids: Iterable[int]) -> None:
+        """Stage rows to insert (in order) and the ids of rows to delete, in batches."""
+        self.drop()
+        with self.conn.begin():
+            stage_add_table.create(self.conn)
+            stage_remove_table.create(self.conn)
+            self._created = True
+        adding = list(add)
+        ids = self._new_ids(len(adding))
+        self.early = ids is not None
+        rows = [
+            {
+                "seq": seq,
+                "id": ids[seq] if ids is not None else None,
+                "ptype": r.ptype,
+                **dict(zip(VALUE_COLUMNS, _padded(r), strict=True)),
+            }
+            for seq, r in enumerate(adding)
+        ]
+        gone = [{"id": i} for i in remove_ids]
+        for table, values in ((stage_add_table, rows), (stage_remove_table, gone)):
+            for start in range(0, len(values), STAGE_BATCH):
+                with self.conn.begin():
+                    self.conn.execute(table.insert(), values[start : start + STAGE_BATCH])
+
+    def _new_ids(self, count: int) -> list[int] | None:
+        """Row ids drawn ahead from the rule table's sequence (PostgreSQL), else None.
+
+        With their ids known, the rows can go into the rule table before the write
+        lock is taken: uncommitted, nobody sees them, and nobody else can touch them.
+        """
+        if self.conn.dialect.name != "postgresql" or count == 0:
+            return None
+        with self.conn.begin():
+            sequence = self.conn.execute(
+                sa.text("SELECT pg_get_serial_sequence(:table, 'id')"), {"table": rule_table.name}
+            ).scalar()
+            if sequence is None:
+                return None
+            drawn = self.conn.execute(
+                sa.text("SELECT nextval(:seq) FROM generate_series(1, :n)"),
+                {"seq": sequence, "n": count},
+            )
+            return [int(row[0]) for row in drawn]
+
+    def unstage(self, session: Session, seqs: list[int]) -> None:
+        """Drop staged rows to insert, by their position in the staged order."""
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            if self.early and self._inserted:
+                staged = sa.select(stage_add_table.c.id).where(stage_add_table.c.seq.in_(chunk))
+                session.execute(rule_table.delete().where(rule_table.c.id.in_(staged)))
+            session.execute(stage_add_table.delete().where(stage_add_table.c.seq.in_(chunk)))
+
+    def insert(self, session: Session) -> None:
+        """Insert the staged rows into the rule table, in the staged order."""
+        columns = ["id", "ptype", *VALUE_COLUMNS] if self.early else ["ptype", *VALUE_COLUMNS]
+        session.execute(
+            rule_table.insert().from_select(
+                columns,
+                sa.select(*(stage_add_table.c[c] for c in columns)).order_by(stage_add_table.c.seq),
+            )
+        )
+        self._inserted = True
+
+    def apply(self, session: Session) -> None:
+        """Delete the staged ids and insert the staged rows (unless in already)."""
+        session.execute(
+            rule_table.delete().where(
+                rule_table.c.id.in_(sa.select(stage_remove_table.c.id).scalar_subquery())
+            )
+        )
+        if not self._inserted:
+            self.insert(session)
+
+    def drop(self) -> None:
+        """Drop the temporary tables, if made; a broken connection is simply discarded."""
+        if not self._created:
+            return
+        self._created = False
+        try:
+            with self.conn.begin():
+                stage_add_table.drop(self.conn, checkfirst=True)
+                stage_remove_table.drop(self.conn, checkfirst=True)
+        except DATABASE_ERRORS:
+            self.conn.invalidate()  # never hand a connection with stray tables back
+
+
+def _padded(rule: Rule) -> list[str | None]:
+    values: list[str | None] = list(rule.values[: len(VALUE_COLUMNS)])
+    return values + [None] * (len(VALUE_COLUMNS) - len(values))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from authz.engine import PolicyEngine
 from authz.errors import AuthzError
@@ -67,7 +68,10 @@ class RevisionPoller(_Worker):
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.poll_once()
+            try:
+                self.poll_once()
+            except Exception:  # the poll is the safety net: it never dies, whatever failed
+                log.exception("policy refresh failed unexpectedly; polling on")
 
 
 #: The PostgreSQL channel policy and session-ending writes notify.
@@ -83,10 +87,15 @@ class PostgresListener(_Worker):
 
     name = "authz-listener"
 
-    def __init__(self, engine: PolicyEngine, *, reconnect_after: float = 1.0) -> None:
+    def __init__(
+        self, engine: PolicyEngine, *, reconnect_after: float = 1.0, check_every: float = 5.0
+    ) -> None:
         super().__init__()
         self.engine = engine
         self.reconnect_after = reconnect_after
+        #: Seconds of quiet after which the connection is asked whether it still answers:
+        #: a silent server or a dead middlebox would otherwise keep us waiting forever.
+        self.check_every = check_every
         self.listening = threading.Event()
 
     def _run(self) -> None:
@@ -106,12 +115,19 @@ class PostgresListener(_Worker):
             connection.execute(f"LISTEN {CHANNEL}")  # type: ignore[union-attr]
             self.engine.refresh()  # catch up on anything committed before LISTEN
             self.listening.set()
+            heard = time.monotonic()
             while not self._stop.is_set():
                 for _note in connection.notifies(timeout=0.5):  # type: ignore[union-attr]
+                    heard = time.monotonic()
                     try:
                         self.engine.refresh()
                     except AuthzError as e:
                         log.warning("policy refresh after a notification failed: %s", e)
+                if time.monotonic() - heard > self.check_every:
+                    # Bounded by the connection's own deadline (authz.connections): a
+                    # silent server raises here and we reconnect.
+                    connection.execute("SELECT 1")  # type: ignore[union-attr]
+                    heard = time.monotonic()
         finally:
             self.listening.clear()
             raw.invalidate()  # never hand a LISTENing connection back to the pool

@@ -11,6 +11,9 @@ from flask import Flask
 from authz import LockoutGuard
 from authz import PolicyModel
 from authz import PolicyStore
+from authz import connections
+from authz.connections import Timeouts
+from authz.connections import engine_options
 from authz.sync import PostgresListener
 from authz.sync import RevisionPoller
 from service import converters
@@ -62,12 +65,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 def register_extensions(app: Flask, settings: Settings) -> None:
     """Bind the database, login manager, CSRF protection and password hasher."""
-    if settings.database_url.startswith("sqlite"):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15}}
+    timeouts = Timeouts(settings.db_connect_timeout, settings.db_statement_timeout)
+    # Pool settings (from Settings) and timeouts (from authz.connections), both kept.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+        **engine_options(settings.database_url, timeouts),
+    }
     db.init_app(app)
     with app.app_context():
+        connections.install(db.engine, timeouts)
         if db.engine.dialect.name == "sqlite":
-            _tune_sqlite(db.engine)
+            _tune_sqlite(db.engine, timeouts)
     login_manager.init_app(app)
     # Sessions are ended server-side by rotating the account's token; Flask-Login's
     # address/agent fingerprint would add a hash per request and no protection.
@@ -171,11 +179,14 @@ def register_cli(app: Flask) -> None:
     register(app)
 
 
-def _tune_sqlite(engine: sa.Engine) -> None:
-    # WAL lets the service read while the CLI writes; busy_timeout waits for the lock.
+def _tune_sqlite(engine: sa.Engine, timeouts: Timeouts) -> None:
+    # WAL lets the service read while the CLI writes; busy_timeout waits for the lock,
+    # as long as a statement may take and no longer.
+    busy = int(timeouts.statement * 1000) if timeouts.statement > 0 else 3_600_000
+
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={busy}")
         cursor.close()

@@ -192,6 +192,14 @@ class Settings:
     ready_timeout: float = 2.0
     #: Seconds a worker may stay behind the database's revision before /readyz answers 503.
     ready_max_lag: float = 10.0
+    # -- database --
+    #: Seconds to wait for a new database connection (PostgreSQL counts whole seconds,
+    #: at least 2); 0 = the driver's default.
+    db_connect_timeout: float = 5.0
+    #: Seconds one statement may run, and a client waits for an answer (plus a second),
+    #: before the request gets 503; on SQLite, how long to wait for another writer's
+    #: lock. 0 = no limit.
+    db_statement_timeout: float = 5.0
 
     def to_flask_config(self) -> dict[str, Any]:
         """Return the Flask config keys derived from these settings."""
@@ -254,6 +262,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
     "ready_timeout": _positive_float,
     "ready_max_lag": _positive_float,
+    # -- database --
+    "db_connect_timeout": _positive_float,
+    "db_statement_timeout": _positive_float,
 }
 
 

@@ -477,3 +477,40 @@ def test_any_value_is_refused_or_round_trips(value: str) -> None:
         accepted = _accepted(rule, _MODEL)
         if accepted is not None:
             assert csvio.parse(csvio.export([accepted]), _MODEL).rules == (accepted,)
+
+
+# -- the error list is capped -------------------------------------------------------------
+
+
+def test_the_error_list_names_the_first_hundred_and_counts_the_rest(model: PolicyModel) -> None:
+    good = "p, user, /ok, GET, allow\n"
+    text = good + "".join(f"p, user, /bad/{i}\n" for i in range(250))
+    with pytest.raises(PolicyFileError) as info:
+        csvio.parse(text, model)
+    error = info.value
+    assert len(error.errors) == 100 and error.more == 150 and error.unchecked == 0
+    assert error.errors[0].line == 2 and error.errors[-1].line == 101
+    message = str(error)
+    assert message.startswith("250 bad line(s), nothing was changed")
+    assert message.endswith("... and 150 more bad line(s)")
+    assert len(message.splitlines()) == 102
+
+
+def test_a_large_text_file_that_is_no_policy_gets_a_short_answer_quickly(
+    model: PolicyModel, tmp_path: Path
+) -> None:
+    import time
+
+    prose = "It was a dark and stormy night, and the rain fell in torrents.\n"
+    path = tmp_path / "novel.txt"
+    path.write_text(prose * (5_000_000 // len(prose)) + "# the end\n", encoding="utf-8")
+    assert path.stat().st_size >= 4_900_000
+    start = time.monotonic()
+    with pytest.raises(PolicyFileError) as info:
+        csvio.read_file(path, model)
+    assert time.monotonic() - start < 2
+    message = str(info.value)
+    lines = message.splitlines()
+    assert len(lines) <= 103 and len(message) < 20_000
+    assert lines[-1].endswith("not checked: this is not a policy file")
+    assert info.value.unchecked == 5_000_000 // len(prose) - 100

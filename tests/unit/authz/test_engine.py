@@ -481,3 +481,225 @@ def test_a_change_that_makes_an_inheritance_cycle_is_refused(
     assert cycle in str(info.value)
     assert db_state() == before
     assert not engine.decide("anonymous", "/admin/", "GET").allowed
+
+
+# -- a database restored from a backup ---------------------------------------------------
+
+KPI = Rule.of("p", "user", "/kpi", "GET", "allow")
+REPORTS_ROW = REPORTS
+
+
+def restore(store: PolicyStore, revision: int, drop: Rule) -> None:
+    """Put the database back as a backup of ``revision`` would: that number, without ``drop``."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text("DELETE FROM casbin_rule WHERE ptype = :p AND v0 = :v0 AND v1 = :v1"),
+            {"p": drop.ptype, "v0": drop.values[0], "v1": drop.values[1]},
+        )
+        conn.execute(sa.text("UPDATE policy_revision SET revision = :r"), {"r": revision})
+
+
+def test_a_database_restored_to_an_older_revision_is_taken(
+    engine: PolicyEngine, store: PolicyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.apply(Change.adding(REPORTS), actor="t", source="api")
+    assert engine.revision == 2 and engine.decide("user", "/reports/q3", "GET").allowed
+
+    restore(store, 1, REPORTS)
+    assert engine.refresh() is True
+    assert engine.revision == 1
+    # The restored rows decide, not the ones this instance remembered.
+    assert not engine.decide("user", "/reports/q3", "GET").allowed
+    assert "older than this instance's 2" in caplog.text
+    # Taken once: the next poll finds nothing to do (it used to reload on every poll).
+    assert engine.refresh() is False
+    # And writing on from the restored revision works.
+    applied = engine.apply(Change.adding(REPORTS), actor="t", source="api")
+    assert applied.revision == 2 and engine.decide("user", "/reports/q3", "GET").allowed
+
+
+def test_a_write_of_another_instance_after_a_restore_is_taken(
+    engine: PolicyEngine, other_engine: PolicyEngine, store: PolicyStore
+) -> None:
+    engine.apply(Change.adding(REPORTS), actor="t", source="api")
+    engine.apply(Change.adding(KPI), actor="t", source="api")  # revision 3 here
+    restore(store, 1, REPORTS)
+    restore(store, 1, KPI)
+    # Another instance writes on the restored database: revision 2, lower than ours.
+    other_engine.apply(Change.adding(KPI), actor="t", source="api")
+    assert engine.refresh() is True
+    assert engine.revision == 2
+    assert engine.decide("user", "/kpi", "GET").allowed
+    assert not engine.decide("user", "/reports/q3", "GET").allowed
+
+
+def test_a_slow_reload_never_undoes_a_newer_write_of_this_instance(
+    engine: PolicyEngine, store: PolicyStore, model: PolicyModel
+) -> None:
+    from authz.snapshot import Snapshot
+
+    # A reload read revision 1, then this instance committed revision 2 before it swapped.
+    since = engine._generation
+    revision, rules, ids = store.load_rows()
+    stale = Snapshot.stored(revision, rules, ids, model)
+    engine.apply(Change.adding(REPORTS), actor="t", source="api")
+    assert engine._swap(stale, since=since) is False
+    assert engine.revision == 2 and engine.decide("user", "/reports/q3", "GET").allowed
+
+
+# -- driver errors -----------------------------------------------------------------------
+
+
+def test_a_driver_error_from_the_raw_read_is_unavailable_not_a_crash(
+    engine: PolicyEngine, store: PolicyStore
+) -> None:
+    """The rules are read with the driver's own cursor: its errors are mapped too."""
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE casbin_rule RENAME TO casbin_rule_away"))
+        conn.execute(sa.text("UPDATE policy_revision SET revision = revision + 1"))
+    with pytest.raises(EngineUnavailable, match="OperationalError: no such table: casbin_rule"):
+        engine.refresh()
+    with pytest.raises(EngineUnavailable, match="no such table"):
+        engine.load()
+    # The loaded snapshot keeps deciding; the rows come back and are read again.
+    assert engine.decide("admin", "/admin/", "GET").allowed
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE casbin_rule_away RENAME TO casbin_rule"))
+    assert engine.refresh() is True and engine.revision == 2
+
+
+# -- large changes are staged ------------------------------------------------------------
+
+
+def many(n: int, prefix: str = "/bulk") -> list[Rule]:
+    return [Rule.of("p", f"role{i % 7}", f"{prefix}/{i}/*", "GET", "allow") for i in range(n)]
+
+
+def stored_rules(store: PolicyStore) -> list[Rule]:
+    return store.load()[1]
+
+
+def during_staging(store: PolicyStore, action: Callable[[], None]) -> list[bool]:
+    """Run ``action`` once, while a large change fills its staging table (no lock held).
+
+    Return a list that grows by one item each time the staging table is filled.
+    """
+    fired: list[bool] = []
+
+    def before(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "INSERT INTO authz_stage_add" in statement:
+            fired.append(True)
+            if len(fired) == 1:
+                action()
+
+    sa.event.listen(store.engine, "before_cursor_execute", before)
+    return fired
+
+
+def test_a_large_change_is_staged_and_applied_as_one_revision(
+    engine: PolicyEngine, store: PolicyStore, db_state: Callable
+) -> None:
+    from authz.engine import STAGE_FROM
+
+    before = db_state()
+    rows = many(STAGE_FROM + 200)
+    applied = engine.apply(
+        Change(add=tuple(rows), remove=(HOME,)), actor="t", source="cli", action="policy.load"
+    )
+    after = db_state()
+    assert applied.revision == before.revision + 1 and after.revision == applied.revision
+    assert len(applied.added) == len(rows) and applied.removed == (HOME,)
+    assert after.audit_count == before.audit_count + 1
+    assert sorted(stored_rules(store)) == sorted(engine.rules())
+    assert HOME not in engine.rules() and engine.decide("role3", "/bulk/3/x", "GET").allowed
+    # Stored in the order given (after the rows already there), as a small change would.
+    tail = stored_rules(store)[-len(rows) :]
+    assert tail == rows
+    with store.engine.connect() as conn:  # the staging tables are gone with the change
+        names = sa.inspect(conn).get_temp_table_names()
+    assert not [n for n in names if n.startswith("authz_stage")]
+
+
+def test_a_write_committed_while_a_large_change_is_staged_is_kept(
+    engine: PolicyEngine, other_engine: PolicyEngine, store: PolicyStore, model: PolicyModel
+) -> None:
+    from authz.engine import STAGE_FROM
+
+    rows = many(STAGE_FROM)
+    both = rows[5]  # the editor adds one row the load adds too
+    own = Rule.of("p", "user", "/editor", "GET", "allow")
+
+    def editor() -> None:
+        # Not blocked: staging takes no lock another writer waits for.
+        other_engine.apply(Change(add=(both, own), remove=(REPORTS_ROW,)), actor="ed", source="api")
+
+    engine.apply(Change.adding(REPORTS_ROW), actor="t", source="api")
+    other_engine.refresh()
+    fills = during_staging(store, editor)
+    applied = engine.apply(
+        Change(add=tuple(rows), remove=(HOME,)), actor="t", source="cli", action="policy.load"
+    )
+    assert applied.revision == 4  # the editor's 3, then the load's
+    stored = stored_rules(store)
+    assert len(stored) == len(set(stored)), "a row was stored twice"
+    assert own in stored and both in stored and REPORTS_ROW not in stored and HOME not in stored
+    assert set(rows) <= set(stored)
+    assert sorted(stored) == sorted(engine.rules()) and engine.revision == 4
+    assert both not in applied.added  # the editor had added it already
+    assert len(fills) == 1  # rebased on the editor's change, not staged all over again
+    # A fresh load agrees with the snapshot the write swapped in.
+    fresh = PolicyEngine(model, store)
+    fresh.load()
+    assert sorted(fresh.rules()) == sorted(engine.rules())
+
+
+def test_rows_changed_behind_the_engine_while_staging_are_planned_again(
+    engine: PolicyEngine, store: PolicyStore
+) -> None:
+    from authz.engine import STAGE_FROM
+
+    rows = many(STAGE_FROM)
+    sneaky = Rule.of("p", "user", "/sneaky", "GET", "allow")
+
+    def raw_write() -> None:
+        # No audit entry: the change in between cannot be read, only the rows can.
+        with store.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO casbin_rule (ptype, v0, v1, v2, v3) "
+                    "VALUES ('p', 'user', '/sneaky', 'GET', 'allow')"
+                )
+            )
+            conn.execute(sa.text("UPDATE policy_revision SET revision = revision + 1"))
+
+    fills = during_staging(store, raw_write)
+    applied = engine.apply(Change(add=tuple(rows)), actor="t", source="cli")
+    assert applied.revision == 3 and len(fills) == 2
+    stored = stored_rules(store)
+    assert sneaky in stored and set(rows) <= set(stored) and len(stored) == len(set(stored))
+    assert sorted(stored) == sorted(engine.rules())
+
+
+def test_a_large_change_keeps_the_lockout_guard(
+    model: PolicyModel, store: PolicyStore, default_rules: tuple[Rule, ...]
+) -> None:
+    from authz.engine import STAGE_FROM
+    from authz.errors import LockoutRefused
+    from authz.guards import LockoutGuard
+
+    guarded = PolicyEngine(
+        model,
+        store,
+        guard=LockoutGuard(path="/admin/", method="GET"),
+        active_subjects=lambda _session: [ALICE],
+    )
+    guarded.load()
+    admin_link = Rule.of("g", ALICE, "admin")
+    guarded.apply(Change.adding(*default_rules, admin_link), actor="t", source="cli")
+    revision = guarded.revision
+    with pytest.raises(LockoutRefused):
+        guarded.apply(
+            Change(add=tuple(many(STAGE_FROM)), remove=(admin_link,)), actor="t", source="cli"
+        )
+    assert guarded.revision == revision == store.revision()
+    assert admin_link in stored_rules(store) and len(stored_rules(store)) == len(guarded.rules())

@@ -92,3 +92,43 @@ def test_the_polling_thread_carries_a_change_over(
     finally:
         poller.stop()
     assert pollers() == before
+
+
+def wait_for(condition: object, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.01)
+
+
+def test_the_polling_thread_survives_driver_errors_and_garbage(
+    engine: PolicyEngine, store: PolicyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neither a raw cursor's sqlite3 error nor a nonsense revision ends the polling."""
+    poller = RevisionPoller(engine, interval=0.02)
+    poller.start()
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE casbin_rule RENAME TO casbin_rule_away"))
+            conn.execute(sa.text("UPDATE policy_revision SET revision = 2"))
+        wait_for(lambda: "no such table: casbin_rule" in caplog.text)
+        # A revision that is not a number (SQLite stores what it is given).
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE policy_revision SET revision = 'two'"))
+        wait_for(lambda: "failed unexpectedly" in caplog.text)
+        assert poller._thread is not None and poller._thread.is_alive()
+        assert engine.decide("admin", "/admin/", "GET").allowed  # the snapshot still decides
+
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE casbin_rule_away RENAME TO casbin_rule"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO casbin_rule (ptype, v0, v1, v2, v3) "
+                    "VALUES ('p', 'user', '/reports/*', 'GET', 'allow')"
+                )
+            )
+            conn.execute(sa.text("UPDATE policy_revision SET revision = 2"))
+        wait_for(lambda: engine.revision == 2)
+        assert engine.decide("user", "/reports/q3", "GET").allowed
+    finally:
+        poller.stop()

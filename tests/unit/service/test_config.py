@@ -210,3 +210,34 @@ def test_a_server_database_gets_a_checked_pool_and_sqlite_none(tmp_path: Path) -
     options = pg.to_flask_config()["SQLALCHEMY_ENGINE_OPTIONS"]
     assert options == {"pool_pre_ping": True, "pool_size": 7, "max_overflow": 10}
     assert "SQLALCHEMY_ENGINE_OPTIONS" not in settings(tmp_path).to_flask_config()
+
+
+def test_the_app_keeps_pool_settings_and_timeouts_together(tmp_path: Path) -> None:
+    """The engine gets pool_pre_ping and pool sizes from settings and the timeouts beside them."""
+    import pytest as _pytest
+
+    from service import create_app
+    from tests.conftest import dispose
+    from tests.conftest import postgres_unreachable
+    from tests.conftest import postgres_url
+
+    url = postgres_url()
+    reason = postgres_unreachable(url)
+    if reason is not None:
+        _pytest.skip(reason)
+    app = create_app(
+        {
+            "env": "testing",
+            "instance_path": str(tmp_path),
+            "database_url": url,
+            "secret_key": "x" * 40,
+            "poll_interval": 0,
+            "db_pool_size": 3,
+        }
+    )
+    try:
+        options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+        assert options["pool_pre_ping"] is True and options["pool_size"] == 3
+        assert "statement_timeout" in options["connect_args"]["options"]
+    finally:
+        dispose(app)
