@@ -22,6 +22,7 @@ from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import USER
 from tests.conftest import USER_PASSWORD
 from tests.conftest import AuthActions
+from tests.conftest import Backend
 from tests.conftest import app_config
 from tests.conftest import dispose
 from tests.conftest import make_app
@@ -33,10 +34,10 @@ def raw_insert(app: Flask, ptype: str, *values: str) -> int:
     params = {"ptype": ptype, **{f"v{i}": v for i, v in enumerate(values)}}
     sql = (
         f"INSERT INTO casbin_rule ({', '.join(columns)}) "  # noqa: S608 - test-made names
-        f"VALUES ({', '.join(':' + c for c in columns)})"
+        f"VALUES ({', '.join(':' + c for c in columns)}) RETURNING id"
     )
     with app.extensions["authz"].store.engine.begin() as conn:
-        return int(conn.execute(sa.text(sql), params).lastrowid)
+        return int(conn.execute(sa.text(sql), params).scalar_one())
 
 
 # -- /healthz -----------------------------------------------------------------------------
@@ -131,13 +132,15 @@ def test_readyz_reports_lag_behind_another_instance(tmp_path: Path) -> None:
         dispose(app)
 
 
-def test_readyz_does_not_hang_on_a_silent_database(tmp_path: Path) -> None:
+def test_readyz_does_not_hang_on_a_silent_database(tmp_path: Path, backend: Backend) -> None:
     """A database that holds every reader waiting: /readyz answers 503 within its timeout.
 
     Another process's exclusive lock makes every read wait for SQLite's busy timeout, as a
     server that accepts connections but never answers would. Repeated probes share one
     stuck query rather than piling up threads.
     """
+    if backend.name != "sqlite":
+        pytest.skip("a silent PostgreSQL is tests/postgres/test_timeouts.py (a TCP proxy)")
     app = make_app(tmp_path, ready_timeout=0.3)
     client = app.test_client()
     app.extensions["authz"].store.engine.dispose()  # the lock needs the file to itself

@@ -150,7 +150,8 @@ def test_a_database_error_is_one_line(
     assert response.status_code == 503
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1, err
-    assert "no such table: audit_log" in err and "[SQL:" not in err
+    # SQLite: "no such table: audit_log"; PostgreSQL: 'relation "audit_log" does not exist'.
+    assert "audit_log" in err and "[SQL:" not in err
 
 
 def test_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -101,6 +101,7 @@ def test_first_start_prints_only_the_commands_own_lines(tmp_path: Path) -> None:
     init = run([str(BIN / "authz"), "db", "init"], tmp_path, env)
     assert init.returncode == 0, init.stderr
     assert init.stderr == ""
-    assert init.stdout.startswith("Database ready; default policy loaded")
+    assert init.stdout.startswith("Schema upgraded from empty to revision")
+    assert "Database ready; default policy loaded" in init.stdout
     listed = run([str(BIN / "authz"), "users", "list"], tmp_path, env)
     assert listed.returncode == 0 and listed.stderr == ""
