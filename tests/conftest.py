@@ -27,9 +27,9 @@ from sqlalchemy.pool import NullPool
 from werkzeug.test import TestResponse
 
 from service import create_app
+from service import stop_background
 from service import users
 from service.bootstrap import init_database
-from service.extensions import db
 
 ADMIN = "admin@example.com"
 ADMIN_PASSWORD = "admin-password-1"
@@ -232,14 +232,9 @@ def make_app(tmp_path: Path, *, backend: Backend | None = None, **overrides: Any
 
 
 def dispose(app: Flask) -> None:
-    """Stop the app's revision poller and close its database connections."""
-    for name in ("authz.poller", "authz.listener"):
-        worker = app.extensions.get(name)
-        if worker is not None:
-            worker.stop()
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    """Stop the app's revision poller and close its database connections (as gunicorn's
+    worker_exit hook does)."""
+    stop_background(app)
 
 
 @pytest.fixture
