@@ -395,6 +395,10 @@ class Attempt:
     address: str
     #: ``acct:`` or ``pair:``: the counter a success clears.
     account_key: str
+    #: ``addr:``, when the address counter counted it: a success takes it back.
+    address_key: str | None
+    #: The delays (seconds) this attempt starts should it fail, by counter kind.
+    delays: dict[str, float]
 
 
 def count_attempt(email: str, address: str) -> Attempt:
@@ -439,10 +443,21 @@ def count_attempt(email: str, address: str) -> Attempt:
                 )
                 delays[key.split(":", 1)[0]] = delay
         conn.commit()
-        for kind, delay in delays.items():
-            auth_event(Event.LOCKOUT, typed, counter=kind, delay=f"{delay:g}")
         _prune(conn, now, since)
-    return Attempt(email=typed, address=address, account_key=account_key)
+    address_key = None if known else f"addr:{address}"
+    return Attempt(
+        email=typed,
+        address=address,
+        account_key=account_key,
+        address_key=address_key,
+        delays=delays,
+    )
+
+
+def login_failed(attempt: Attempt) -> None:
+    """Report the delays a failed attempt started (it was counted already)."""
+    for kind, delay in attempt.delays.items():
+        auth_event(Event.LOCKOUT, attempt.email, counter=kind, delay=f"{delay:g}")
 
 
 def login_succeeded(attempt: Attempt) -> None:
@@ -455,6 +470,13 @@ def login_succeeded(attempt: Attempt) -> None:
             .where(table.c.key == attempt.account_key)
             .values(failures=0, blocked_until=None, last_at=now)
         )
+        if attempt.address_key is not None:
+            # A right password is no failure of the address: its count goes back.
+            conn.execute(
+                sa.update(table)
+                .where(table.c.key == attempt.address_key, table.c.failures > 0)
+                .values(failures=table.c.failures - 1)
+            )
         ok = f"ok:{attempt.address}|{attempt.email}"
         conn.execute(
             _insert(conn.dialect.name)(table)

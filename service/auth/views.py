@@ -63,6 +63,7 @@ def login() -> Response | str:
         if user is None:
             metrics.login("failure")
             auth_event(Event.LOGIN_FAILURE, form.email.data)
+            users.login_failed(attempt)
             flash(BAD_CREDENTIALS, "error")
             status = 401
         else:
