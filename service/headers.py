@@ -31,6 +31,8 @@ HEADERS = {
 }
 #: Production only (served over TLS): browsers then refuse plain HTTP for a year.
 HSTS = "max-age=31536000; includeSubDomains"
+#: A static file's answers that may be cached (the file, a range of it, "not modified").
+_STATIC_SERVED = frozenset({200, 206, 304})
 
 
 def init_app(app: Flask) -> None:
@@ -43,7 +45,7 @@ def init_app(app: Flask) -> None:
             response.headers[name] = value
         if production:
             response.headers["Strict-Transport-Security"] = HSTS
-        if request.endpoint != "static":
+        if request.endpoint != "static" or response.status_code not in _STATIC_SERVED:
             # Pages, forms and API answers may carry a user's data or a CSRF token: a
             # shared cache or the browser's history must not keep them. Static files
             # are the same for everyone and keep Flask's revalidation headers.
