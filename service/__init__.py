@@ -17,6 +17,7 @@ from authz.connections import engine_options
 from authz.sync import PostgresListener
 from authz.sync import RevisionPoller
 from service import converters
+from service import headers
 from service import health
 from service import logs
 from service import metrics
@@ -58,6 +59,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     converters.init_app(app)
     register_blueprints(app)
     responses.register_error_handlers(app)
+    headers.init_app(app)
     register_cli(app)
     register_operations(app, settings)
     return app

@@ -241,6 +241,18 @@ def users_set_password(email: str, password: str | None) -> None:
     ok(f"Password changed for {user.email}; its sessions are ended.")
 
 
+@users_cli.command("unthrottle")
+@click.argument("email", required=False)
+@click.option("--address", default=None, help="Clear a client address's counters instead.")
+def users_unthrottle(email: str | None, address: str | None) -> None:
+    """Clear the login delay of an account (EMAIL) or of a client address (audited)."""
+    if (email is None) == (address is None):
+        raise click.UsageError("give either EMAIL or --address ADDR")
+    with errors():
+        cleared = users.unthrottle(email=email, address=address, actor=actor(), source="cli")
+    ok(f"Cleared {cleared} login counter(s) of {email or address}.")
+
+
 # -- roles ------------------------------------------------------------------------------
 
 

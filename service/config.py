@@ -166,9 +166,10 @@ class Settings:
     editor_path: str = "/admin/"
     #: Seconds between policy revision checks (changes made by other instances); 0 = off.
     poll_interval: float = 0.5
-    #: Failed logins per account (and 4x per client address) before login is refused.
+    #: Failed logins per account before it must wait between attempts (see login_delay).
     login_max_failures: int = 5
-    #: The window, in seconds, over which failed logins are counted.
+    #: Seconds without a failed login after which an account's (or address's) count
+    #: starts again from zero.
     login_window: int = 900
     #: Minimum password length for new passwords.
     password_min_length: int = 10
@@ -200,6 +201,18 @@ class Settings:
     #: before the request gets 503; on SQLite, how long to wait for another writer's
     #: lock. 0 = no limit.
     db_statement_timeout: float = 5.0
+    # -- throttle --
+    #: Seconds an account waits after its login_max_failures-th failure; doubled by each
+    #: further failure, up to login_max_delay. A successful login clears it.
+    login_delay: float = 1.0
+    #: The longest wait, in seconds, for one account (or address, account pair).
+    login_max_delay: float = 900.0
+    #: Failed logins from one client address, any accounts, before it waits too (its own
+    #: delay, doubling from login_delay up to login_address_max_delay). Not applied to
+    #: an account logging in from an address it already logged in from.
+    login_address_max_failures: int = 50
+    #: The longest wait, in seconds, for one client address.
+    login_address_max_delay: float = 60.0
 
     def to_flask_config(self) -> dict[str, Any]:
         """Return the Flask config keys derived from these settings."""
@@ -265,6 +278,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     # -- database --
     "db_connect_timeout": _positive_float,
     "db_statement_timeout": _positive_float,
+    # -- throttle --
+    "login_delay": _positive_float,
+    "login_max_delay": _positive_float,
+    "login_address_max_failures": _positive_int,
+    "login_address_max_delay": _positive_float,
 }
 
 

@@ -1,4 +1,4 @@
-"""Account tables: users (with a rotating session token) and failed-login records."""
+"""Account tables: users (with a rotating session token) and login-throttle counters."""
 
 from __future__ import annotations
 
@@ -64,8 +64,34 @@ class User(db.Model):  # type: ignore[name-defined,misc]
         return self.email.lower()
 
 
+class LoginThrottle(db.Model):  # type: ignore[name-defined,misc]
+    """One login-throttle counter: an account, an address, or an (address, account) pair.
+
+    Keys: ``acct:<email>`` (failures from addresses the account never logged in from),
+    ``pair:<address>|<email>`` (failures from an address it did log in from),
+    ``addr:<address>`` (failures from the address, any account), and
+    ``ok:<address>|<email>`` (the last successful login of that account from there).
+    One row per key, incremented in one statement, so concurrent attempts cannot pass
+    the count unseen.
+    """
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(sa.String(600), primary_key=True)
+    #: Attempts counted as failures in the current window (counted before the check).
+    failures: Mapped[int] = mapped_column(default=0)
+    #: When the last attempt was counted (or, for ``ok:`` keys, the last success).
+    last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    #: No attempt under this key is verified before this moment.
+    blocked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
 class LoginFailure(db.Model):  # type: ignore[name-defined,misc]
-    """One failed login attempt, keyed by account email or client address."""
+    """A failed login of release 0.1.0 (no longer written or read: see LoginThrottle).
+
+    Kept so the table stays described while a release that still uses it may share the
+    database; drop it (model and table) in a later migration.
+    """
 
     __tablename__ = "login_failures"
 

@@ -8,12 +8,17 @@ row, the role rows and the audit entry commit together.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Iterable
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,8 +28,10 @@ from authz import Rule
 from authz.risks import risks
 from authz.rules import EMAIL_PATTERN
 from authz.rules import is_role
+from service.events import Event
+from service.events import auth_event
 from service.extensions import db
-from service.models import LoginFailure
+from service.models import LoginThrottle
 from service.models import User
 from service.models import new_session_token
 from service.models import utcnow
@@ -353,39 +360,235 @@ def _check_role(role: str) -> None:
 
 
 # -- login throttling -----------------------------------------------------------------
+#
+# Every attempt is counted before its password is checked, by one INSERT .. ON CONFLICT
+# DO UPDATE .. WHERE not blocked .. RETURNING per counter: the row's lock (PostgreSQL)
+# or the database's write lock (SQLite) orders concurrent attempts, so at most
+# login_max_failures of them reach the check before the delay starts. Counters:
+#   acct:<email>            the account, from addresses it never logged in from;
+#   pair:<address>|<email>  the account, from an address it logged in from before
+#                           (an attacker elsewhere cannot slow its owner down there);
+#   addr:<address>          the address, any account, except accounts that logged in
+#                           from it before (a shared proxy or NAT keeps working);
+#   ok:<address>|<email>    the last successful login of the account from the address.
+# A counter over its limit blocks its key for a delay that doubles per further attempt.
+
+#: How long a successful login from an address makes it "known" for that account.
+KNOWN_FOR = dt.timedelta(days=30)
+#: Stale counters deleted per counted attempt (pruning on write, bounded).
+PRUNE_BATCH = 200
 
 
-def throttled(email: str, address: str) -> bool:
-    """Whether logins for this email or from this address are refused for now."""
+class LoginThrottled(Exception):
+    """Login attempts for this account or from this address must wait ``retry_after`` s."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A login attempt let through to the password check, and the counters it used."""
+
+    email: str
+    address: str
+    #: ``acct:`` or ``pair:``: the counter a success clears.
+    account_key: str
+    #: ``addr:``, when the address counter counted it: a success takes it back.
+    address_key: str | None
+    #: The delays (seconds) this attempt starts should it fail, by counter kind.
+    delays: dict[str, float]
+
+
+def count_attempt(email: str, address: str) -> Attempt:
+    """Count a login attempt against its counters; raise LoginThrottled when one waits.
+
+    Called before the password is checked: the attempt counts as a failure until
+    :func:`login_succeeded` clears it. A refused attempt counts nowhere.
+    """
     settings = current_app.config["AUTHZ"]
-    since = utcnow() - dt.timedelta(seconds=settings.login_window)
-    counts = dict(
-        db.session.execute(
-            sa.select(LoginFailure.key, sa.func.count())
-            .where(LoginFailure.key.in_(_keys(email, address)), LoginFailure.at >= since)
-            .group_by(LoginFailure.key)
-        ).all()
+    now = utcnow()
+    typed = _typed(email)
+    known = _known(typed, address, now)
+    account_key = f"pair:{address}|{typed}" if known else f"acct:{typed}"
+    limits = {account_key: (settings.login_max_failures, settings.login_max_delay)}
+    if not known:
+        limits[f"addr:{address}"] = (
+            settings.login_address_max_failures,
+            settings.login_address_max_delay,
+        )
+    since = now - dt.timedelta(seconds=settings.login_window)
+    table = LoginThrottle.__table__
+    db.session.rollback()  # end this request's read transaction before the write
+    with db.engine.connect() as conn:
+        counted: dict[str, int] = {}
+        delays: dict[str, float] = {}
+        # Sorted: two attempts sharing keys take their locks in the same order.
+        for key in sorted(limits):
+            failures = conn.execute(_count(conn.dialect.name, key, now, since)).scalar()
+            if failures is None:  # this key waits: nothing of this attempt is counted
+                conn.rollback()
+                raise LoginThrottled(_retry_after(conn, list(limits), now))
+            counted[key] = failures
+        for key, failures in counted.items():
+            limit, cap = limits[key]
+            if failures >= limit:
+                doubling = min(failures - limit, 32)
+                delay = min(cap, settings.login_delay * 2**doubling)
+                conn.execute(
+                    sa.update(table)
+                    .where(table.c.key == key)
+                    .values(blocked_until=now + dt.timedelta(seconds=delay))
+                )
+                delays[key.split(":", 1)[0]] = delay
+        conn.commit()
+        _prune(conn, now, since)
+    address_key = None if known else f"addr:{address}"
+    return Attempt(
+        email=typed,
+        address=address,
+        account_key=account_key,
+        address_key=address_key,
+        delays=delays,
     )
-    by_email = counts.get(_keys(email, address)[0], 0)
-    by_address = counts.get(f"addr:{address}", 0)
-    return by_email >= settings.login_max_failures or by_address >= 4 * settings.login_max_failures
 
 
-def record_failure(email: str, address: str) -> None:
-    """Count a failed login against the email and the client address."""
-    for key in _keys(email, address):
-        db.session.add(LoginFailure(key=key))
-    db.session.commit()
+def login_failed(attempt: Attempt) -> None:
+    """Report the delays a failed attempt started (it was counted already)."""
+    for kind, delay in attempt.delays.items():
+        auth_event(Event.LOCKOUT, attempt.email, counter=kind, delay=f"{delay:g}")
 
 
-def clear_failures(email: str) -> None:
-    """Forget the failed logins of an email after a successful one."""
-    db.session.execute(sa.delete(LoginFailure).where(LoginFailure.key == f"email:{email}"))
-    db.session.commit()
+def login_succeeded(attempt: Attempt) -> None:
+    """Clear the account's counter and remember the address as one it logs in from."""
+    now = utcnow()
+    table = LoginThrottle.__table__
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(table)
+            .where(table.c.key == attempt.account_key)
+            .values(failures=0, blocked_until=None, last_at=now)
+        )
+        if attempt.address_key is not None:
+            # A right password is no failure of the address: its count goes back.
+            conn.execute(
+                sa.update(table)
+                .where(table.c.key == attempt.address_key, table.c.failures > 0)
+                .values(failures=table.c.failures - 1)
+            )
+        ok = f"ok:{attempt.address}|{attempt.email}"
+        conn.execute(
+            _insert(conn.dialect.name)(table)
+            .values(key=ok, failures=0, last_at=now, blocked_until=None)
+            .on_conflict_do_update(index_elements=[table.c.key], set_={"last_at": now})
+        )
 
 
-def _keys(email: str, address: str) -> list[str]:
+def unthrottle(
+    *, email: str | None = None, address: str | None = None, actor: str, source: str
+) -> int:
+    """Clear an account's or an address's login counters (audited); return how many."""
+    table = LoginThrottle.__table__
+    if email is not None:
+        typed = _typed(email)
+        which = sa.or_(
+            table.c.key == f"acct:{typed}",
+            sa.and_(
+                table.c.key.startswith("pair:"),
+                table.c.key.endswith(f"|{typed}", autoescape=True),
+            ),
+        )
+        detail = typed
+    elif address is not None:
+        address = address.strip()
+        which = sa.or_(
+            table.c.key == f"addr:{address}",
+            table.c.key.startswith(f"pair:{address}|", autoescape=True),
+        )
+        detail = f"address {address}"
+    else:
+        raise AccountError("name an account or an address")
+    if not detail or "\x00" in detail:
+        raise AccountError("name an account or an address")
+    cleared = 0
+
+    def delete(session: Session) -> None:
+        nonlocal cleared
+        cleared = session.execute(sa.delete(table).where(which)).rowcount
+
+    db.session.rollback()
+    engine().apply(
+        Change(), actor=actor, source=source, action="login.unthrottle", detail=detail, hook=delete
+    )
+    return cleared
+
+
+def _count(dialect: str, key: str, now: dt.datetime, since: dt.datetime) -> sa.Executable:
+    """One statement: add an attempt to ``key`` unless it waits; return its count or none."""
+    table = LoginThrottle.__table__
+    quiet = sa.and_(
+        table.c.last_at < since,
+        sa.or_(table.c.blocked_until.is_(None), table.c.blocked_until < since),
+    )
+    return (
+        _insert(dialect)(table)
+        .values(key=key, failures=1, last_at=now, blocked_until=None)
+        .on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                # A window without attempts (after the last delay ended) starts afresh.
+                "failures": sa.case((quiet, 1), else_=table.c.failures + 1),
+                "last_at": now,
+            },
+            where=sa.or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
+        )
+        .returning(table.c.failures)
+    )
+
+
+def _insert(dialect: str) -> Any:
+    # Both dialects spell the upsert alike; SQLAlchemy has it per dialect only.
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def _retry_after(conn: sa.Connection, keys: list[str], now: dt.datetime) -> int:
+    table = LoginThrottle.__table__
+    until = conn.execute(
+        sa.select(sa.func.max(table.c.blocked_until)).where(table.c.key.in_(keys))
+    ).scalar()
+    conn.rollback()
+    if until is None:
+        return 1
+    until = until.replace(tzinfo=dt.UTC) if until.tzinfo is None else until
+    return max(1, math.ceil((until - now).total_seconds()))
+
+
+def _known(typed: str, address: str, now: dt.datetime) -> bool:
+    table = LoginThrottle.__table__
+    last = db.session.execute(
+        sa.select(table.c.last_at).where(table.c.key == f"ok:{address}|{typed}")
+    ).scalar()
+    return last is not None and last >= now - KNOWN_FOR
+
+
+def _prune(conn: sa.Connection, now: dt.datetime, since: dt.datetime) -> None:
+    """Delete up to PRUNE_BATCH counters nobody has used for a window (pruning on write)."""
+    table = LoginThrottle.__table__
+    stale = sa.or_(
+        sa.and_(
+            ~table.c.key.startswith("ok:"),
+            table.c.last_at < since,
+            sa.or_(table.c.blocked_until.is_(None), table.c.blocked_until < since),
+        ),
+        sa.and_(table.c.key.startswith("ok:"), table.c.last_at < now - KNOWN_FOR),
+    )
+    keys = sa.select(table.c.key).where(stale).limit(PRUNE_BATCH).scalar_subquery()
+    conn.execute(sa.delete(table).where(table.c.key.in_(keys)))
+    conn.commit()
+
+
+def _typed(email: str) -> str:
     # Control characters dropped: PostgreSQL refuses a NUL in a text value, and no
     # account's email holds one (a typed NUL must count as a failure, not a 503).
-    typed = _CONTROL_CHARS.sub("", email.strip().lower())[:240]
-    return [f"email:{typed}", f"addr:{address}"]
+    return _CONTROL_CHARS.sub("", email.strip().lower())[:240]

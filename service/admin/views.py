@@ -379,6 +379,22 @@ def user_unassign(email: str, role: str) -> Response | str:
     )
 
 
+@bp.post("/users/<email:email>/unthrottle")
+def user_unthrottle(email: str) -> Response:
+    """Clear an account's login delay (audited)."""
+    user = find_user(email)
+    if ConfirmForm().validate_on_submit():
+        try:
+            users.unthrottle(email=user.email, actor=actor(), source="web")
+        except (AuthzError, users.AccountError) as e:
+            flash(f"Not cleared: {e}.", "error")
+        else:
+            flash(f"Cleared the login delay of {user.email}.", "success")
+    else:
+        flash("Not cleared: the form expired, try again.", "error")
+    return redirect(url_for("admin.user_detail", email=user.email))
+
+
 @bp.route("/users/<email:email>/active", methods=["GET", "POST"])
 def user_active(email: str) -> Response | str:
     """Activate or deactivate an account (deactivation asks for confirmation)."""

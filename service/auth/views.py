@@ -22,6 +22,8 @@ from service import users
 from service.auth.forms import LoginForm
 from service.auth.forms import LogoutForm
 from service.auth.forms import RegisterForm
+from service.events import Event
+from service.events import auth_event
 from service.responses import safe_next_url
 
 bp = Blueprint("auth", __name__)
@@ -45,25 +47,31 @@ def login() -> Response | str:
     status = 200
     if form.validate_on_submit():
         address = proxies.client_address()
-        if users.throttled(form.email.data, address):
+        try:
+            # Counted before the password is checked: concurrent guesses cannot pass it.
+            attempt = users.count_attempt(form.email.data, address)
+        except users.LoginThrottled as e:
+            # The same answer whether or not the account exists; only the wait differs,
+            # and that depends on the attempts made, not on the account.
             metrics.login("throttled")
-            log.warning("login throttled for %r", form.email.data[:255])
-            flash("Too many failed attempts. Wait a few minutes and try again.", "error")
-            status = 429
+            auth_event(Event.LOGIN_THROTTLED, form.email.data, retry_after=e.retry_after)
+            flash("Too many failed attempts. Wait a little and try again.", "error")
+            response = Response(render_template("auth/login.html", form=form), status=429)
+            response.headers["Retry-After"] = str(e.retry_after)
+            return response
+        user = users.authenticate(form.email.data, form.password.data)
+        if user is None:
+            metrics.login("failure")
+            auth_event(Event.LOGIN_FAILURE, form.email.data)
+            users.login_failed(attempt)
+            flash(BAD_CREDENTIALS, "error")
+            status = 401
         else:
-            user = users.authenticate(form.email.data, form.password.data)
-            if user is None:
-                metrics.login("failure")
-                log.info("login failed for %r", form.email.data[:255])
-                users.record_failure(form.email.data, address)
-                flash(BAD_CREDENTIALS, "error")
-                status = 401
-            else:
-                metrics.login("success")
-                log.info("login of %s", user.email)
-                users.clear_failures(user.email)
-                _start_session(user)
-                return redirect(safe_next_url(form.next.data) or url_for("pages.home"))
+            metrics.login("success")
+            auth_event(Event.LOGIN_SUCCESS, user.email)
+            users.login_succeeded(attempt)
+            _start_session(user)
+            return redirect(safe_next_url(form.next.data) or url_for("pages.home"))
     elif request.method == "POST":
         status = 400
     return Response(render_template("auth/login.html", form=form), status=status)
