@@ -104,6 +104,13 @@ class Exporter:
             registry=registry,
         )
 
+        self.auth_events = Counter(
+            "authz_auth_events",
+            "Authentication events (service.events) by kind.",
+            ["kind"],
+            registry=registry,
+        )
+
         def gauge(name: str, doc: str) -> Gauge:
             # liveall: one value per live worker (label pid), since each holds its own.
             return Gauge(name, doc, registry=registry, multiprocess_mode="liveall")
@@ -156,6 +163,10 @@ class Exporter:
             self._histogram(self.load_seconds, ("load_seconds",), metrics.LOADS.duration)
             for outcome, value in metrics.LOGINS.items():
                 self._add(self.logins.labels(outcome), ("logins", outcome), value)
+            for name, value in metrics.snapshot().items():
+                if name.startswith("auth_event.") and isinstance(value, int):
+                    kind = name.removeprefix("auth_event.")
+                    self._add(self.auth_events.labels(kind), ("auth_events", kind), value)
             self._gauges()
 
     def _add(self, counter: Any, key: tuple[object, ...], total: float) -> None:

@@ -290,3 +290,7 @@ def test_metrics_count_logins(app: Flask, admin: FlaskClient) -> None:
     for outcome, grew in (("failure", 5), ("throttled", 1), ("success", 1)):
         name = f'authz_logins_total{{outcome="{outcome}"}}'
         assert after[name] - before[name] == grew, outcome
+    # The same attempts as authentication events, by kind.
+    for kind, grew in (("login_failure", 5), ("login_throttled", 1), ("login_success", 1)):
+        name = f'authz_auth_events_total{{kind="{kind}"}}'
+        assert after[name] - before.get(name, 0) == grew, kind
