@@ -79,7 +79,7 @@ def test_without_the_poller_every_request_asks_the_database(app: Flask) -> None:
     AuthActions(client).login()
     client.get("/")
     statements = queries_during(app, lambda: client.get("/"))
-    assert any("session_token" in s for s in statements)
+    assert any("user_session" in s for s in statements)
 
 
 def test_deactivation_on_this_instance_ends_the_cached_session_at_once(polled: Flask) -> None:
@@ -125,7 +125,7 @@ def test_cached_sessions_are_not_trusted_when_the_poll_stops(polled: Flask) -> N
     polled.extensions["authz.poller"].stop()
     time.sleep(2 * POLL + 0.6)
     statements = queries_during(polled, lambda: client.get("/"))
-    assert any("session_token" in s for s in statements)
+    assert any("user_session" in s for s in statements)
 
 
 def test_unknown_session_tokens_are_never_cached(polled: Flask) -> None:
