@@ -357,9 +357,7 @@ def end_all_sessions(user: User) -> None:
     end_sessions_of(user.id, user.email, actor=actor, source="web", action="session.end_all")
 
 
-def change_own_password(
-    email: str, current: str, new: str, *, keep_session: int | None
-) -> int:
+def change_own_password(email: str, current: str, new: str, *, keep_session: int | None) -> int:
     """Change an account's password, its current one required; end its OTHER sessions.
 
     :returns: how many other sessions ended.

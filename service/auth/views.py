@@ -40,6 +40,18 @@ def _start_session(user: users.User) -> None:
     # A fresh session at login: nothing from before the login survives into it, and a
     # new server-side session with a new random id every time, so an id planted in the
     # browser before the login (session fixation) logs nobody in.
+    previous = current_user._get_current_object()
+    if previous is not None and previous.is_authenticated:
+        # This device logs in again (maybe as someone else): its old session ends.
+        users.end_sessions_of(
+            previous.id,
+            previous.email,
+            actor=previous.email,
+            source="web",
+            only=previous.session_id,
+            action="user.logout",
+            audit=False,
+        )
     started = users.start_session(
         user, address=proxies.client_address(), agent=request.user_agent.string
     )
@@ -203,9 +215,7 @@ def end_other_sessions() -> Response:
     if not form.validate_on_submit():
         flash("Not ended: the form expired; try again.", "error")
         return redirect(url_for("auth.account"))
-    ended = users.end_sessions_of(
-        me.id, me.email, actor=me.email, source="web", keep=me.session_id
-    )
+    ended = users.end_sessions_of(me.id, me.email, actor=me.email, source="web", keep=me.session_id)
     flash(f"Ended {ended} other session{'' if ended == 1 else 's'}.", "success")
     return redirect(url_for("auth.account"))
 
