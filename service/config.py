@@ -213,6 +213,11 @@ class Settings:
     login_address_max_failures: int = 50
     #: The longest wait, in seconds, for one client address.
     login_address_max_delay: float = 60.0
+    # -- sessions --
+    #: Seconds a login session may go unused before it ends (default: 8 hours).
+    session_idle: int = 8 * 3600
+    #: Seconds a login session lasts at most, however busy (default: 30 days).
+    session_absolute: int = 30 * 86400
 
     def to_flask_config(self) -> dict[str, Any]:
         """Return the Flask config keys derived from these settings."""
@@ -225,6 +230,14 @@ class Settings:
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
             "SESSION_COOKIE_SECURE": secure,
+            # Over HTTPS the __Host- prefix makes browsers refuse the cookie unless it is
+            # Secure, for path / and without a domain: no sibling subdomain, nor a plain
+            # HTTP page of this host, can plant a session cookie (session fixation).
+            "SESSION_COOKIE_NAME": "__Host-session" if secure else "session",
+            "SESSION_COOKIE_PATH": "/",
+            "SESSION_COOKIE_DOMAIN": None,
+            # The cookie outlives no session: the server-side row ends it sooner.
+            "PERMANENT_SESSION_LIFETIME": self.session_absolute,
             "REMEMBER_COOKIE_SECURE": secure,
             "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
             "TESTING": self.env is Env.TESTING,
@@ -283,6 +296,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "login_max_delay": _positive_float,
     "login_address_max_failures": _positive_int,
     "login_address_max_delay": _positive_float,
+    # -- sessions --
+    "session_idle": _positive_int,
+    "session_absolute": _positive_int,
 }
 
 

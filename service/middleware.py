@@ -52,8 +52,10 @@ def _resolve_user(cache: sessions.SessionCache | None) -> sessions.SessionUser |
     this service does not use (its signal, its session fingerprint, remember-me
     cookies): it runs on every request, and those steps cost more than the decision.
     """
+    # The signed cookie carries this login's session id (service.sessions); an old
+    # cookie holding anything else resolves to nobody.
     token = session.get("_user_id")
-    user = sessions.load(token, cache) if token else None
+    user = sessions.load(token, cache) if isinstance(token, str) and token else None
     g._login_user = user if user is not None else login_manager.anonymous_user()
     return user
 

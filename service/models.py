@@ -1,4 +1,4 @@
-"""Account tables: users (with a rotating session token) and login-throttle counters."""
+"""Account tables: users, their sessions (one row per login) and login-throttle counters."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     email: Mapped[str] = mapped_column(sa.String(255), unique=True)
     password_hash: Mapped[str] = mapped_column(sa.String(255))
     active: Mapped[bool] = mapped_column(default=True)
-    #: Identifies the user's sessions; rotating it ends every session at once
-    #: (logout, password change, deactivation).
+    #: No longer read: sessions live in ``user_session``, one row per login. Kept so
+    #: this schema change only adds; a later revision drops it.
     session_token: Mapped[str] = mapped_column(
         sa.String(64), unique=True, default=new_session_token
     )
@@ -98,3 +98,27 @@ class LoginFailure(db.Model):  # type: ignore[name-defined,misc]
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(sa.String(300), index=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class UserSession(db.Model):  # type: ignore[name-defined,misc]
+    """One login on one device: what the session cookie points at.
+
+    The cookie carries a random 256-bit id; only its SHA-256 is stored, so reading this
+    table (a backup, an SQL injection elsewhere) yields no cookie that would log anyone in.
+    """
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: SHA-256 (hex) of the id in the cookie.
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Written at most once a minute per session, never on every request.
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The client address at login (behind trusted proxies: the real one).
+    ip: Mapped[str] = mapped_column(sa.String(64), default="")
+    #: The browser's User-Agent at login, truncated.
+    user_agent: Mapped[str] = mapped_column(sa.String(255), default="")
+    #: When the session was ended (logout, by the user, an admin, a password change).
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -1,15 +1,24 @@
-"""Who is logged in: a session token resolved to an account, cached per instance.
+"""Who is logged in: a session cookie resolved to its login row and account, cached.
 
-Resolving the session costs a database query; most requests come from sessions seen a
-moment ago. The cache maps a session token to the account it belongs to and is dropped
-whole whenever any session-ending change (logout, password change, deactivation) is
-committed: at once on the instance that made it, and on every other instance at its
-next revision poll. An entry is trusted only while that poll is healthy; otherwise the
-database is asked, and if it cannot answer the request gets 503, never a stale allow.
+Every login gets its own row in ``user_session`` (one per device) and a fresh random
+256-bit id, which the signed session cookie carries; the database keeps only its
+SHA-256. A session ends when its row is ended (logout, by the user or an admin, a
+password change), when its account is deactivated, when it has not been used for
+``AUTHZ_SESSION_IDLE`` seconds or is older than ``AUTHZ_SESSION_ABSOLUTE`` seconds.
+
+Resolving a session costs a database query; most requests come from sessions seen a
+moment ago. The cache maps a session id to its account and is dropped whole whenever a
+session-ending change is committed: at once on the instance that made it, and on every
+other instance at its next revision poll. An entry is trusted only while that poll is
+healthy; otherwise the database is asked, and if it cannot answer the request gets 503,
+never a stale allow. ``last_seen_at`` is written at most once a minute per session.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +29,24 @@ from flask import current_app
 from authz import PolicyEngine
 from service.extensions import db
 from service.models import User
+from service.models import UserSession
+from service.models import utcnow
+
+#: Seconds between two writes of a session's ``last_seen_at`` (at most; less for tiny
+#: idle lifetimes, so that an active session never idles out between two writes).
+TOUCH_EVERY = 60.0
+#: Longest User-Agent kept for the account page.
+MAX_AGENT = 255
+
+
+def new_session_id() -> str:
+    """Return a fresh random session id (256 bits), as the cookie carries it."""
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    """Return what the database stores for a session id: its SHA-256, in hex."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -28,14 +55,20 @@ class SessionUser:
 
     id: int
     email: str
-    session_token: str
+    #: The ``user_session`` row of this login (the account page's "this device").
+    session_id: int
+    #: The id the cookie carries (never stored server-side).
+    token: str
+    #: Epoch seconds: when this session started, and when its ``last_seen_at`` was written.
+    created: float
+    seen: float
     is_active: bool = True
     is_authenticated: bool = True
     is_anonymous: bool = False
 
     def get_id(self) -> str:
-        """The session carries the rotating token, never the account id."""
-        return self.session_token
+        """The session cookie carries this login's id, never the account id."""
+        return self.token
 
     @property
     def subject(self) -> str:
@@ -43,55 +76,207 @@ class SessionUser:
         return self.email.lower()
 
 
+@dataclass(frozen=True)
+class Lifetimes:
+    """How long a session may go unused (idle) and last at most (absolute), in seconds."""
+
+    idle: float
+    absolute: float
+
+    @property
+    def touch_every(self) -> float:
+        """Seconds between writes of ``last_seen_at``."""
+        return min(TOUCH_EVERY, self.idle / 4)
+
+    @classmethod
+    def of_app(cls) -> Lifetimes:
+        """The lifetimes the app is configured with."""
+        settings = current_app.config["AUTHZ"]
+        return cls(float(settings.session_idle), float(settings.session_absolute))
+
+
 class SessionCache:
-    """Session token -> SessionUser, bounded, cleared on any session-ending change."""
+    """Session id -> SessionUser, bounded, cleared on any session-ending change.
+
+    A generation counter closes the race between a lookup and its cache write: a lookup
+    notes the generation before it reads the database, and its result is cached only if
+    no session-ending change was announced since (:meth:`put`). Without it a
+    deactivation committed between the read and the write would leave the old session
+    cached and allowed until the next unrelated change.
+    """
 
     def __init__(self, engine: PolicyEngine, poll_interval: float, max_entries: int = 50_000):
         self._engine = engine
         self._entries: dict[str, SessionUser] = {}
         self._lock = threading.Lock()
         self._max = max_entries
+        #: Counts clears; a lookup's result is stored only if it did not move meanwhile.
+        self._generation = 0
         #: Trust entries only while the revision poll has succeeded this recently.
         self._fresh_for = 2 * poll_interval + 0.5
         engine.on_accounts_change(self.clear)
 
+    @property
+    def generation(self) -> int:
+        """Read before a lookup; pass to :meth:`put` with its result."""
+        return self._generation
+
     def get(self, token: str) -> SessionUser | None:
-        """Return the cached account of a token, if the cache may be trusted now."""
+        """Return the cached account of a session id, if the cache may be trusted now."""
         if time.monotonic() - self._engine.verified_at > self._fresh_for:
             return None  # the poll is failing or late: another instance may have changed it
         return self._entries.get(token)
 
-    def put(self, user: SessionUser) -> None:
-        """Remember a resolved session (known tokens only: misses are never stored)."""
+    def put(self, user: SessionUser, generation: int) -> bool:
+        """Remember a resolved session read at ``generation``; False when it is too old.
+
+        Known sessions only: misses are never stored.
+        """
         with self._lock:
+            if generation != self._generation:
+                # A session-ending change landed between the read and now: the row read
+                # may already be ended. The next request asks the database again.
+                return False
             if len(self._entries) >= self._max:
                 self._entries.clear()
-            self._entries[user.session_token] = user
+            self._entries[user.token] = user
+            return True
+
+    def discard(self, token: str) -> None:
+        """Forget one session (it expired)."""
+        with self._lock:
+            self._entries.pop(token, None)
 
     def clear(self) -> None:
         """Forget every session."""
         with self._lock:
             self._entries = {}
+            self._generation += 1
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
 def load(token: str, cache: SessionCache | None = None) -> SessionUser | None:
-    """Flask-Login's user loader: the active account owning a session token, or None."""
+    """Flask-Login's user loader: the live session with this id and its active account."""
+    if not isinstance(token, str) or not token or len(token) > 128:
+        return None
     if cache is None:
         cache = current_app.extensions.get("authz.sessions")
+    lifetimes = Lifetimes.of_app()
+    now = time.time()
+    generation = 0
     if cache is not None:
         hit = cache.get(token)
         if hit is not None:
-            return hit
-    row = db.session.execute(
-        sa.select(User.id, User.email).where(User.session_token == token, User.active.is_(True))
-    ).first()
-    db.session.rollback()  # end the read transaction now; nothing else runs on it
-    if row is None:
-        return None
-    user = SessionUser(row.id, row.email, token)
-    if cache is not None:
-        cache.put(user)
+            if now - hit.seen < lifetimes.touch_every and now - hit.created < lifetimes.absolute:
+                return hit
+            # Time to write last_seen_at, or past its lifetime: the database decides.
+            cache.discard(token)
+        generation = cache.generation  # before the read: see SessionCache
+    user = _lookup(token, lifetimes, now)
+    if user is not None and cache is not None:
+        cache.put(user, generation)
     return user
+
+
+def _lookup(token: str, lifetimes: Lifetimes, now: float) -> SessionUser | None:
+    """Read the session from the database; write ``last_seen_at`` when it is due."""
+    moment = dt.datetime.fromtimestamp(now, dt.UTC)
+    row = db.session.execute(
+        sa.select(
+            UserSession.id,
+            UserSession.created_at,
+            UserSession.last_seen_at,
+            User.id.label("user_id"),
+            User.email,
+        )
+        .join(User, User.id == UserSession.user_id)
+        .where(
+            UserSession.token_hash == token_hash(token),
+            UserSession.ended_at.is_(None),
+            UserSession.created_at > moment - dt.timedelta(seconds=lifetimes.absolute),
+            UserSession.last_seen_at > moment - dt.timedelta(seconds=lifetimes.idle),
+            User.active.is_(True),
+        )
+    ).first()
+    if row is None:
+        db.session.rollback()  # end the read transaction now; nothing else runs on it
+        return None
+    seen = row.last_seen_at.timestamp()
+    if now - seen >= lifetimes.touch_every:
+        due = moment - dt.timedelta(seconds=lifetimes.touch_every)
+        # Conditional, so instances touching one session at once write it once.
+        db.session.execute(
+            sa.update(UserSession)
+            .where(UserSession.id == row.id, UserSession.last_seen_at <= due)
+            .values(last_seen_at=moment)
+        )
+        db.session.commit()
+        seen = now
+    else:
+        db.session.rollback()
+    return SessionUser(row.user_id, row.email, row.id, token, row.created_at.timestamp(), seen)
+
+
+def start(user: User, *, address: str, agent: str) -> SessionUser:
+    """Record a new login of ``user`` on one device; return it with its new id.
+
+    The caller commits. This account's ended and expired rows are pruned here, so the
+    table holds about one row per live session.
+    """
+    lifetimes = Lifetimes.of_app()
+    now = utcnow()
+    db.session.execute(
+        sa.delete(UserSession).where(
+            UserSession.user_id == user.id,
+            sa.or_(
+                UserSession.ended_at.is_not(None),
+                UserSession.created_at <= now - dt.timedelta(seconds=lifetimes.absolute),
+                UserSession.last_seen_at <= now - dt.timedelta(seconds=lifetimes.idle),
+            ),
+        )
+    )
+    token = new_session_id()
+    row = UserSession(
+        token_hash=token_hash(token),
+        user_id=user.id,
+        created_at=now,
+        last_seen_at=now,
+        ip=address[:64],
+        user_agent=agent[:MAX_AGENT],
+    )
+    db.session.add(row)
+    db.session.flush()
+    stamp = now.timestamp()
+    return SessionUser(user.id, user.email, row.id, token, stamp, stamp)
+
+
+def live(user_id: int) -> list[UserSession]:
+    """Return the live sessions of an account, the most recently used first."""
+    lifetimes = Lifetimes.of_app()
+    now = utcnow()
+    return list(
+        db.session.scalars(
+            sa.select(UserSession)
+            .where(
+                UserSession.user_id == user_id,
+                UserSession.ended_at.is_(None),
+                UserSession.created_at > now - dt.timedelta(seconds=lifetimes.absolute),
+                UserSession.last_seen_at > now - dt.timedelta(seconds=lifetimes.idle),
+            )
+            .order_by(UserSession.last_seen_at.desc(), UserSession.id.desc())
+        )
+    )
+
+
+def end_statement(user_id: int, *, only: int | None = None, keep: int | None = None) -> sa.Update:
+    """The UPDATE that ends an account's live sessions (one, or all but one, or all)."""
+    query = sa.update(UserSession).where(
+        UserSession.user_id == user_id, UserSession.ended_at.is_(None)
+    )
+    if only is not None:
+        query = query.where(UserSession.id == only)
+    if keep is not None:
+        query = query.where(UserSession.id != keep)
+    return query.values(ended_at=utcnow())

@@ -8,6 +8,7 @@ row, the role rows and the audit entry commit together.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import re
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_login import current_user
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
@@ -28,14 +30,18 @@ from authz import Rule
 from authz.risks import risks
 from authz.rules import EMAIL_PATTERN
 from authz.rules import is_role
+from service import sessions
 from service.events import Event
 from service.events import auth_event
 from service.extensions import db
 from service.models import LoginThrottle
 from service.models import User
+from service.models import UserSession
 from service.models import new_session_token
 from service.models import utcnow
 from service.passwords import Passwords
+
+log = logging.getLogger(__name__)
 
 #: The shape of an address an existing account may have (lookups, login).
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -249,13 +255,13 @@ def authenticate(email: str, password: str) -> User | None:
 def set_active(email: str, active: bool, *, actor: str, source: str, force: bool = False) -> User:
     """Activate or deactivate an account; deactivation ends its sessions at once."""
     user = require(email)
-    target = user.email
+    target, user_id = user.email, user.id
 
     def update(session: Session) -> None:
-        values: dict[str, object] = {"active": active}
+        session.execute(sa.update(User).where(User.email == target).values(active=active))
         if not active:
-            values["session_token"] = new_session_token()
-        session.execute(sa.update(User).where(User.email == target).values(**values))
+            # Ended, not merely refused while inactive: reactivation revives no session.
+            session.execute(sessions.end_statement(user_id))
 
     db.session.rollback()
     engine().apply(
@@ -275,15 +281,12 @@ def set_password(email: str, password: str, *, actor: str, source: str) -> User:
     """Set a new password and end every session of the account."""
     check_password(password)
     user = require(email)
-    target = user.email
+    target, user_id = user.email, user.id
     hashed = passwords().hash(password)
 
     def update(session: Session) -> None:
-        session.execute(
-            sa.update(User)
-            .where(User.email == target)
-            .values(password_hash=hashed, session_token=new_session_token())
-        )
+        session.execute(sa.update(User).where(User.email == target).values(password_hash=hashed))
+        session.execute(sessions.end_statement(user_id))
 
     db.session.rollback()
     engine().apply(
@@ -298,24 +301,110 @@ def set_password(email: str, password: str, *, actor: str, source: str) -> User:
     return require(target)
 
 
-def end_sessions(email: str) -> None:
-    """Rotate the session token, so every existing session cookie of the account is dead."""
+# -- sessions and the account page ------------------------------------------------------
 
-    def rotate(session: Session) -> None:
-        session.execute(
-            sa.update(User).where(User.email == email).values(session_token=new_session_token())
-        )
 
+def start_session(user: User, *, address: str, agent: str) -> sessions.SessionUser:
+    """Record a new login of ``user`` on this device; return it with its fresh id."""
+    started = sessions.start(user, address=address, agent=agent)
+    db.session.commit()
+    return started
+
+
+def list_sessions(user_id: int) -> list[UserSession]:
+    """Return an account's live sessions, the most recently used first."""
+    found = sessions.live(user_id)
     db.session.rollback()
+    return found
+
+
+def end_sessions_of(
+    user_id: int,
+    email: str,
+    *,
+    actor: str,
+    source: str,
+    only: int | None = None,
+    keep: int | None = None,
+    action: str = "session.end",
+    audit: bool = True,
+) -> int:
+    """End an account's sessions (``only`` one, or all but ``keep``); return how many.
+
+    Every instance drops its cached sessions before its next request is decided (the
+    accounts revision is bumped in the same transaction).
+    """
+    ended = [0]
+
+    def end(session: Session) -> None:
+        result = session.execute(sessions.end_statement(user_id, only=only, keep=keep))
+        ended[0] = max(result.rowcount or 0, 0)  # type: ignore[attr-defined]
+
+    db.session.rollback()  # end any read transaction before the write
     engine().apply(
         Change(),
-        actor=email,
-        source="web",
-        action="user.logout",
-        hook=rotate,
+        actor=actor,
+        source=source,
+        action=action,
+        detail=email,
+        hook=end,
         accounts_changed=True,
-        audit=False,
+        audit=audit,
     )
+    if ended[0]:
+        log.info("%s ended %d session(s) of %s (%s)", actor, ended[0], email, action)
+    return ended[0]
+
+
+def end_all_sessions(user: User) -> None:
+    """End every session of an account (password reset, admins); the actor is whoever is
+    logged in, or the account itself."""
+    who = getattr(current_user, "email", None) if current_user else None
+    actor = who if isinstance(who, str) else user.email
+    end_sessions_of(user.id, user.email, actor=actor, source="web", action="session.end_all")
+
+
+def change_own_password(email: str, current: str, new: str, *, keep_session: int | None) -> int:
+    """Change an account's password, its current one required; end its OTHER sessions.
+
+    :returns: how many other sessions ended.
+    :raises AccountError: the current password is wrong (field ``current``) or the new
+        one too weak (field ``password``).
+    """
+    user = require(email)
+    target, user_id, stored = user.email, user.id, user.password_hash
+    db.session.rollback()
+    # Verified even when the new password is refused, so the form's answers do not
+    # tell a session thief anything without the password.
+    if not passwords().verify(stored, current):
+        raise AccountError("the current password is wrong", field="current")
+    check_password(new)
+    hashed = passwords().hash(new)
+    ended = [0]
+
+    def update(session: Session) -> None:
+        # Only if the hash is still the one verified: two concurrent changes cannot both win.
+        changed = session.execute(
+            sa.update(User)
+            .where(User.id == user_id, User.password_hash == stored)
+            .values(password_hash=hashed)
+        )
+        if changed.rowcount != 1:  # type: ignore[attr-defined]
+            raise AccountError("the password was changed meanwhile; try again", field="current")
+        result = session.execute(sessions.end_statement(user_id, keep=keep_session))
+        ended[0] = max(result.rowcount or 0, 0)  # type: ignore[attr-defined]
+
+    engine().apply(
+        Change(),
+        actor=target,
+        source="web",
+        action="user.password_change",
+        detail=target,
+        hook=update,
+        accounts_changed=True,
+    )
+    log.info("%s changed their password; %d other session(s) ended", target, ended[0])
+    return ended[0]
 
 
 def assign_role(subject: str, role: str, *, actor: str, source: str, force: bool = False) -> bool:

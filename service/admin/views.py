@@ -333,6 +333,7 @@ def user_detail(email: str) -> str:
         direct=direct,
         effective=engine.roles_for(user.email),
         permissions=users.effective_rules(user.email),
+        sessions=users.list_sessions(user.id),
         form=form,
         confirm=ConfirmForm(),
     )
@@ -417,6 +418,32 @@ def user_active(email: str) -> Response | str:
         form=form,
         title=f"{verb} this account?",
         message=message,
+        warning="",
+        back=back,
+    )
+
+
+@bp.route("/users/<email:email>/sessions/end", methods=["GET", "POST"])
+def user_end_sessions(email: str) -> Response | str:
+    """End every session of an account (after confirmation): it must log in again."""
+    user = find_user(email)
+    form = ConfirmForm()
+    back = url_for("admin.user_detail", email=user.email)
+    if form.validate_on_submit():
+        try:
+            ended = users.end_sessions_of(
+                user.id, user.email, actor=actor(), source="web", action="session.end_all"
+            )
+        except AuthzError as e:
+            flash(f"Not ended: {e}.", "error")
+        else:
+            flash(f"Ended {ended} session{'' if ended == 1 else 's'} of {user.email}.", "success")
+        return redirect(back)
+    return render_template(
+        "admin/confirm.html",
+        form=form,
+        title="End this account's sessions?",
+        message=f"End every session of {user.email}? They must log in again on every device.",
         warning="",
         back=back,
     )

@@ -1,4 +1,4 @@
-"""Accounts through the API: list, look up, activate and deactivate."""
+"""Accounts through the API: list, look up, activate and deactivate, end sessions."""
 
 from __future__ import annotations
 
@@ -84,3 +84,15 @@ def deactivate(email: str) -> Response:
 def activate(email: str) -> Response:
     """Activate an account."""
     return set_active(email, True)
+
+
+@bp.delete("/users/<email:email>/sessions")
+def end_sessions(email: str) -> Response:
+    """End every session of an account: each of its devices must log in again."""
+    found = find_user(email)
+    if request.get_data(cache=True):
+        body({})  # nothing to send; a field here is a client mistake worth reporting
+    ended = accounts.end_sessions_of(
+        found.id, found.email, actor=actor(), source=SOURCE, action="session.end_all"
+    )
+    return ok({"email": found.email, "ended": ended})

@@ -25,7 +25,7 @@ from tests.e2e.conftest import login
 from tests.e2e.conftest import shot
 
 #: The p rows of policies/default.csv, which a fresh test app gets.
-DEFAULT_P_ROWS = 12
+DEFAULT_P_ROWS = 14
 
 
 def path_of(page: Page) -> str:

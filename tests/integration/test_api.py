@@ -40,6 +40,8 @@ DEFAULT_RULES = [
     ("anonymous", "/readyz"),
     ("user", "/"),
     ("user", "/logout"),
+    ("user", "/account"),
+    ("user", "/account/*"),
     ("admin", "/admin"),
     ("admin", "/admin/*"),
     ("admin", "/api/v1/*"),
@@ -370,12 +372,20 @@ def test_bodies_that_are_not_json_objects_are_refused(
         ("?q=log", [("anonymous", "/login"), ("user", "/logout")]),
         (
             "?q=get%7Cpost",
-            [("anonymous", "/login"), ("anonymous", "/register"), ("user", "/logout")],
+            [
+                ("anonymous", "/login"),
+                ("anonymous", "/register"),
+                ("user", "/logout"),
+                ("user", "/account/*"),
+            ],
         ),
         ("?q=deny", [("user", "/private")]),
         ("?effect=deny", [("user", "/private")]),
         ("?effect=allow", DEFAULT_RULES),
-        ("?subject=user&effect=allow", [("user", "/"), ("user", "/logout")]),
+        (
+            "?subject=user&effect=allow",
+            [("user", "/"), ("user", "/logout"), ("user", "/account"), ("user", "/account/*")],
+        ),
         ("?subject=admin&q=api", [("admin", "/api/v1/*")]),
     ],
 )
@@ -392,8 +402,8 @@ def test_rules_are_listed_with_filters(
 
 def test_rules_are_listed_a_page_at_a_time(api: Api) -> None:
     pages = [api.get(f"/policy/rules?per_page=4&page={n}").json for n in (1, 2, 3, 4)]
-    assert [len(p["items"]) for p in pages] == [4, 4, 4, 0]
-    assert all(p["total"] == 12 and p["per_page"] == 4 for p in pages)
+    assert [len(p["items"]) for p in pages] == [4, 4, 4, 2]
+    assert all(p["total"] == 14 and p["per_page"] == 4 for p in pages)
     paths = [r["path"] for p in pages for r in p["items"]]
     assert paths == [path for _, path in DEFAULT_RULES]
     first = api.get("/policy/rules").json["items"][0]

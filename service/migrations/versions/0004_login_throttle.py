@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003"
 branch_labels = None
 depends_on = None
 
