@@ -252,14 +252,27 @@ def change_password() -> Response:
         return responses.login_required()
     if not form.validate_on_submit():
         return _account_page(form, status=400)
+    # A stolen session must not become a password-guessing oracle: the current password
+    # is checked under the same counters as a login (counted first, delays that double).
+    try:
+        attempt = users.count_attempt(me.email, proxies.client_address())
+    except users.LoginThrottled as e:
+        form.current.errors = [*form.current.errors, "Too many attempts; try again later."]
+        response = _account_page(form, status=429)
+        response.headers["Retry-After"] = str(e.retry_after)
+        return response
     try:
         ended = users.change_own_password(
             me.email, form.current.data, form.password.data, keep_session=me.session_id
         )
     except users.AccountError as e:
+        # The attempt stays counted: only a completed change clears it.
+        if e.field == "current":
+            users.login_failed(attempt)
         field = form.current if e.field == "current" else form.password
         field.errors = [*field.errors, e.message]
         return _account_page(form, status=400)
+    users.login_succeeded(attempt)
     others = f" {ended} other session{'' if ended == 1 else 's'} ended." if ended else ""
     flash("Your password is changed." + others, "success")
     return redirect(url_for("auth.account"))

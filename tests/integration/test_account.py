@@ -185,6 +185,17 @@ def test_a_refused_change_changes_nothing(
     assert can_log_in(app, USER_PASSWORD)
 
 
+def test_guessing_the_current_password_is_throttled_like_a_login(app: Flask) -> None:
+    """A stolen session cannot guess the password at argon2 speed: the sixth wrong
+    current password waits (429, Retry-After), and the right one waits too meanwhile."""
+    laptop = device(app)
+    statuses = [change(laptop, f"guess-number-{i}", NEW_PASSWORD).status_code for i in range(6)]
+    assert statuses == [400] * 5 + [429]
+    refused = change(laptop, USER_PASSWORD, NEW_PASSWORD)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert can_log_in(app, USER_PASSWORD) is False  # the login counter is the same one
+
+
 def test_a_change_without_the_csrf_token_is_refused(app: Flask) -> None:
     laptop = device(app)
     response = laptop.post(
