@@ -29,6 +29,9 @@ class SessionUser:
     id: int
     email: str
     session_token: str
+    #: The default role's name while the account has not verified its email; None once
+    #: it has. See :attr:`subject`.
+    unverified_as: str | None = None
     is_active: bool = True
     is_authenticated: bool = True
     is_anonymous: bool = False
@@ -39,7 +42,14 @@ class SessionUser:
 
     @property
     def subject(self) -> str:
-        """The policy subject of this account."""
+        """The policy subject of this account.
+
+        Until the account proves it owns its email, it is decided as the default role,
+        not as its email: rows naming an address (a grant made before its owner
+        registered, a ``g`` row loaded from CSV) must not go to whoever typed it first.
+        """
+        if self.unverified_as is not None:
+            return self.unverified_as
         return self.email.lower()
 
 
@@ -86,12 +96,15 @@ def load(token: str, cache: SessionCache | None = None) -> SessionUser | None:
         if hit is not None:
             return hit
     row = db.session.execute(
-        sa.select(User.id, User.email).where(User.session_token == token, User.active.is_(True))
+        sa.select(User.id, User.email, User.verified_at).where(
+            User.session_token == token, User.active.is_(True)
+        )
     ).first()
     db.session.rollback()  # end the read transaction now; nothing else runs on it
     if row is None:
         return None
-    user = SessionUser(row.id, row.email, token)
+    unverified_as = None if row.verified_at else current_app.config["AUTHZ"].default_role
+    user = SessionUser(row.id, row.email, token, unverified_as)
     if cache is not None:
         cache.put(user)
     return user
