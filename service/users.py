@@ -614,7 +614,15 @@ def invite(email: str, *, actor: str, source: str) -> str:
     if url is None:
         raise AccountError("set AUTHZ_PUBLIC_URL: the invitation link needs this service's address")
     db.session.rollback()
-    engine().apply(Change(), actor=actor, source=source, action="user.invite", detail=email)
+    # A hook makes an empty change an audited one (the invitation is the event).
+    engine().apply(
+        Change(),
+        actor=actor,
+        source=source,
+        action="user.invite",
+        detail=email,
+        hook=lambda session: None,
+    )
     days = max(1, current_app.config["AUTHZ"].invite_max_age // 86400)
     _mail_later(
         email,

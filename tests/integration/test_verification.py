@@ -92,7 +92,9 @@ def test_an_unverified_account_does_not_count_as_an_editor_for_the_lockout_guard
             users.remove_role(ADMIN, "admin", actor="test", source="cli")
 
 
-def test_the_verification_link_works_once(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+def test_the_verification_link_works_once(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
     auth.register("once@example.com", PASSWORD)
     link = mailbox.last_link(app, "once@example.com")
     assert client.get(link).status_code == 200
@@ -161,9 +163,7 @@ def test_resend_mails_a_new_link(app: Flask, client: FlaskClient, auth: AuthActi
     assert client.get(mailbox.last_link(app, "resend@example.com")).status_code == 200
 
 
-def test_admin_and_cli_created_accounts_are_verified(
-    app: Flask, runner: FlaskCliRunner
-) -> None:
+def test_admin_and_cli_created_accounts_are_verified(app: Flask, runner: FlaskCliRunner) -> None:
     result = runner.invoke(args=["users", "create", "cli@example.com", "--password", PASSWORD])
     assert result.exit_code == 0, result.output
     assert verified_at(app, "cli@example.com") is not None
