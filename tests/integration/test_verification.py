@@ -13,15 +13,20 @@ from flask.testing import FlaskCliRunner
 
 from authz import Change
 from authz import Rule
+from service import migrations
 from service import users
 from service.extensions import db
 from service.models import User
 from tests.conftest import ADMIN
 from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import AuthActions
+from tests.conftest import Backend
 from tests.conftest import dispose
 from tests.conftest import make_app
 from tests.integration import mailbox
+from tests.integration.test_migrations import OLD_USER
+from tests.integration.test_migrations import fill_v0
+from tests.integration.test_migrations import load_v0
 
 PASSWORD = "a-long-password-1"
 
@@ -197,3 +202,24 @@ def test_an_admin_login_still_works_after_the_migration_marks_it_verified(
 ) -> None:
     assert auth.login(ADMIN, ADMIN_PASSWORD).status_code == 302
     assert client.get("/admin/users").status_code == 200
+
+
+def test_accounts_that_exist_when_0002_runs_are_marked_verified(
+    tmp_path: Path, database: Backend
+) -> None:
+    # They were made by admins or registered under the old rules, and their owners use
+    # their grants today: an upgrade must not take those away.
+    engine = sa.create_engine(database.url(tmp_path))
+    try:
+        load_v0(engine)
+        fill_v0(engine)
+        migrations.upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT verified_at, created_at FROM users WHERE email = :e"),
+                {"e": OLD_USER},
+            ).one()
+        assert row.verified_at is not None
+        assert row.verified_at == row.created_at
+    finally:
+        engine.dispose()

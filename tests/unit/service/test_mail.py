@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from service.mail import DevBackend
-from service.mail import MailError
 from service.mail import Mailer
+from service.mail import MailError
 from service.mail import SmtpBackend
 
 
