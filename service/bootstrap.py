@@ -22,6 +22,8 @@ class InitReport:
     admin_email: str | None
     admin_password: str | None  # set only when generated, to be shown once
     schema: migrations.UpgradeReport | None = None
+    #: Something the operator should act on (printed in yellow).
+    note: str | None = None
 
 
 def upgrade_database(revision: str = "head") -> migrations.UpgradeReport:
@@ -41,12 +43,17 @@ def init_database(
 
     :param create_admin: make an admin (email default ``admin@localhost``, generated
         password) when no active user can open the policy editor.
+
+    An admin is created only when no active, verified account can open the policy
+    editor, and only as a new account: an existing one is never changed here.
     """
     settings = current_app.config["AUTHZ"]
     engine = users.engine()
     explicit = admin_email or settings.admin_email
     if explicit:
         users.normalize_email(explicit)  # refuse a bad email before changing anything
+    if admin_password:
+        users.check_password(admin_password)  # and a weak password, even if unused
     schema = upgrade_database()
     rows = 0
     if not engine.rules():
@@ -61,27 +68,37 @@ def init_database(
         rows = len(applied.added)
     email = (admin_email or settings.admin_email).strip().lower()
     password = admin_password or settings.admin_password
-    if not email and not (create_admin and not _has_admin()):
+    if not email and not create_admin:
+        return InitReport(rows, None, None, schema)
+    # Only a database where nobody can open the policy editor gets a first admin. An
+    # existing account is never reactivated or re-granted here: an admin's revocation
+    # must survive a restart (recovery is `users recover-admin`, audited).
+    if _has_admin():
         return InitReport(rows, None, None, schema)
     email = email or "admin@localhost"
-    generated = None
-    if users.get(email) is None:
-        if not password:
-            password = generated = secrets.token_urlsafe(12)
-        users.create(
-            email,
-            password,
-            roles=[settings.admin_role],
-            actor=actor,
-            source="cli",
-            action="user.create-admin",
+    if users.get(email) is not None:
+        return InitReport(
+            rows,
+            None,
+            None,
+            schema,
+            note=(
+                f"no active account can open the policy editor, and {email} exists: it is "
+                f"left as it is (run `users recover-admin {email}` to make it an admin)"
+            ),
         )
-    else:
-        if not users.require(email).active:
-            users.set_active(email, True, actor=actor, source="cli")
-        if settings.admin_role not in users.direct_roles(email):
-            users.assign_role(email, settings.admin_role, actor=actor, source="cli")
-    return InitReport(rows, email or None, generated, schema)
+    generated = None
+    if not password:
+        password = generated = secrets.token_urlsafe(12)
+    users.create(
+        email,
+        password,
+        roles=[settings.admin_role],
+        actor=actor,
+        source="cli",
+        action="user.create-admin",
+    )
+    return InitReport(rows, email, generated, schema)
 
 
 def _has_admin() -> bool:

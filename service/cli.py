@@ -24,6 +24,7 @@ from authz import csvio
 from authz.errors import database_reason
 from authz.paths import canonical_action
 from authz.paths import canonical_object
+from service import mail
 from service import migrations
 from service import params
 from service import users
@@ -134,7 +135,11 @@ def db_current() -> None:
 
 
 @db_cli.command("init")
-@click.option("--admin-email", default="", help="Create (or promote) this admin account.")
+@click.option(
+    "--admin-email",
+    default="",
+    help="Create this admin account when no active account can open the policy editor.",
+)
 @click.option("--admin-password", default="", help="Its password (generated when omitted).")
 def db_init(admin_email: str, admin_password: str) -> None:
     """Upgrade the schema; load the default policy when the policy table is empty."""
@@ -170,6 +175,8 @@ def _print_init(report: Any) -> None:
         click.echo(f"Admin account: {report.admin_email}")
     if report.admin_password:
         click.secho(f"Admin password (shown once): {report.admin_password}", fg="yellow")
+    if getattr(report, "note", None):
+        click.secho(f"warning: {report.note}", fg="yellow", err=True)
 
 
 # -- users ------------------------------------------------------------------------------
@@ -251,6 +258,32 @@ def users_unthrottle(email: str | None, address: str | None) -> None:
     with errors():
         cleared = users.unthrottle(email=email, address=address, actor=actor(), source="cli")
     ok(f"Cleared {cleared} login counter(s) of {email or address}.")
+
+
+@users_cli.command("invite")
+@click.argument("email")
+def users_invite(email: str) -> None:
+    """Mail EMAIL an invitation link to register (and print it); audited."""
+    with errors():
+        url = users.invite(email, actor=actor(), source="cli")
+        mail.mailer().drain()
+    ok(f"Invited {email.strip().lower()}: {url}")
+
+
+@users_cli.command("recover-admin")
+@click.argument("email")
+def users_recover_admin(email: str) -> None:
+    """Make EMAIL an active, verified admin, whatever the policy editor says; audited.
+
+    The way back for an operator who locked everyone out: creates the account (with a
+    generated password, printed once) or reactivates it and gives it the admin role,
+    past the lockout guard.
+    """
+    with errors():
+        user, password = users.recover_admin(email, actor=actor())
+    ok(f"{user.email} is an active admin again (audited as user.recover-admin).")
+    if password:
+        click.secho(f"Password (shown once): {password}", fg="yellow")
 
 
 # -- roles ------------------------------------------------------------------------------
@@ -403,6 +436,11 @@ def policy_check(subject: str, path: str, method: str, explain: bool) -> None:
     account = users.get(subject) if "@" in subject else None
     if account is not None and not account.active:
         click.echo(f"note: {account.email} is deactivated; its requests are decided as anonymous")
+    elif account is not None and not users.is_verified(account):
+        role = current_app.config["AUTHZ"].default_role
+        click.echo(
+            f"note: {account.email} has not verified its email; its requests are decided as {role}"
+        )
     click.secho(
         decision.explain() if explain else verdict, fg="green" if decision.allowed else "red"
     )

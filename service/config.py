@@ -132,6 +132,23 @@ def _choice(*allowed: str, upper: bool = False) -> Callable[[str], str]:
     return parse
 
 
+def _public_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    value = value.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError("must be an http(s) URL such as https://authz.example.com")
+    return value
+
+
+def _mail_address(value: str) -> str:
+    value = value.strip()
+    if "@" not in value or any(c in value for c in "\r\n"):
+        raise ValueError("must be an email address")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The service configuration; built once by :func:`load_settings`, never mutated."""
@@ -218,6 +235,31 @@ class Settings:
     session_idle: int = 8 * 3600
     #: Seconds a login session lasts at most, however busy (default: 30 days).
     session_absolute: int = 30 * 86400
+    # -- accounts --
+    #: Who may create an account: ``open`` (anyone, at /register), ``invite`` (only
+    #: through an invitation link an admin sent) or ``closed`` (admins and the CLI only).
+    registration: str = "open"
+    #: Seconds an email verification link stays valid (default 48 hours).
+    verify_max_age: int = 48 * 3600
+    #: Seconds a password reset link stays valid (default 30 minutes).
+    reset_max_age: int = 30 * 60
+    #: Seconds an invitation link stays valid (default 7 days).
+    invite_max_age: int = 7 * 24 * 3600
+    #: The service's address as its users reach it (``https://authz.example.com``), for
+    #: links in mail. Never taken from a request's Host header, which a client chooses.
+    #: Unset: ``http://127.0.0.1:5000``, except in production, where no link is mailed
+    #: (an error is logged) until it is set.
+    public_url: str = ""
+    #: ``dev`` (each message written to the log and to instance/mail/ as .eml) or ``smtp``.
+    mail_backend: str = "dev"
+    #: The SMTP server, its login (both empty: none), and STARTTLS before the login.
+    mail_host: str = "localhost"
+    mail_port: int = 25
+    mail_username: str = ""
+    mail_password: str = ""
+    mail_starttls: bool = False
+    #: The From address of the service's mail.
+    mail_from: str = "authz@localhost"
 
     def to_flask_config(self) -> dict[str, Any]:
         """Return the Flask config keys derived from these settings."""
@@ -299,6 +341,19 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     # -- sessions --
     "session_idle": _positive_int,
     "session_absolute": _positive_int,
+    # -- accounts --
+    "registration": _choice("open", "invite", "closed"),
+    "verify_max_age": _positive_int,
+    "reset_max_age": _positive_int,
+    "invite_max_age": _positive_int,
+    "public_url": _public_url,
+    "mail_backend": _choice("dev", "smtp"),
+    "mail_host": str,
+    "mail_port": _positive_int,
+    "mail_username": str,
+    "mail_password": str,
+    "mail_starttls": _bool,
+    "mail_from": _mail_address,
 }
 
 

@@ -39,6 +39,9 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     )
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: When the account proved it owns its email (a verification or reset link, or an
+    #: admin or the CLI creating it). Until then rows naming the email do not apply.
+    verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     # Flask-Login's user protocol.
     @property

@@ -16,7 +16,10 @@ bp = Blueprint("pages", __name__)
 def home() -> str:
     """The home page, for any logged-in user (by the default policy)."""
     subject = current_subject()
-    return render_template("home.html", roles=users.engine().roles_for(subject))
+    roles = users.engine().roles_for(subject)
+    if "@" not in subject:  # an unverified account is decided as the default role itself
+        roles = [subject, *roles]
+    return render_template("home.html", roles=roles)
 
 
 @bp.route("/admin/")

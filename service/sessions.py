@@ -62,6 +62,9 @@ class SessionUser:
     #: Epoch seconds: when this session started, and when its ``last_seen_at`` was written.
     created: float
     seen: float
+    #: The default role's name while the account has not verified its email; None once
+    #: it has. See :attr:`subject`.
+    unverified_as: str | None = None
     is_active: bool = True
     is_authenticated: bool = True
     is_anonymous: bool = False
@@ -72,7 +75,14 @@ class SessionUser:
 
     @property
     def subject(self) -> str:
-        """The policy subject of this account."""
+        """The policy subject of this account.
+
+        Until the account proves it owns its email, it is decided as the default role,
+        not as its email: rows naming an address (a grant made before its owner
+        registered, a ``g`` row loaded from CSV) must not go to whoever typed it first.
+        """
+        if self.unverified_as is not None:
+            return self.unverified_as
         return self.email.lower()
 
 
@@ -190,6 +200,7 @@ def _lookup(token: str, lifetimes: Lifetimes, now: float) -> SessionUser | None:
             UserSession.last_seen_at,
             User.id.label("user_id"),
             User.email,
+            User.verified_at,
         )
         .join(User, User.id == UserSession.user_id)
         .where(
@@ -216,7 +227,10 @@ def _lookup(token: str, lifetimes: Lifetimes, now: float) -> SessionUser | None:
         seen = now
     else:
         db.session.rollback()
-    return SessionUser(row.user_id, row.email, row.id, token, row.created_at.timestamp(), seen)
+    unverified_as = None if row.verified_at else current_app.config["AUTHZ"].default_role
+    return SessionUser(
+        row.user_id, row.email, row.id, token, row.created_at.timestamp(), seen, unverified_as
+    )
 
 
 def start(user: User, *, address: str, agent: str) -> SessionUser:
@@ -249,7 +263,8 @@ def start(user: User, *, address: str, agent: str) -> SessionUser:
     db.session.add(row)
     db.session.flush()
     stamp = now.timestamp()
-    return SessionUser(user.id, user.email, row.id, token, stamp, stamp)
+    unverified_as = None if user.verified_at else current_app.config["AUTHZ"].default_role
+    return SessionUser(user.id, user.email, row.id, token, stamp, stamp, unverified_as)
 
 
 def live(user_id: int) -> list[UserSession]:

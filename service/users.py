@@ -8,17 +8,25 @@ row, the role rows and the audit entry commit together.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
+import hmac
 import logging
 import math
 import re
+import secrets
 from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
 from flask_login import current_user
+from itsdangerous import BadSignature
+from itsdangerous import SignatureExpired
+from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
@@ -30,7 +38,9 @@ from authz import Rule
 from authz.risks import risks
 from authz.rules import EMAIL_PATTERN
 from authz.rules import is_role
+from service import mail
 from service import sessions
+from service.config import Env
 from service.events import Event
 from service.events import auth_event
 from service.extensions import db
@@ -129,11 +139,27 @@ def check_password(password: str) -> None:
         )
     if len(password) > 1024:
         raise AccountError("the password must have at most 1024 characters", field="password")
+    # Credential stuffing and spraying try the most common passwords first.
+    if password.lower() in common_passwords():
+        raise AccountError(
+            "this password is one of the 10,000 most common ones; choose another",
+            field="password",
+        )
+
+
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The 10,000 most common passwords, lower-case (package data, see its header)."""
+    text = files("service").joinpath("data", "common-passwords.txt").read_text("utf-8")
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
 
 
 def active_subjects(session: Session) -> Sequence[str]:
     """Return the subjects of active accounts (the lockout guard's view of users)."""
-    return session.scalars(sa.select(User.email).where(User.active.is_(True))).all()
+    # Unverified accounts hold the default role only, whatever rows name their email.
+    return session.scalars(
+        sa.select(User.email).where(User.active.is_(True), User.verified_at.is_not(None))
+    ).all()
 
 
 def get(email: str) -> User | None:
@@ -208,8 +234,13 @@ def create(
     actor: str,
     source: str,
     action: str = "user.create",
+    verified: bool = True,
 ) -> User:
-    """Create an active account with its roles (default: the default role), atomically."""
+    """Create an active account with its roles (default: the default role), atomically.
+
+    :param verified: whether the creator vouches for the address (admins and the CLI do;
+        web registration does not, and the account then proves it by a mailed link).
+    """
     email = normalize_email(email)
     check_password(password)
     wanted = list(roles) if roles is not None else [current_app.config["AUTHZ"].default_role]
@@ -220,7 +251,14 @@ def create(
     def add_user(session: Session) -> None:
         if session.scalar(sa.select(User.id).where(User.email == email)) is not None:
             raise AccountError("an account with this email already exists", field="email")
-        session.add(User(email=email, password_hash=hashed, session_token=new_session_token()))
+        session.add(
+            User(
+                email=email,
+                password_hash=hashed,
+                session_token=new_session_token(),
+                verified_at=utcnow() if verified else None,
+            )
+        )
         try:
             session.flush()
         except IntegrityError as e:  # a concurrent registration of the same email won
@@ -431,6 +469,313 @@ def remove_role(subject: str, role: str, *, actor: str, source: str, force: bool
     engine().apply(
         Change.removing(rule), actor=actor, source=source, action="role.remove", force=force
     )
+
+
+# -- email ownership, password reset, invitations -----------------------------------
+
+
+class LinkError(Exception):
+    """A mailed link cannot be used; ``reason`` is ``expired`` or ``invalid``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+#: Fixed salts: a token made for one purpose never passes as another.
+_VERIFY, _RESET, _INVITE = "authz.verify-email", "authz.reset-password", "authz.invite"
+
+
+def _serializer(purpose: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=purpose)
+
+
+def _fingerprint(purpose: str, *state: object) -> str:
+    """A keyed digest of an account's state: a link dies when the state changes.
+
+    This is what makes links single-use: verifying sets ``verified_at`` and a reset
+    changes the password hash, so the same link no longer matches. Keyed, so a token's
+    readable payload reveals nothing about the password hash.
+    """
+    key = current_app.config["SECRET_KEY"].encode()
+    message = "\x1f".join([purpose, *(str(part) for part in state)]).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+
+
+def _verify_state(user: User) -> str:
+    return _fingerprint(_VERIFY, user.id, user.email, user.verified_at)
+
+
+def _reset_state(user: User) -> str:
+    return _fingerprint(_RESET, user.id, user.email, user.password_hash, user.active)
+
+
+def _load(purpose: str, token: str, max_age: int) -> object:
+    try:
+        return _serializer(purpose).loads(token, max_age=max_age)
+    except SignatureExpired as e:
+        raise LinkError("expired") from e
+    except BadSignature as e:
+        raise LinkError("invalid") from e
+
+
+def _account_by_token(purpose: str, token: str, max_age: int) -> tuple[User, str]:
+    data = _load(purpose, token, max_age)
+    if not (isinstance(data, list) and len(data) == 2 and isinstance(data[0], int)):
+        raise LinkError("invalid")
+    user = db.session.get(User, data[0])
+    if user is None:
+        raise LinkError("invalid")
+    return user, str(data[1])
+
+
+def link(path: str) -> str | None:
+    """The absolute URL of ``path`` on this service, for mail; None when it has no address.
+
+    Built from the public URL setting, never from the request's Host header: a client
+    choosing the host of a reset link sent to someone else would receive its token.
+    """
+    settings = current_app.config["AUTHZ"]
+    if settings.public_url:
+        return settings.public_url + path
+    if settings.env is Env.PRODUCTION:
+        log.error("AUTHZ_PUBLIC_URL is not set: no link mailed for %s", path.split("/")[1])
+        return None
+    return "http://127.0.0.1:5000" + path
+
+
+def _mail_later(to: str, subject: str, body: str) -> None:
+    mail.mailer().send_later(to, subject, body)
+
+
+def is_verified(user: User) -> bool:
+    """Whether the account proved it owns its email."""
+    return user.verified_at is not None
+
+
+def send_verification(user: User) -> None:
+    """Mail the account a link that verifies its email (in the background)."""
+    url = link(f"/verify/{_serializer(_VERIFY).dumps([user.id, _verify_state(user)])}")
+    if url is None:
+        return
+    hours = current_app.config["AUTHZ"].verify_max_age // 3600
+    _mail_later(
+        user.email,
+        "Verify your email address",
+        f"Open this link to verify your email address {user.email}:\n\n{url}\n\n"
+        f"The link works once, for {hours} hours. Until then your account has the "
+        "permissions of a new user only.\nIf you did not create this account, ignore "
+        "this message.\n",
+    )
+
+
+def register(email: str, password: str) -> User:
+    """Create an account from the register page: default role, email not yet verified."""
+    user = create(
+        email,
+        password,
+        actor=email.strip().lower(),
+        source="web",
+        action="user.register",
+        verified=False,
+    )
+    send_verification(user)
+    return user
+
+
+def verify_email(token: str) -> User:
+    """Mark the account of a verification link verified; LinkError when it cannot be."""
+    user, state = _account_by_token(_VERIFY, token, current_app.config["AUTHZ"].verify_max_age)
+    if user.verified_at is not None or not hmac.compare_digest(state, _verify_state(user)):
+        raise LinkError("invalid")  # used already, or made for an earlier address
+    target, expected = user.id, user.email
+
+    def update(session: Session) -> None:
+        done = session.execute(
+            sa.update(User)
+            .where(User.id == target, User.email == expected, User.verified_at.is_(None))
+            .values(verified_at=utcnow())
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise LinkError("invalid")  # a concurrent click won
+
+    db.session.rollback()
+    # accounts_changed: every instance drops its cached sessions, so the account's rows
+    # apply from its very next request.
+    engine().apply(
+        Change(),
+        actor=expected,
+        source="web",
+        action="user.verify",
+        detail=expected,
+        hook=update,
+        accounts_changed=True,
+    )
+    return require(expected)
+
+
+#: Stands in for the account of an unknown address, so a reset request does the same work.
+_NOBODY_STATE = "0" * 32
+
+
+def request_password_reset(email: str) -> None:
+    """Mail a reset link if an active account has this email; the same work either way.
+
+    The caller answers the same whatever happened: this reveals nothing about accounts.
+    """
+    user = get(email)
+    known = user is not None and user.active
+    uid = user.id if user is not None and known else 0
+    state = _reset_state(user) if user is not None and known else _NOBODY_STATE
+    token = _serializer(_RESET).dumps([uid, state])
+    url = link(f"/password/reset/{token}") or ""
+    minutes = current_app.config["AUTHZ"].reset_max_age // 60
+    body = (
+        f"Open this link to choose a new password for {email}:\n\n{url}\n\n"
+        f"The link works once, for {minutes} minutes, and ends every session of the "
+        "account.\nIf you did not ask for it, ignore this message.\n"
+    )
+    db.session.rollback()
+    if user is not None and known and url:
+        # In the background: the answer's time does not depend on the mail server.
+        _mail_later(user.email, "Reset your password", body)
+
+
+def reset_account(token: str) -> User:
+    """Return the account a reset link is for, if the link is still good (no change)."""
+    user, state = _account_by_token(_RESET, token, current_app.config["AUTHZ"].reset_max_age)
+    if not user.active or not hmac.compare_digest(state, _reset_state(user)):
+        raise LinkError("invalid")  # used already, or the password changed since
+    return user
+
+
+def reset_password(token: str, password: str) -> User:
+    """Set a new password through a reset link; every session of the account ends.
+
+    The link proves the owner reads the account's mail, so it also verifies the email.
+    """
+    user = reset_account(token)
+    check_password(password)
+    hashed = passwords().hash(password)
+    target, old_hash = user.id, user.password_hash
+
+    def update(session: Session) -> None:
+        done = session.execute(
+            sa.update(User)
+            .where(User.id == target, User.password_hash == old_hash, User.active.is_(True))
+            .values(
+                password_hash=hashed,
+                verified_at=sa.func.coalesce(User.verified_at, utcnow()),
+            )
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise LinkError("invalid")  # a concurrent reset with the same link won
+
+    email = user.email
+    db.session.rollback()
+    engine().apply(
+        Change(),
+        actor=email,
+        source="web",
+        action="user.password-reset",
+        detail=email,
+        hook=update,
+        accounts_changed=True,
+    )
+    user = require(email)
+    end_all_sessions(user)
+    return user
+
+
+def invite(email: str, *, actor: str, source: str) -> str:
+    """Return an invitation link for an address with no account (audited), and mail it.
+
+    :raises AccountError: the address is not valid, already has an account, or the
+        service has no public address to put in the link.
+    """
+    if current_app.config["AUTHZ"].registration == "closed":
+        raise AccountError("registration is closed (AUTHZ_REGISTRATION=closed)", field="email")
+    email = normalize_email(email)
+    if get(email) is not None:
+        raise AccountError("an account with this email already exists", field="email")
+    url = link(f"/register/{_serializer(_INVITE).dumps(email)}")
+    if url is None:
+        raise AccountError("set AUTHZ_PUBLIC_URL: the invitation link needs this service's address")
+    db.session.rollback()
+    # A hook makes an empty change an audited one (the invitation is the event).
+    engine().apply(
+        Change(),
+        actor=actor,
+        source=source,
+        action="user.invite",
+        detail=email,
+        hook=lambda session: None,
+    )
+    days = max(1, current_app.config["AUTHZ"].invite_max_age // 86400)
+    _mail_later(
+        email,
+        "You are invited",
+        f"You are invited to create an account for {email}:\n\n{url}\n\n"
+        f"The link works for {days} day(s), until the account is created.\n",
+    )
+    return url
+
+
+def invited_email(token: str) -> str:
+    """Return the address an invitation link is for; LinkError when it cannot be used."""
+    email = _load(_INVITE, token, current_app.config["AUTHZ"].invite_max_age)
+    if not isinstance(email, str) or not is_canonical_email(email):
+        raise LinkError("invalid")
+    if get(email) is not None:
+        raise LinkError("invalid")  # used: the account exists
+    return email
+
+
+def register_invited(token: str, password: str) -> User:
+    """Create the account of an invitation link; the link proves the address."""
+    email = invited_email(token)
+    return create(email, password, actor=email, source="web", action="user.register", verified=True)
+
+
+def recover_admin(email: str, *, actor: str) -> tuple[User, str | None]:
+    """Give an operator who locked everyone out an admin account back (CLI only, audited).
+
+    Creates the account (with a generated password, returned) or reactivates, verifies
+    and re-grants an existing one. Forced past the lockout guard: this is the way back.
+    """
+    admin_role = current_app.config["AUTHZ"].admin_role
+    if get(email) is None:
+        password = secrets.token_urlsafe(12)
+        user = create(
+            email,
+            password,
+            roles=[admin_role],
+            actor=actor,
+            source="cli",
+            action="user.recover-admin",
+        )
+        return user, password
+    target = require(email).email
+
+    def update(session: Session) -> None:
+        session.execute(
+            sa.update(User)
+            .where(User.email == target)
+            .values(active=True, verified_at=sa.func.coalesce(User.verified_at, utcnow()))
+        )
+
+    db.session.rollback()
+    engine().apply(
+        Change.adding(Rule.of("g", target, admin_role)),
+        actor=actor,
+        source="cli",
+        action="user.recover-admin",
+        detail=target,
+        hook=update,
+        accounts_changed=True,
+        force=True,
+    )
+    return require(target), None
 
 
 def _member(subject: str) -> str:

@@ -32,3 +32,29 @@ class RegisterForm(FlaskForm):
 
 class LogoutForm(FlaskForm):
     """Nothing but the CSRF token: a third-party page cannot log a user out."""
+
+
+class NewPasswordForm(FlaskForm):
+    """A new password and its confirmation (a reset link, an invitation)."""
+
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)])
+    confirm = PasswordField(
+        "Confirm password",
+        validators=[DataRequired(), EqualTo("password", message="the passwords do not match")],
+    )
+
+
+class ForgotForm(FlaskForm):
+    """The email of the account whose password was forgotten."""
+
+    email = EmailField("Email", validators=[DataRequired(), Length(max=255)])
+
+
+class ResendForm(FlaskForm):
+    """Nothing but the CSRF token: send the verification link again."""
+
+
+class InviteForm(FlaskForm):
+    """The address to invite."""
+
+    email = EmailField("Email", validators=[DataRequired(), Length(max=255)])

@@ -25,7 +25,7 @@ from tests.e2e.conftest import login
 from tests.e2e.conftest import shot
 
 #: The p rows of policies/default.csv, which a fresh test app gets.
-DEFAULT_P_ROWS = 14
+DEFAULT_P_ROWS = 17
 
 
 def path_of(page: Page) -> str:
@@ -212,7 +212,8 @@ def test_the_rules_page_lists_and_searches_the_rules(
         admin.press("input[name=q]", "Enter")
     assert parse_qs(urlsplit(admin.url).query).get("q") == ["anonymous"]  # a GET search
     rows = admin.locator("#rules tr.rule")
-    expect(rows).to_have_count(6)  # login, register, static, favicon, healthz, readyz
+    # login, register, static, favicon, verify, password, register/*, healthz, readyz
+    expect(rows).to_have_count(9)
     for subject in rows.locator("td:nth-child(1)").all_inner_texts():
         assert subject.strip() == "anonymous"
 

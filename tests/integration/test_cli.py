@@ -224,37 +224,8 @@ def test_db_init_keeps_a_non_empty_policy_table(
     assert state(app) == before  # the default policy was not merged back in
 
 
-def test_db_init_promotes_an_existing_account_once(
-    app: Flask, runner: FlaskCliRunner, auth: AuthActions
-) -> None:
-    assert "admin" not in engine_of(app).roles_for(USER)
-    count = len(audit(app))
-    out = assert_ok(invoke(runner, "db", "init", "--admin-email", USER))
-    assert f"Admin account: {USER}" in out
-    assert "shown once" not in out
-    assert "admin" in engine_of(app).roles_for(USER)
-    assert len(audit(app)) == count + 1
-    before = state(app)
-    assert_ok(invoke(runner, "db", "init", "--admin-email", USER))
-    assert state(app) == before
-    assert auth.login(USER, USER_PASSWORD).status_code == 302  # password untouched
-
-
-def test_db_init_generates_and_shows_a_password_once(
-    app: Flask, runner: FlaskCliRunner, auth: AuthActions
-) -> None:
-    out = assert_ok(invoke(runner, "db", "init", "--admin-email", "boss@example.com"))
-    match = re.search(r"Admin password \(shown once\): (\S+)", out)
-    assert match, out
-    password = match.group(1)
-    assert len(password) >= 10
-    assert "admin" in engine_of(app).roles_for("boss@example.com")
-    assert auth.login("boss@example.com", password).status_code == 302
-
-    before = state(app)
-    again = assert_ok(invoke(runner, "db", "init", "--admin-email", "boss@example.com"))
-    assert "shown once" not in again
-    assert state(app) == before
+# db init's first admin (created only when nobody can open the editor, never a
+# promotion of an existing account): tests/integration/test_bootstrap.py.
 
 
 # -- users ------------------------------------------------------------------------------

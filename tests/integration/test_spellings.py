@@ -49,13 +49,22 @@ UNCONVERTED = {
     # send_from_directory serves the file of that exact name (safe_join refuses "..");
     # the policy grants /static/* as a whole.
     ("static", "filename"),
+    # Signed link tokens: the view checks the signature of the exact string it is given,
+    # so no other spelling passes; the policy grants /verify/*, /password/*, /register/*.
+    ("auth.verify", "token"),
+    ("auth.reset_password", "token"),
+    ("auth.register_invited", "token"),
 }
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def parameterized_rules(app: Flask) -> list[UrlRule]:
     """Every route of the app that takes a parameter from its path."""
-    return [r for r in app.url_map.iter_rules() if r.arguments and r.endpoint != "static"]
+    return [
+        r
+        for r in app.url_map.iter_rules()
+        if r.arguments and not all((r.endpoint, a) in UNCONVERTED for a in r.arguments)
+    ]
 
 
 def canonical_value(rule: UrlRule, name: str) -> str:

@@ -7,6 +7,7 @@ from flask.testing import FlaskClient
 from tests.conftest import ADMIN
 from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import AuthActions
+from tests.integration import mailbox
 
 
 def test_visitor_registers_uses_home_is_refused_admin_then_admin_gets_in(
@@ -20,7 +21,9 @@ def test_visitor_registers_uses_home_is_refused_admin_then_admin_gets_in(
     # Registering creates an account with the default role and logs it in.
     response = auth.register("new@example.com", "a-long-password")
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/verify/sent"
+    # They open the verification link from their mail.
+    assert client.get(mailbox.last_link(client.application, "new@example.com")).status_code == 200
     home = client.get("/")
     assert home.status_code == 200
     page = home.get_data(as_text=True)
