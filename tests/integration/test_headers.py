@@ -44,7 +44,13 @@ def check(response: TestResponse, path: str, *, static: bool = False) -> None:
 def get_paths(app: Flask) -> list[str]:
     """One URL per GET route of the app, with real values for its arguments."""
     rule_id = app.extensions["authz"].rules()[0].id
-    samples = {"email": USER, "role": "user", "rule_id": rule_id, "filename": "style.css"}
+    samples = {
+        "email": USER,
+        "role": "user",
+        "rule_id": rule_id,
+        "filename": "style.css",
+        "token": "not-a-valid-token",  # verification, reset and invitation links
+    }
     paths = []
     for rule in app.url_map.iter_rules():
         if "GET" not in (rule.methods or ()):
