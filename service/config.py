@@ -280,6 +280,9 @@ class Settings:
             "SESSION_COOKIE_DOMAIN": None,
             # The cookie outlives no session: the server-side row ends it sooner.
             "PERMANENT_SESSION_LIFETIME": self.session_absolute,
+            # Lifetimes are enforced on the server-side row, so the cookie need not be
+            # re-signed and re-sent on every response (that cost a quarter of a request).
+            "SESSION_REFRESH_EACH_REQUEST": False,
             "REMEMBER_COOKIE_SECURE": secure,
             "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
             "TESTING": self.env is Env.TESTING,

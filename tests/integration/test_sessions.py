@@ -23,6 +23,7 @@ from service.models import UserSession
 from tests.conftest import ADMIN
 from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import USER
+from tests.conftest import USER_PASSWORD
 from tests.conftest import AuthActions
 from tests.conftest import app_config
 from tests.conftest import dispose
@@ -315,3 +316,13 @@ def test_an_ended_session_replayed_on_another_instance_is_refused(
     fresh = other.test_client()  # and not cached there: refused on the first request
     fresh.set_cookie("session", stolen)
     assert fresh.get("/").status_code == 302
+
+
+def test_an_ordinary_request_does_not_resend_the_session_cookie(app: Flask) -> None:
+    """The server-side row carries the lifetimes: the cookie is set at login, not per page."""
+    client = app.test_client()
+    assert AuthActions(client).login(USER, USER_PASSWORD).status_code == 302
+    client.get("/")  # the first page after login may store the new CSRF token
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
