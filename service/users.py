@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from authz import Change
 from authz import PolicyEngine
 from authz import Rule
+from authz.engine import Hook
 from authz.risks import risks
 from authz.rules import EMAIL_PATTERN
 from authz.rules import is_role
@@ -226,6 +227,32 @@ def known_roles() -> list[str]:
     return sorted(names)
 
 
+def _account_write(
+    action: str,
+    hook: Hook,
+    *,
+    actor: str,
+    source: str,
+    detail: str = "",
+    sessions_end: bool = True,
+    **options: Any,
+) -> None:
+    """Write an account change (``hook``) with its audit entry in the engine's transaction.
+
+    :param sessions_end: every instance re-checks its cached sessions afterwards.
+    """
+    engine().apply(
+        Change(),
+        actor=actor,
+        source=source,
+        action=action,
+        detail=detail,
+        hook=hook,
+        accounts_changed=sessions_end,
+        **options,
+    )
+
+
 def create(
     email: str,
     password: str,
@@ -302,15 +329,13 @@ def set_active(email: str, active: bool, *, actor: str, source: str, force: bool
             session.execute(sessions.end_statement(user_id))
 
     db.session.rollback()
-    engine().apply(
-        Change(),
+    _account_write(
+        "user.activate" if active else "user.deactivate",
+        update,
         actor=actor,
         source=source,
-        force=force,
-        action="user.activate" if active else "user.deactivate",
-        accounts_changed=True,
         detail=target,
-        hook=update,
+        force=force,
     )
     return require(target)
 
@@ -327,14 +352,12 @@ def set_password(email: str, password: str, *, actor: str, source: str) -> User:
         session.execute(sessions.end_statement(user_id))
 
     db.session.rollback()
-    engine().apply(
-        Change(),
+    _account_write(
+        "user.password",
+        update,
         actor=actor,
         source=source,
-        action="user.password",
         detail=target,
-        hook=update,
-        accounts_changed=True,
     )
     return require(target)
 
@@ -379,14 +402,12 @@ def end_sessions_of(
         ended[0] = max(result.rowcount or 0, 0)  # type: ignore[attr-defined]
 
     db.session.rollback()  # end any read transaction before the write
-    engine().apply(
-        Change(),
+    _account_write(
+        action,
+        end,
         actor=actor,
         source=source,
-        action=action,
         detail=email,
-        hook=end,
-        accounts_changed=True,
         audit=audit,
     )
     if ended[0]:
@@ -432,14 +453,12 @@ def change_own_password(email: str, current: str, new: str, *, keep_session: int
         result = session.execute(sessions.end_statement(user_id, keep=keep_session))
         ended[0] = max(result.rowcount or 0, 0)  # type: ignore[attr-defined]
 
-    engine().apply(
-        Change(),
+    _account_write(
+        "user.password_change",
+        update,
         actor=target,
         source="web",
-        action="user.password_change",
         detail=target,
-        hook=update,
-        accounts_changed=True,
     )
     log.info("%s changed their password; %d other session(s) ended", target, ended[0])
     return ended[0]
@@ -602,14 +621,12 @@ def verify_email(token: str) -> User:
     db.session.rollback()
     # accounts_changed: every instance drops its cached sessions, so the account's rows
     # apply from its very next request.
-    engine().apply(
-        Change(),
+    _account_write(
+        "user.verify",
+        update,
         actor=expected,
         source="web",
-        action="user.verify",
         detail=expected,
-        hook=update,
-        accounts_changed=True,
     )
     return require(expected)
 
@@ -673,14 +690,12 @@ def reset_password(token: str, password: str) -> User:
 
     email = user.email
     db.session.rollback()
-    engine().apply(
-        Change(),
+    _account_write(
+        "user.password-reset",
+        update,
         actor=email,
         source="web",
-        action="user.password-reset",
         detail=email,
-        hook=update,
-        accounts_changed=True,
     )
     user = require(email)
     end_all_sessions(user)
@@ -703,13 +718,13 @@ def invite(email: str, *, actor: str, source: str) -> str:
         raise AccountError("set AUTHZ_PUBLIC_URL: the invitation link needs this service's address")
     db.session.rollback()
     # A hook makes an empty change an audited one (the invitation is the event).
-    engine().apply(
-        Change(),
+    _account_write(
+        "user.invite",
+        lambda session: None,
         actor=actor,
         source=source,
-        action="user.invite",
         detail=email,
-        hook=lambda session: None,
+        sessions_end=False,
     )
     days = max(1, current_app.config["AUTHZ"].invite_max_age // 86400)
     _mail_later(
@@ -952,8 +967,8 @@ def unthrottle(
         cleared = session.execute(sa.delete(table).where(which)).rowcount
 
     db.session.rollback()
-    engine().apply(
-        Change(), actor=actor, source=source, action="login.unthrottle", detail=detail, hook=delete
+    _account_write(
+        "login.unthrottle", delete, actor=actor, source=source, detail=detail, sessions_end=False
     )
     return cleared
 
