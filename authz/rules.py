@@ -28,6 +28,9 @@ EMAIL_PATTERN = rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*"
 USER_NAME = re.compile(EMAIL_PATTERN + r"\Z")
 #: The subject of requests made without a logged-in, active user.
 ANONYMOUS = "anonymous"
+#: A service token's subject: ``token:`` and the token's name (a role-like word).
+TOKEN_PREFIX = "token:"
+TOKEN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}\Z")
 #: The database stores each value in a VARCHAR(255).
 MAX_VALUE_LENGTH = 255
 EFFECTS = ("allow", "deny")
@@ -77,6 +80,11 @@ def is_role(name: str) -> bool:
 def is_user(name: str) -> bool:
     """Whether ``name`` is a legal user subject (a lower-case email)."""
     return USER_NAME.match(name) is not None
+
+
+def is_token(name: str) -> bool:
+    """Whether ``name`` is a service token's subject (``token:NAME``)."""
+    return name.startswith(TOKEN_PREFIX) and TOKEN_NAME.match(name, len(TOKEN_PREFIX)) is not None
 
 
 def normalize(rule: Rule, model: PolicyModel) -> Rule:
@@ -173,9 +181,10 @@ def _check_value(name: str, value: str, line: int | None) -> None:
 
 
 def _check_subject(value: str, field: str, line: int | None) -> None:
-    if not (is_role(value) or is_user(value)):
+    if not (is_role(value) or is_user(value) or is_token(value)):
         raise RuleError(
-            f"{value!r} is neither a role name ([a-z][a-z0-9_-]*) nor a lower-case email",
+            f"{value!r} is neither a role name ([a-z][a-z0-9_-]*), a lower-case email "
+            "nor a service token (token:NAME)",
             line=line,
             field=field,
         )

@@ -7,6 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
+from flask import current_app
+from flask import g
 
 from authz import LockoutGuard
 from authz import PolicyModel
@@ -25,6 +27,7 @@ from service import middleware
 from service import proxies
 from service import responses
 from service import sessions
+from service import tokens
 from service import users
 from service.config import ConfigError
 from service.config import Settings
@@ -83,10 +86,21 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     # address/agent fingerprint would add a hash per request and no protection.
     login_manager.session_protection = None
     login_manager.user_loader(sessions.load)
+    # CSRF protects cookie sessions; a bearer request carries no cookie, so nothing to
+    # forge. Flask-WTF's own check cannot tell them apart: it is replaced by one that does.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
+    app.before_request(_csrf_unless_bearer)
     app.extensions["authz.passwords"] = Passwords(
         settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
     )
+
+
+def _csrf_unless_bearer() -> None:
+    """Check the CSRF token of unsafe requests, except those authenticated by a token."""
+    if g.get("authz_token") is not None or not current_app.config["WTF_CSRF_ENABLED"]:
+        return
+    csrf.protect(apply_exemptions=True)
 
 
 def register_engine(app: Flask, settings: Settings) -> None:
@@ -119,6 +133,7 @@ def register_engine(app: Flask, settings: Settings) -> None:
         poller.start()
         app.extensions["authz.poller"] = poller
         app.extensions["authz.sessions"] = sessions.SessionCache(engine, settings.poll_interval)
+        app.extensions["authz.tokens"] = tokens.TokenCache(engine, settings.poll_interval)
         if store.engine.dialect.name == "postgresql":
             listener = PostgresListener(engine)
             listener.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import secrets
 import sys
 from collections.abc import Callable
@@ -149,6 +150,21 @@ def _mail_address(value: str) -> str:
     return value
 
 
+def _hosts(value: str) -> str:
+    for host in value.split(","):
+        host = host.strip()
+        if host and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", host):
+            raise ValueError(f"{host!r} is not a host name (host or host:port)")
+    return value
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise ValueError("must be between 0 and 1")
+    return number
+
+
 @dataclass(frozen=True)
 class Settings:
     """The service configuration; built once by :func:`load_settings`, never mutated."""
@@ -260,6 +276,20 @@ class Settings:
     mail_starttls: bool = False
     #: The From address of the service's mail.
     mail_from: str = "authz@localhost"
+    # -- other services --
+    #: Hosts (comma-separated) besides this service's own that a login may send the
+    #: browser back to (``next``), e.g. the sites protected through /auth/forward.
+    login_hosts: str = ""
+    #: Write decisions to the decision log: ``off``, ``sample`` (a fraction of them,
+    #: decision_log_sample) or ``full``.
+    decision_log: str = "off"
+    #: The fraction of decisions written when decision_log is ``sample`` (0 to 1).
+    decision_log_sample: float = 0.01
+    #: Log the middleware's decisions too, not only the check API's and forward auth's.
+    decision_log_middleware: bool = False
+    #: The file the decision log is appended to; empty: the ``authz.decisions`` logger
+    #: (standard error, like the service's other log lines).
+    decision_log_file: str = ""
 
     def to_flask_config(self) -> dict[str, Any]:
         """Return the Flask config keys derived from these settings."""
@@ -357,6 +387,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "mail_password": str,
     "mail_starttls": _bool,
     "mail_from": _mail_address,
+    # -- other services --
+    "login_hosts": _hosts,
+    "decision_log": _choice("off", "sample", "full"),
+    "decision_log_sample": _fraction,
+    "decision_log_middleware": _bool,
+    "decision_log_file": str,
 }
 
 

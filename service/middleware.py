@@ -28,6 +28,7 @@ from authz.paths import canonical_object
 from authz.paths import check_size
 from service import responses
 from service import sessions
+from service import tokens
 from service.extensions import login_manager
 
 #: Seconds between attempts to load the policy while it is unavailable.
@@ -60,6 +61,34 @@ def _resolve_user(cache: sessions.SessionCache | None) -> sessions.SessionUser |
     return user
 
 
+def bearer_secret(environ: dict[str, str]) -> str | None:
+    """The token of an ``Authorization: Bearer`` header; None without one.
+
+    Another scheme (Basic, ...) is not this service's and is ignored: the request is then
+    decided on its session cookie, or as anonymous.
+    """
+    header = environ.get("HTTP_AUTHORIZATION")
+    if not header:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip()
+
+
+def _resolve_token(secret: str, cache: tokens.TokenCache | None) -> tokens.TokenUser | None:
+    """Resolve a bearer token; the request then carries no cookie session at all."""
+    user, due = tokens.authenticate(secret, cache)
+    g._login_user = user if user is not None else login_manager.anonymous_user()
+    g.authz_token = user
+    if user is not None and due:
+        # After the response is sent: bookkeeping never delays a decision.
+        token_id = user.id
+        after = g.setdefault("authz_after_response", [])
+        after.append(lambda: tokens.touch(token_id))
+    return user
+
+
 def request_object(environ: dict[str, str], path: str) -> str:
     """The object to decide on; UnsafePath when the path could be read two ways."""
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
@@ -77,6 +106,7 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
     """Return the hook for ``app``, with its engine bound (no lookups per request)."""
     engine: PolicyEngine = app.extensions["authz"]
     cache: sessions.SessionCache | None = app.extensions.get("authz.sessions")
+    token_cache: tokens.TokenCache | None = app.extensions.get("authz.tokens")
     last_attempt = [0.0]
     # Counted with plain ints (authz.metrics), not a locked counter: this runs per request.
     record = metrics.MIDDLEWARE.record
@@ -108,8 +138,16 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
             return responses.page(400, "Bad request", f"Refused request: {e}.")
         try:
             ensure_loaded()
-            user = _resolve_user(cache)
-            subject = user.subject if user is not None else ANONYMOUS
+            secret = bearer_secret(req.environ)
+            if secret is not None:
+                token = _resolve_token(secret, token_cache)
+                if token is None:
+                    record(DENY, clock() - started)
+                    return responses.bad_token()
+                subject = token.subject
+            else:
+                user = _resolve_user(cache)
+                subject = user.subject if user is not None else ANONYMOUS
             decision = engine.decide(subject, obj, act)
         except (EngineUnavailable, SQLAlchemyError) as e:
             # Fail closed: when the engine cannot decide, nobody gets in.
@@ -134,3 +172,9 @@ def init_app(app: Flask) -> None:
     # Registered first, before any blueprint hook, and on the app, not a blueprint:
     # static files and unknown paths are decided too.
     app.before_request_funcs.setdefault(None, []).insert(0, authorize)
+
+    @app.teardown_request
+    def after_response(_error: BaseException | None) -> None:
+        # Work deferred by the request (a token's last use), once it has been answered.
+        for job in g.pop("authz_after_response", ()):
+            job()

@@ -125,3 +125,33 @@ class UserSession(db.Model):  # type: ignore[name-defined,misc]
     user_agent: Mapped[str] = mapped_column(sa.String(255), default="")
     #: When the session was ended (logout, by the user, an admin, a password change).
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ServiceToken(db.Model):  # type: ignore[name-defined,misc]
+    """A service token: how a program (not a person) authenticates, by a bearer header.
+
+    Its policy subject is ``token:<name>``. The secret is shown once, when the token is
+    created; the database keeps only its keyed hash (HMAC-SHA-256, see service.tokens).
+    """
+
+    __tablename__ = "service_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    #: HMAC-SHA-256 (hex) of the secret, keyed by a key derived from the secret key.
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    #: The first characters of the secret (its product prefix and a few more), so an
+    #: admin can tell which token a leaked or logged value is without the secret.
+    hint: Mapped[str] = mapped_column(sa.String(16), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(sa.String(255), default="")
+    #: None: never expires.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: Written at most once a minute per token, after the response, never per request.
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def subject(self) -> str:
+        """The policy subject of this token."""
+        return f"token:{self.name}"

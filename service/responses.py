@@ -81,6 +81,13 @@ def login_required() -> Response:
     return redirect(url_for("auth.login", next=target))
 
 
+def bad_token() -> Response:
+    """The answer to a bearer token that is unknown, revoked or expired: 401, always JSON."""
+    response = problem(401, "Unauthorized", "the bearer token is invalid, expired or revoked")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="authz", error="invalid_token"'
+    return response
+
+
 def forbidden(subject: str) -> Response:
     """The answer to a logged-in request the policy refuses.
 

@@ -39,6 +39,7 @@ from authz.engine import Hook
 from authz.risks import risks
 from authz.rules import EMAIL_PATTERN
 from authz.rules import is_role
+from authz.rules import is_token
 from service import mail
 from service import sessions
 from service.config import Env
@@ -227,7 +228,7 @@ def known_roles() -> list[str]:
     return sorted(names)
 
 
-def _account_write(
+def account_write(
     action: str,
     hook: Hook,
     *,
@@ -329,7 +330,7 @@ def set_active(email: str, active: bool, *, actor: str, source: str, force: bool
             session.execute(sessions.end_statement(user_id))
 
     db.session.rollback()
-    _account_write(
+    account_write(
         "user.activate" if active else "user.deactivate",
         update,
         actor=actor,
@@ -352,7 +353,7 @@ def set_password(email: str, password: str, *, actor: str, source: str) -> User:
         session.execute(sessions.end_statement(user_id))
 
     db.session.rollback()
-    _account_write(
+    account_write(
         "user.password",
         update,
         actor=actor,
@@ -402,7 +403,7 @@ def end_sessions_of(
         ended[0] = max(result.rowcount or 0, 0)  # type: ignore[attr-defined]
 
     db.session.rollback()  # end any read transaction before the write
-    _account_write(
+    account_write(
         action,
         end,
         actor=actor,
@@ -453,7 +454,7 @@ def change_own_password(email: str, current: str, new: str, *, keep_session: int
         result = session.execute(sessions.end_statement(user_id, keep=keep_session))
         ended[0] = max(result.rowcount or 0, 0)  # type: ignore[attr-defined]
 
-    _account_write(
+    account_write(
         "user.password_change",
         update,
         actor=target,
@@ -621,7 +622,7 @@ def verify_email(token: str) -> User:
     db.session.rollback()
     # accounts_changed: every instance drops its cached sessions, so the account's rows
     # apply from its very next request.
-    _account_write(
+    account_write(
         "user.verify",
         update,
         actor=expected,
@@ -690,7 +691,7 @@ def reset_password(token: str, password: str) -> User:
 
     email = user.email
     db.session.rollback()
-    _account_write(
+    account_write(
         "user.password-reset",
         update,
         actor=email,
@@ -718,7 +719,7 @@ def invite(email: str, *, actor: str, source: str) -> str:
         raise AccountError("set AUTHZ_PUBLIC_URL: the invitation link needs this service's address")
     db.session.rollback()
     # A hook makes an empty change an audited one (the invitation is the event).
-    _account_write(
+    account_write(
         "user.invite",
         lambda session: None,
         actor=actor,
@@ -797,6 +798,13 @@ def _member(subject: str) -> str:
     subject = subject.strip()
     if is_role(subject):
         return subject
+    if is_token(subject):
+        from service import tokens
+
+        token = tokens.require(subject)
+        if token.revoked_at is not None:
+            raise AccountError(f"token {token.name!r} is revoked")
+        return token.subject
     return require(subject).email
 
 
@@ -967,7 +975,7 @@ def unthrottle(
         cleared = session.execute(sa.delete(table).where(which)).rowcount
 
     db.session.rollback()
-    _account_write(
+    account_write(
         "login.unthrottle", delete, actor=actor, source=source, detail=detail, sessions_end=False
     )
     return cleared

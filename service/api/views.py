@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint
 from flask import Response
+from flask import g
 from flask import jsonify
 from flask import request
 from flask_login import current_user
@@ -56,6 +57,9 @@ class Problem(Exception):
 
 def actor() -> str:
     """Return the audit actor of a write: the logged-in account's email."""
+    token = g.get("authz_token")
+    if token is not None:
+        return str(token.subject)  # a service token writes as token:NAME
     user = current_user._get_current_object()
     # The policy decides who may write; this only makes sure somebody is named. A
     # deployment that granted visitors API writes would otherwise get unattributed changes.

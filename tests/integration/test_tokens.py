@@ -1,0 +1,185 @@
+"""Service tokens: created, used as bearer credentials, expired and revoked; hashes only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from authz import Change
+from authz import Rule
+from service import create_app
+from service import tokens
+from service.extensions import db
+from service.models import ServiceToken
+from tests.conftest import ADMIN
+from tests.conftest import ADMIN_PASSWORD
+from tests.conftest import Backend
+from tests.conftest import app_config
+from tests.conftest import dispose
+from tests.conftest import make_app
+
+API = "/api/v1"
+READER = Rule.of("p", "reader", "/api/v1/policy/*", "GET", "allow")
+
+
+def make_token(app: Flask, name: str = "ci", roles: tuple[str, ...] = ("admin",), **kw) -> str:
+    with app.app_context():
+        _token, secret = tokens.create(name, roles=roles, actor="test", source="test", **kw)
+    return secret
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def eventually(call, status: int, within: float = 5.0) -> bool:
+    """Whether ``call()`` answers ``status`` within ``within`` seconds (polls propagate)."""
+    deadline = time.monotonic() + within
+    while True:
+        if call().status_code == status:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def test_secret_has_the_product_prefix_and_only_its_keyed_hash_is_stored(app: Flask) -> None:
+    secret = make_token(app)
+    assert secret.startswith("authz_") and len(secret) == len("authz_") + 43
+    with app.app_context():
+        row = db.session.scalar(sa.select(ServiceToken))
+        assert row.name == "ci" and row.subject == "token:ci"
+        assert secret not in (row.token_hash, row.hint) and len(row.token_hash) == 64
+        assert row.hint == secret[: tokens.HINT_LENGTH]
+        # Keyed: the plain SHA-256 of the secret is not what is stored.
+        import hashlib
+
+        assert row.token_hash != hashlib.sha256(secret.encode()).hexdigest()
+        stored = " ".join(
+            str(v) for r in db.session.execute(sa.text("SELECT * FROM service_token")) for v in r
+        )
+        assert secret not in stored
+        assert Rule.of("g", "token:ci", "admin") in app.extensions["authz"].snapshot.ruleset
+
+
+def test_bearer_token_reads_and_writes_without_csrf_or_cookie(app: Flask, client: FlaskClient):
+    secret = make_token(app)
+    response = client.get(f"{API}/policy/rules", headers=bearer(secret))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "Set-Cookie" not in response.headers
+    revision = response.get_json()["revision"]
+    created = client.post(
+        f"{API}/policy/rules",
+        json={"subject": "reader", "path": "/x", "methods": "GET", "revision": revision},
+        headers=bearer(secret),
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)
+    assert "Set-Cookie" not in created.headers
+    with app.app_context():
+        entries = app.extensions["authz"].store.audit_entries(limit=1)
+    assert entries[0].actor == "token:ci"
+
+
+def test_a_cookie_session_write_still_needs_csrf(app: Flask, client: FlaskClient, auth) -> None:
+    auth.login(ADMIN, ADMIN_PASSWORD)
+    response = client.post(
+        f"{API}/policy/rules", json={"subject": "reader", "path": "/x", "methods": "GET"}
+    )
+    assert response.status_code == 400 and "CSRF" in response.get_data(as_text=True)
+
+
+def test_bad_tokens_get_401_with_bearer_challenge(app: Flask, client: FlaskClient) -> None:
+    good = make_token(app)
+    for secret in ("nope", "authz_" + "A" * 43, good[:-1] + ("A" if good[-1] != "A" else "B"), ""):
+        response = client.get(f"{API}/policy/rules", headers=bearer(secret))
+        assert response.status_code == 401, secret
+        assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+        assert response.mimetype == "application/problem+json"
+
+
+def test_a_token_is_decided_by_its_roles_only(app: Flask, client: FlaskClient) -> None:
+    with app.app_context():
+        app.extensions["authz"].apply(Change.adding(READER), actor="t", source="t")
+    secret = make_token(app, "reader", roles=("reader",))
+    assert client.get(f"{API}/policy/rules", headers=bearer(secret)).status_code == 200
+    assert client.get(f"{API}/users", headers=bearer(secret)).status_code == 403
+    assert client.get("/admin/", headers=bearer(secret)).status_code == 403
+    # No role at all: nothing beyond what anonymous may do.
+    bare = make_token(app, "bare", roles=())
+    assert client.get(f"{API}/policy/rules", headers=bearer(bare)).status_code == 403
+    assert client.get("/login", headers=bearer(bare)).status_code == 403
+
+
+def test_revoked_token_is_refused_at_once_here_and_on_another_instance(
+    tmp_path: Path, database: Backend
+) -> None:
+    first = make_app(tmp_path, backend=database, poll_interval=0.05)
+    second = create_app(app_config(tmp_path, backend=database, poll_interval=0.05))
+    try:
+        secret = make_token(first)
+        one, two = first.test_client(), second.test_client()
+        assert one.get(f"{API}/policy/rules", headers=bearer(secret)).status_code == 200
+        # The second instance sees the token's role at its next poll.
+        assert eventually(lambda: two.get(f"{API}/policy/rules", headers=bearer(secret)), 200)
+        with first.app_context():
+            revoked = tokens.revoke("ci", actor="test", source="test")
+            assert tokens.state(revoked) == "revoked"
+        assert one.get(f"{API}/policy/rules", headers=bearer(secret)).status_code == 401
+        assert eventually(lambda: two.get(f"{API}/policy/rules", headers=bearer(secret)), 401)
+        with second.app_context():
+            assert Rule.of("g", "token:ci", "admin") not in second.extensions["authz"].rules()
+    finally:
+        dispose(first)
+        dispose(second)
+
+
+def test_expired_token_is_refused(app: Flask, client: FlaskClient) -> None:
+    secret = make_token(app, expires_days=1)
+    assert client.get(f"{API}/policy/rules", headers=bearer(secret)).status_code == 200
+    with app.app_context():
+        db.session.execute(
+            sa.update(ServiceToken).values(
+                expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+            )
+        )
+        db.session.commit()
+        assert tokens.state(tokens.require("ci")) == "expired"
+    assert client.get(f"{API}/policy/rules", headers=bearer(secret)).status_code == 401
+
+
+def test_last_use_is_recorded_at_most_once_a_minute(app: Flask, client: FlaskClient) -> None:
+    secret = make_token(app)
+    with app.app_context():
+        assert tokens.require("ci").last_used_at is None
+    client.get(f"{API}/policy/rules", headers=bearer(secret))
+    with app.app_context():
+        first = tokens.require("ci").last_used_at
+    assert first is not None
+    client.get(f"{API}/policy/rules", headers=bearer(secret))
+    with app.app_context():
+        db.session.expire_all()
+        assert tokens.require("ci").last_used_at == first
+
+
+def test_names_are_checked_and_never_reused(app: Flask) -> None:
+    make_token(app)
+    with app.app_context():
+        for bad in ("CI", "ci bot", "", "x" * 64, "token:"):
+            try:
+                tokens.create(bad, actor="t", source="t")
+            except tokens.TokenError as e:
+                assert e.field == "name"
+            else:
+                raise AssertionError(bad)
+        tokens.revoke("ci", actor="t", source="t")
+        try:
+            tokens.create("ci", actor="t", source="t")
+        except tokens.TokenError as e:
+            assert "exists" in e.message
+        else:
+            raise AssertionError("a revoked name was reused")
