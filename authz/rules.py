@@ -29,7 +29,7 @@ USER_NAME = re.compile(EMAIL_PATTERN + r"\Z")
 #: The subject of requests made without a logged-in, active user.
 ANONYMOUS = "anonymous"
 #: A service token's subject: ``token:`` and the token's name (a role-like word).
-TOKEN_PREFIX = "token:"
+TOKEN_PREFIX = "token:"  # noqa: S105 - a subject prefix, not a secret
 TOKEN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}\Z")
 #: The database stores each value in a VARCHAR(255).
 MAX_VALUE_LENGTH = 255
