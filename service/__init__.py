@@ -19,6 +19,7 @@ from authz.connections import engine_options
 from authz.sync import PostgresListener
 from authz.sync import RevisionPoller
 from service import converters
+from service import decisionlog
 from service import headers
 from service import health
 from service import logs
@@ -58,6 +59,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(app, settings)
     register_extensions(app, settings)
     register_engine(app, settings)
+    decisionlog.init_app(
+        app,
+        settings.decision_log,
+        settings.decision_log_sample,
+        settings.decision_log_middleware,
+        settings.decision_log_file,
+    )
     middleware.init_app(app)
     converters.init_app(app)
     register_blueprints(app)
@@ -150,6 +158,9 @@ def stop_background(app: Flask) -> None:
         worker = app.extensions.get(name)
         if worker is not None:
             worker.stop()
+    log = app.extensions.get("authz.decisions")
+    if log is not None:
+        log.close()
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
