@@ -79,7 +79,10 @@ def bearer_secret(environ: dict[str, str]) -> str | None:
 def _resolve_token(secret: str, cache: tokens.TokenCache | None) -> tokens.TokenUser | None:
     """Resolve a bearer token; the request then carries no cookie session at all."""
     user, due = tokens.authenticate(secret, cache)
-    g._login_user = user if user is not None else login_manager.anonymous_user()
+    # Never handed to Flask-Login as its user: views that act on "the logged-in account"
+    # (by id, by email) must not mistake a token for an account. They see nobody; the
+    # API's actor() and forward auth read the token from g.authz_token.
+    g._login_user = login_manager.anonymous_user()
     g.authz_token = user
     if user is not None and due:
         # After the response is sent: bookkeeping never delays a decision.

@@ -62,7 +62,11 @@ class TokenError(users.AccountError):
 
 @dataclass(frozen=True)
 class TokenUser:
-    """The caller of a bearer request: a service token (Flask-Login's user protocol)."""
+    """The caller of a bearer request: a service token.
+
+    Deliberately not a Flask-Login user: views acting on the logged-in account see an
+    anonymous visitor, so no token is ever taken for the account that shares its row id.
+    """
 
     id: int
     name: str
@@ -70,22 +74,11 @@ class TokenUser:
     expires: float | None
     #: Epoch seconds of the last write of ``last_used_at`` (0: never used).
     used: float
-    is_active: bool = True
-    is_authenticated: bool = True
-    is_anonymous: bool = False
 
     @property
     def subject(self) -> str:
         """The policy subject of this token."""
         return f"{TOKEN_PREFIX}{self.name}"
-
-    #: Views name the caller by its email; a token's "email" is its subject.
-    @property
-    def email(self) -> str:
-        return self.subject
-
-    def get_id(self) -> str:
-        return self.subject
 
 
 def new_secret() -> str:
@@ -172,9 +165,14 @@ def create(
     """
     name = check_name(name)
     roles = list(dict.fromkeys(roles))
+    known = users.known_roles()
     for role in roles:
         if not is_role(role):
             raise TokenError(f"{role!r} is not a role name ([a-z][a-z0-9_-]*)", field="roles")
+        if role not in known:
+            raise TokenError(
+                f"unknown role {role!r} (known: {', '.join(known) or 'none'})", field="roles"
+            )
     if expires_days is not None and not 1 <= expires_days <= MAX_DAYS:
         raise TokenError(f"expires must be 1 to {MAX_DAYS} days", field="expires")
     if get(name) is not None:
@@ -242,7 +240,6 @@ def revoke(name: str, *, actor: str, source: str) -> ServiceToken:
         detail=f"token {subject}",
         hook=mark,
         accounts_changed=True,
-        force=True,  # a token is no account: removing its rows locks no admin out
     )
     db.session.expire_all()
     return require(name)

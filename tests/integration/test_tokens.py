@@ -176,6 +176,12 @@ def test_names_are_checked_and_never_reused(app: Flask) -> None:
                 assert e.field == "name"
             else:
                 raise AssertionError(bad)
+        try:
+            tokens.create("other", roles=("nosuchrole",), actor="t", source="t")
+        except tokens.TokenError as e:
+            assert e.field == "roles" and "unknown role" in e.message
+        else:
+            raise AssertionError("an unknown role was accepted")
         tokens.revoke("ci", actor="t", source="t")
         try:
             tokens.create("ci", actor="t", source="t")
@@ -183,3 +189,23 @@ def test_names_are_checked_and_never_reused(app: Flask) -> None:
             assert "exists" in e.message
         else:
             raise AssertionError("a revoked name was reused")
+
+
+def test_a_token_is_never_taken_for_the_account_with_its_row_id(app: Flask, client) -> None:
+    # Token 1 and account 1 share a row id; a token granted the account pages must not
+    # see, or act on, account 1 (the admin).
+    secret = make_token(app, "acct", roles=("user",))
+    page = client.get("/account", headers=bearer(secret))
+    assert ADMIN not in page.get_data(as_text=True)
+    assert page.status_code in (302, 401, 403)
+    changed = client.post(
+        "/account/password",
+        data={"current": ADMIN_PASSWORD, "password": "new-password-99", "confirm": "new-password-99"},
+        headers=bearer(secret),
+    )
+    assert changed.status_code in (302, 400, 401, 403)
+    assert ADMIN not in changed.get_data(as_text=True)
+    with app.app_context():
+        from service import users
+
+        assert users.authenticate(ADMIN, ADMIN_PASSWORD) is not None
