@@ -200,7 +200,11 @@ def test_a_token_is_never_taken_for_the_account_with_its_row_id(app: Flask, clie
     assert page.status_code in (302, 401, 403)
     changed = client.post(
         "/account/password",
-        data={"current": ADMIN_PASSWORD, "password": "new-password-99", "confirm": "new-password-99"},
+        data={
+            "current": ADMIN_PASSWORD,
+            "password": "new-password-99",
+            "confirm": "new-password-99",
+        },
         headers=bearer(secret),
     )
     assert changed.status_code in (302, 400, 401, 403)
