@@ -41,6 +41,9 @@ class Event(enum.StrEnum):
     PASSWORD_CHANGE = "password_change"  # noqa: S105 - an event name, not a password
     PASSWORD_RESET = "password_reset"  # noqa: S105 - an event name, not a password
     SESSION_END = "session_end"
+    #: A bearer token that is unknown, revoked or expired (logged with its first
+    #: characters only, which name the token without revealing it).
+    TOKEN_REJECTED = "token_rejected"  # noqa: S105 - an event name, not a token
 
 
 def _clean(value: object) -> str:

@@ -29,6 +29,8 @@ from authz.paths import check_size
 from service import responses
 from service import sessions
 from service import tokens
+from service.events import Event
+from service.events import auth_event
 from service.extensions import login_manager
 
 #: Seconds between attempts to load the policy while it is unavailable.
@@ -146,6 +148,7 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
                 token = _resolve_token(secret, token_cache)
                 if token is None:
                     record(DENY, clock() - started)
+                    auth_event(Event.TOKEN_REJECTED, "-", token=secret[: tokens.HINT_LENGTH])
                     return responses.bad_token()
                 subject = token.subject
             else:

@@ -213,3 +213,16 @@ def test_a_token_is_never_taken_for_the_account_with_its_row_id(app: Flask, clie
         from service import users
 
         assert users.authenticate(ADMIN, ADMIN_PASSWORD) is not None
+
+
+def test_a_rejected_token_is_an_auth_event_naming_only_its_start(
+    app: Flask, client: FlaskClient, caplog
+) -> None:
+    secret = make_token(app)
+    with app.app_context():
+        tokens.revoke("ci", actor="t", source="t")
+    with caplog.at_level("INFO", logger="service.events"):
+        assert client.get(f"{API}/policy/rules", headers=bearer(secret)).status_code == 401
+    lines = [r.getMessage() for r in caplog.records if "token_rejected" in r.getMessage()]
+    assert len(lines) == 1 and secret[: tokens.HINT_LENGTH] in lines[0]
+    assert secret not in lines[0]
