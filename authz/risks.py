@@ -16,6 +16,7 @@ from authz.model import PolicyModel
 from authz.rules import ANONYMOUS
 from authz.rules import Rule
 from authz.rules import field_names
+from authz.rules import is_token
 from authz.rules import is_user
 from authz.snapshot import Snapshot
 
@@ -24,6 +25,7 @@ HasAccount = Callable[[str], bool]
 
 #: What the warning about an email with no account says (the rule is still accepted).
 NO_ACCOUNT = "no account has this email yet; the rule applies once that address registers"
+NO_TOKEN = "no live service token has this name; the row applies to one created with it"  # noqa: S105
 
 #: Methods a pattern is tried on; one matching all of them (and a made-up one) matches
 #: every method in practice.
@@ -91,8 +93,8 @@ def risks(
 
     :param policy: the snapshot the row is written to (to tell which roles anonymous
         visitors hold) or just the model.
-    :param has_account: whether an email has an account; without it, emails are not
-        checked.
+    :param has_account: whether an email has an account (a ``token:NAME`` a live
+        token); without it, emails and tokens are not checked.
     :param everyone: roles every account holds (the default role a registration gets).
     """
     snapshot = policy if isinstance(policy, Snapshot) else None
@@ -118,6 +120,8 @@ def risks(
         for email in subjects:
             if is_user(email) and not has_account(email):
                 warnings.append(f"{email}: {NO_ACCOUNT}")
+            elif is_token(email) and not has_account(email):
+                warnings.append(f"{email}: {NO_TOKEN}")
     return warnings
 
 

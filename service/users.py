@@ -198,9 +198,19 @@ def rule_warnings(rule: Rule) -> list[str]:
     return risks(
         rule,
         engine().snapshot,
-        has_account=lambda email: get(email) is not None,
+        has_account=_exists,
         everyone=(settings.default_role,),
     )
+
+
+def _exists(subject: str) -> bool:
+    """Whether an email has an account, or a ``token:NAME`` a live service token."""
+    if is_token(subject):
+        from service import tokens
+
+        token = tokens.get(subject)
+        return token is not None and tokens.state(token) == "active"
+    return get(subject) is not None
 
 
 def direct_roles(subject: str) -> list[str]:

@@ -8,6 +8,7 @@ import pytest
 
 from authz.model import PolicyModel
 from authz.risks import NO_ACCOUNT
+from authz.risks import NO_TOKEN
 from authz.risks import compared_fields
 from authz.risks import matches_every_method
 from authz.risks import matches_every_path
@@ -182,3 +183,13 @@ def test_everyday_paths_are_not_nearly_every_path(model: PolicyModel, pattern: s
 )
 def test_methods_patterns_that_exclude_a_few_match_every_method(pattern: str, every: bool) -> None:
     assert matches_every_method("regexMatch", pattern) is every
+
+
+@pytest.mark.parametrize(
+    "rule", [p("token:ci", "/api/v1/check", "POST"), Rule.of("g", "token:ci", "checker")], ids=str
+)
+def test_a_token_that_does_not_exist_is_named(model: PolicyModel, rule: Rule) -> None:
+    live = {"token:other"}
+    assert risks(rule, model, has_account=live.__contains__) == [f"token:ci: {NO_TOKEN}"]
+    live.add("token:ci")
+    assert risks(rule, model, has_account=live.__contains__) == []

@@ -73,6 +73,11 @@ INVALID = [
         "g", ("admin", "alice@example.com"), "role", "users cannot be inherited", id="g-to-user"
     ),
     pytest.param("g", ("admin", "admin"), "role", "itself", id="self-inheritance"),
+    pytest.param("g", ("token:CI", "user"), "member", "neither", id="token-upper"),
+    pytest.param("g", ("token:", "user"), "member", "neither", id="token-no-name"),
+    pytest.param("g", ("token:a b", "user"), "member", "neither", id="token-space"),
+    pytest.param("g", ("token:" + "a" * 64, "user"), "member", "neither", id="token-too-long"),
+    pytest.param("g", ("user", "token:ci"), "role", "not a role name", id="token-as-role"),
 ]
 
 VALID = [
@@ -90,6 +95,8 @@ VALID = [
     pytest.param(Rule.of("g", "alice@example.com", "admin"), id="user-in-role"),
     pytest.param(Rule.of("g", "admin", "user"), id="role-in-role"),
     pytest.param(Rule.of("g", "user", "anonymous"), id="role-in-anonymous"),
+    pytest.param(Rule.of("g", "token:ci-bot_2", "checker"), id="token-in-role"),
+    pytest.param(Rule.of("p", "token:ci", "/api/v1/check", "POST", "allow"), id="token-subject"),
 ]
 
 
