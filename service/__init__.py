@@ -89,6 +89,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         connections.install(db.engine, timeouts)
         if db.engine.dialect.name == "sqlite":
             _tune_sqlite(db.engine, timeouts)
+    app.session_interface = sessions.CookieSessions()
     login_manager.init_app(app)
     # Sessions are ended server-side by rotating the account's token; Flask-Login's
     # address/agent fingerprint would add a hash per request and no protection.

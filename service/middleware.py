@@ -63,21 +63,6 @@ def _resolve_user(cache: sessions.SessionCache | None) -> sessions.SessionUser |
     return user
 
 
-def bearer_secret(environ: dict[str, str]) -> str | None:
-    """The token of an ``Authorization: Bearer`` header; None without one.
-
-    Another scheme (Basic, ...) is not this service's and is ignored: the request is then
-    decided on its session cookie, or as anonymous.
-    """
-    header = environ.get("HTTP_AUTHORIZATION")
-    if not header:
-        return None
-    scheme, _, credentials = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return credentials.strip()
-
-
 def _resolve_token(secret: str, cache: tokens.TokenCache | None) -> tokens.TokenUser | None:
     """Resolve a bearer token; the request then carries no cookie session at all."""
     user, due = tokens.authenticate(secret, cache)
@@ -143,7 +128,7 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
             return responses.page(400, "Bad request", f"Refused request: {e}.")
         try:
             ensure_loaded()
-            secret = bearer_secret(req.environ)
+            secret = sessions.bearer_credentials(req.environ)
             if secret is not None:
                 token = _resolve_token(secret, token_cache)
                 if token is None:

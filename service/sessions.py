@@ -22,9 +22,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
+from flask import Flask
 from flask import current_app
+from flask import request
+from flask.sessions import SecureCookieSession
+from flask.sessions import SecureCookieSessionInterface
 
 from authz import PolicyEngine
 from service.extensions import db
@@ -295,3 +300,38 @@ def end_statement(user_id: int, *, only: int | None = None, keep: int | None = N
     if keep is not None:
         query = query.where(UserSession.id != keep)
     return query.values(ended_at=utcnow())
+
+
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, except for requests with a bearer token.
+
+    A bearer request (a program with a service token) carries no cookie session: a
+    cookie sent with it is not read, and nothing it does (a flashed message, a CSRF
+    token) sets one. Told by the header alone, before anything is decided; a request
+    whose token is bad is refused anyway.
+    """
+
+    def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+        if bearer_credentials(request.environ) is not None:
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        if bearer_credentials(request.environ) is not None:
+            return
+        super().save_session(app, session, response)
+
+
+def bearer_credentials(environ: dict[str, Any]) -> str | None:
+    """The token of an ``Authorization: Bearer`` header; None without one.
+
+    Another scheme (Basic, ...) is not this service's and is ignored: the request is then
+    decided on its session cookie, or as anonymous.
+    """
+    header = environ.get("HTTP_AUTHORIZATION")
+    if not header:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip()

@@ -226,3 +226,19 @@ def test_a_rejected_token_is_an_auth_event_naming_only_its_start(
     lines = [r.getMessage() for r in caplog.records if "token_rejected" in r.getMessage()]
     assert len(lines) == 1 and secret[: tokens.HINT_LENGTH] in lines[0]
     assert secret not in lines[0]
+
+
+def test_a_bearer_request_neither_reads_nor_sets_the_cookie_session(
+    app: Flask, client: FlaskClient, auth
+) -> None:
+    auth.login(ADMIN, ADMIN_PASSWORD)  # the client now holds an admin's session cookie
+    bare = make_token(app, "bare", roles=())
+    # The admin's cookie rides along, but a bearer request is decided on the token alone.
+    assert client.get(f"{API}/policy/rules", headers=bearer(bare)).status_code == 403
+    assert client.get("/admin/", headers=bearer(bare)).status_code == 403
+    secret = make_token(app, "writer")
+    # An editor form post with a token: no session is opened, none is saved.
+    response = client.get("/admin/rules", headers=bearer(secret))
+    assert response.status_code == 200 and "Set-Cookie" not in response.headers
+    # The cookie session is still there for cookie requests.
+    assert client.get("/admin/rules").status_code == 200
