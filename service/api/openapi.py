@@ -37,6 +37,7 @@ from service.api.views import bp
 from service.api.views import ok
 
 API_PREFIX = bp.url_prefix or ""
+JSON = "application/json"
 PROBLEM = "application/problem+json"
 #: Methods Flask answers for every route by itself; not operations of their own.
 IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
@@ -252,6 +253,8 @@ class Operation:
     status: int = 200
     body: Json | None = None
     body_required: bool = True
+    #: A request body that shows the shape (and that the fuzz tests send as it is).
+    example: Any = None
     query: tuple[Schema, ...] = ()
     #: Error statuses beyond those every operation may answer (see ``ALWAYS``).
     errors: tuple[int, ...] = ()
@@ -291,6 +294,10 @@ def _decision_request() -> Schema:
     return body_schema(REQUEST_FIELDS)
 
 
+ASK = {"subject": "user", "path": "/", "method": "GET"}
+ASK_ADMIN = {"subject": "anonymous", "path": "/admin/", "method": "GET"}
+NEW_RULE = {"subject": "user", "path": "/reports/*", "methods": "GET", "revision": 3}
+
 #: Token creation, as routes.md specifies it.
 TOKEN_FIELDS = {
     "name": schemas.Field(str),
@@ -328,6 +335,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body=_rule_body,
         errors=WRITE_ERRORS,
         location=True,
+        example=NEW_RULE,
     ),
     ("/policy/rules/{rule_id}", "GET"): Operation(
         "One rule", "policy", at_revision(rule=ref("Rule")), errors=(404,)
@@ -338,6 +346,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         at_revision(rule=ref("Rule"), warnings=STRINGS),
         body=_rule_body,
         errors=WRITE_ERRORS,
+        example=NEW_RULE,
     ),
     ("/policy/rules/{rule_id}", "DELETE"): Operation(
         "Remove a rule",
@@ -347,6 +356,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body_required=False,
         query=(REVISION_QUERY,),
         errors=WRITE_ERRORS,
+        example={"revision": 3},
     ),
     ("/policy/roles", "GET"): Operation(
         "List role assignments",
@@ -366,6 +376,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body=lambda: body_schema(LINK_FIELDS),
         errors=WRITE_ERRORS,
         location=True,
+        example={"member": "boss@example.com", "role": "admin", "revision": 3},
     ),
     ("/policy/roles/{rule_id}", "GET"): Operation(
         "One role assignment", "policy", at_revision(assignment=ref("Assignment")), errors=(404,)
@@ -378,6 +389,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body_required=False,
         query=(REVISION_QUERY,),
         errors=WRITE_ERRORS,
+        example={"revision": 3},
     ),
     ("/policy/roles/{role}/members", "GET"): Operation(
         "The direct members of a role",
@@ -448,6 +460,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "decisions",
         at_revision(**DECISION),
         body=_decision_request,
+        example=ASK,
     ),
     ("/decisions/batch", "POST"): Operation(
         "Decide many requests on one policy snapshot",
@@ -456,6 +469,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body=lambda: body_schema(
             {"requests": schemas.Field(list)},
             requests={**_decision_request(), "maxItems": schemas.MAX_BATCH},
+            example={"requests": [ASK, ASK_ADMIN]},
         ),
     ),
     ("/check", "POST"): Operation(
@@ -464,6 +478,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         at_revision(**CHECK),
         body=_decision_request,
         errors=(413,),
+        example=ASK,
     ),
     ("/check/batch", "POST"): Operation(
         "Decide up to 1000 requests on one policy snapshot",
@@ -472,6 +487,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body=lambda: body_schema(
             {"checks": schemas.Field(list)},
             checks=_decision_request(),
+            example={"checks": [ASK, ASK_ADMIN]},
         ),
         errors=(413, 422),
     ),
@@ -496,6 +512,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         status=201,
         body=lambda: body_schema(TOKEN_FIELDS),
         errors=(409,),
+        example={"name": "ci", "roles": ["admin"], "expires_days": 90},
     ),
     ("/tokens/{name}", "GET"): Operation(
         "One service token", "tokens", at_revision(token=ref("Token")), errors=(404,)
@@ -572,10 +589,10 @@ def operation(path: str, method: str, route: Route, spec: Operation) -> Schema:
     if parameters:
         document["parameters"] = parameters
     if spec.body is not None:
-        document["requestBody"] = {
-            "required": spec.body_required,
-            "content": {"application/json": {"schema": spec.body()}},
-        }
+        media: Schema = {"schema": spec.body()}
+        if spec.example is not None:
+            media["example"] = spec.example
+        document["requestBody"] = {"required": spec.body_required, "content": {JSON: media}}
     if spec.anonymous:
         document["security"] = [{}]
     elif method != "GET":
