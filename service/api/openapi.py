@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
-from dataclasses import field
 from importlib import metadata
 from typing import Any
 
@@ -260,7 +259,6 @@ class Operation:
     errors: tuple[int, ...] = ()
     anonymous: bool = False
     location: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 #: Errors any operation may answer: a refused path or bad input, no or a bad credential,
