@@ -28,6 +28,12 @@ from service.api.views import write_revision
 from service.users import engine
 
 RULE, LINK = "p", "g"
+#: The body of a role assignment.
+LINK_FIELDS = {
+    "member": schemas.Field(str),
+    "role": schemas.Field(str),
+    "revision": schemas.Field(int),
+}
 
 
 def rule_names() -> tuple[str, ...]:
@@ -197,9 +203,7 @@ def members(role: str) -> Response:
 @bp.post("/policy/roles")
 def link_add() -> Response:
     """Give an account or a role a role; 409 when it already has it directly."""
-    data = body(
-        {"member": schemas.Field(str), "role": schemas.Field(str), "revision": schemas.Field(int)}
-    )
+    data = body(LINK_FIELDS)
     expected = schemas.revision(data["revision"])
     new = engine().validate([Rule(LINK, (data["member"], data["role"]))])[0]
     member, role = new.values[0], new.values[1]

@@ -41,6 +41,7 @@ DEFAULT_RULES = [
     ("anonymous", "/register/*"),
     ("anonymous", "/healthz"),
     ("anonymous", "/readyz"),
+    ("anonymous", "/api/v1/openapi.json"),
     ("user", "/"),
     ("user", "/logout"),
     ("user", "/account"),

@@ -77,7 +77,7 @@ def test_default_policy_parses(model: PolicyModel, default_rules: tuple[Rule, ..
     """The shipped default.csv is valid and has the documented role chain."""
     assert g("user", "anonymous") in default_rules
     assert g("admin", "user") in default_rules
-    assert len(default_rules) == 19
+    assert len(default_rules) == 20
 
 
 # -- reading bad files -----------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_export_round_trip_through_the_database(
 def test_export_puts_policy_rows_before_role_rows(default_rules: tuple[Rule, ...]) -> None:
     """Exported files list p rows first, then g rows, each group in its original order."""
     lines = csvio.export(reversed(default_rules)).splitlines()
-    assert [line.split(",")[0] for line in lines] == ["p"] * 17 + ["g"] * 2
+    assert [line.split(",")[0] for line in lines] == ["p"] * 18 + ["g"] * 2
     assert lines[0] == "p, admin, /metrics, GET, allow"
     assert lines[-1] == "g, user, anonymous"
 
