@@ -308,17 +308,20 @@ def authenticate(secret: str, cache: TokenCache | None) -> tuple[TokenUser | Non
     now = time.time()
     generation = 0
     if cache is not None:
+        # Read before the entry: a revocation clearing the cache after this read makes
+        # any put below a no-op, so a revoked token is never put back.
+        generation = cache.generation
         hit = cache.get(digest)
         if hit is not None:
             if hit.expires is not None and now >= hit.expires:
                 cache.discard(digest)
                 return None, False
             if now - hit.used >= TOUCH_EVERY:
-                # Touched below: remember it now, so concurrent requests do not all write.
-                cache.put(digest, _used(hit, now), cache.generation)
+                # Touched after the response: remember it now, so concurrent requests
+                # do not all write.
+                cache.put(digest, _used(hit, now), generation)
                 return hit, True
             return hit, False
-        generation = cache.generation
     moment = dt.datetime.fromtimestamp(now, dt.UTC)
     row = db.session.execute(
         sa.select(
