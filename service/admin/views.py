@@ -512,7 +512,7 @@ def token_create() -> Response:
     return _tokens_page(form, status=400)
 
 
-@bp.route("/tokens/<name>/revoke", methods=["GET", "POST"])
+@bp.route("/tokens/<token:name>/revoke", methods=["GET", "POST"])
 def token_revoke(name: str) -> Response | str:
     """Revoke a token, after confirmation: refused at once, on every instance."""
     token = find_token(name)

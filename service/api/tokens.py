@@ -115,14 +115,14 @@ def token_create() -> Response:
     return response
 
 
-@bp.get("/tokens/<name>")
+@bp.get("/tokens/<token:name>")
 def token_detail(name: str) -> Response:
     """Return one token."""
     revision = engine().revision
     return ok({"revision": revision, "token": token_item(find_token(name))})
 
 
-@bp.delete("/tokens/<name>")
+@bp.delete("/tokens/<token:name>")
 def token_revoke(name: str) -> Response:
     """Revoke a token: refused at once here, on every instance at its next poll."""
     token = find_token(name)

@@ -368,6 +368,18 @@ def test_api_encoded_token_paths_are_refused(app: Flask, session: Session, path:
     assert row(app, "ci").revoked_at is None
 
 
+@pytest.mark.parametrize("spelling", ["token:ci", "CI", "ci%20", "%C4%B1ci"])
+def test_api_other_spellings_of_a_name_reach_no_token(
+    app: Flask, session: Session, spelling: str
+) -> None:
+    # Attack: a deny row on /api/v1/tokens/ci must not be passed by another spelling
+    # that the lookup would fold back to "ci".
+    make_token(app)
+    assert session.open("DELETE", f"/tokens/{spelling}").status_code == 404
+    assert session.open("GET", f"/tokens/{spelling}").status_code == 404
+    assert row(app, "ci").revoked_at is None
+
+
 def test_api_revoke_refuses_a_body(app: Flask, session: Session) -> None:
     make_token(app)
     response = session.open("DELETE", "/tokens/ci", json={"force": True})
