@@ -432,7 +432,7 @@ def test_api_last_used_is_reported(app: Flask, client: FlaskClient) -> None:
 
 # -- web page ---------------------------------------------------------------------------
 
-_SECRET_FIELD = re.compile(r'id="secret"[^>]*value="(authz_[A-Za-z0-9_-]{43})"')
+_SECRET_FIELD = re.compile(r'id="secret"[^>]*>(authz_[A-Za-z0-9_-]{43})</textarea>')
 
 
 def create_on_page(client: FlaskClient, **data: Any) -> TestResponse:
