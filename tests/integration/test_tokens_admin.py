@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -380,6 +381,27 @@ def test_api_other_spellings_of_a_name_reach_no_token(
     assert row(app, "ci").revoked_at is None
 
 
+def test_a_token_does_not_inherit_rows_written_before_it_existed(
+    app: Flask, session: Session, runner: FlaskCliRunner
+) -> None:
+    # Attack: an assignment for token:later written now would give admin to whichever
+    # token is created under that name, by whoever, with no role chosen.
+    revision = session.open("GET", "/tokens").get_json()["revision"]
+    armed = session.open(
+        "POST",
+        "/policy/roles",
+        json={"member": "token:later", "role": "admin", "revision": revision},
+    )
+    assert armed.status_code == 201, armed.get_data(as_text=True)
+    response = session.open("POST", "/tokens", json={"name": "later"})
+    is_problem(response, 400)
+    assert fields(response) == ["name"]
+    assert "already has rows for token:later" in response.get_json()["detail"]
+    assert "already has rows" in failed(invoke(runner, "tokens", "create", "later"))
+    with app.app_context():
+        assert tokens.list_tokens() == []
+
+
 def test_api_revoke_refuses_a_body(app: Flask, session: Session) -> None:
     make_token(app)
     response = session.open("DELETE", "/tokens/ci", json={"force": True})
@@ -428,6 +450,30 @@ def test_api_last_used_is_reported(app: Flask, client: FlaskClient) -> None:
     assert client.get(f"{API}/tokens/ci", headers=bearer(secret)).status_code == 200
     used = client.get(f"{API}/tokens/ci", headers=bearer(secret)).get_json()["token"]
     assert used["last_used_at"] is not None
+
+
+def test_secrets_reach_no_log_line_and_no_audit_entry(
+    app: Flask, session: Session, runner: FlaskCliRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        api = session.open("POST", "/tokens", json={"name": "one", "roles": ["admin"]})
+        page = create_on_page(session.client, name="two")
+        cli = invoke(runner, "tokens", "create", "three")
+        made = [
+            api.get_json()["secret"],
+            _SECRET_FIELD.search(page.get_data(as_text=True)).group(1),  # type: ignore[union-attr]
+            cli.stdout.strip().splitlines()[-1],
+        ]
+        session.client.get(f"{API}/tokens", headers=bearer(made[0]))
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "token.create" in logged
+    with app.app_context():
+        entries = app.extensions["authz"].store.audit_entries(limit=100)
+    audited = "\n".join(f"{e.action} {e.actor} {e.detail}" for e in entries)
+    for secret in made:
+        assert SECRET.fullmatch(secret)
+        assert secret not in logged and secret not in audited
+        assert secret[len(tokens.PREFIX) :] not in logged
 
 
 # -- web page ---------------------------------------------------------------------------
