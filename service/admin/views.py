@@ -470,8 +470,9 @@ def _token_form() -> TokenForm:
 
 
 def _tokens_page(form: TokenForm, status: int = 200) -> Response:
-    rows = [(t, tokens.state(t), tokens.roles_of(t.name)) for t in tokens.list_tokens()]
-    html = render_template("admin/tokens.html", rows=rows, form=form)
+    found, page, pages = paginate(tokens.list_tokens(), params.page(request.args.get("page")))
+    rows = [(t, tokens.state(t), tokens.roles_of(t.name)) for t in found]
+    html = render_template("admin/tokens.html", rows=rows, form=form, page=page, pages=pages)
     return Response(html, status=status)
 
 

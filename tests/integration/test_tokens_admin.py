@@ -500,6 +500,17 @@ def test_page_lists_tokens_without_secrets(app: Flask, admin: FlaskClient) -> No
     assert '<label for="name">' in html and '<label for="expires_days">' in html
 
 
+def test_page_shows_fifty_tokens_a_page(app: Flask, admin: FlaskClient) -> None:
+    for i in range(51):
+        make_token(app, f"t{i:02d}", roles=())
+    first = admin.get("/admin/tokens").get_data(as_text=True)
+    second = admin.get("/admin/tokens?page=2").get_data(as_text=True)
+    assert first.count('class="token ') == 50 and 'data-name="t50"' not in first
+    assert second.count('class="token ') == 1 and 'data-name="t50"' in second
+    assert "page 1 of 2" in first
+    assert admin.get("/admin/tokens?page=x").status_code == 400
+
+
 def test_page_create_shows_the_secret_once(app: Flask, admin: FlaskClient) -> None:
     response = create_on_page(admin, name="deploy", roles=["admin", "user"], expires_days="30")
     assert response.status_code == 200, response.get_data(as_text=True)
