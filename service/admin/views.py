@@ -10,6 +10,7 @@ from flask import Response
 from flask import abort
 from flask import current_app
 from flask import flash
+from flask import g
 from flask import redirect
 from flask import render_template
 from flask import request
@@ -74,7 +75,10 @@ FORM_FIELDS = {"sub": "subject", "obj": "path", "act": "methods", "eft": "effect
 
 
 def actor() -> str:
-    """The audit actor of web changes: the logged-in admin's email."""
+    """The audit actor of web changes: the logged-in admin's email (or a bearer token)."""
+    token = g.get("authz_token")
+    if token is not None:
+        return str(token.subject)  # never Flask-Login's user: it has no email
     return str(current_user.email)
 
 

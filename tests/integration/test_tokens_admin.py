@@ -597,6 +597,19 @@ def test_page_spelling_with_prefix_is_404(app: Flask, admin: FlaskClient) -> Non
     assert admin.get("/admin/tokens/token:ci/revoke").status_code == 404
 
 
+def test_page_forms_are_for_sessions_not_bearer_tokens(app: Flask, client: FlaskClient):
+    # A program with the admin role may read the pages, but a form carries a CSRF token
+    # bound to a session, which a bearer request has not: refused, never a 500.
+    secret = make_token(app, "robot")
+    assert client.get("/admin/tokens", headers=bearer(secret)).status_code == 200
+    made = client.post("/admin/tokens", data={"name": "child"}, headers=bearer(secret))
+    assert made.status_code == 400 and "CSRF" in made.get_data(as_text=True)
+    assert not _SECRET_FIELD.search(made.get_data(as_text=True))
+    revoked = client.post("/admin/tokens/robot/revoke", headers=bearer(secret))
+    assert revoked.status_code == 200 and "Revoke this token?" in revoked.get_data(as_text=True)
+    assert row(app, "child") is None and row(app, "robot").revoked_at is None
+
+
 def test_page_non_admin_gets_403(app: Flask, client: FlaskClient, auth) -> None:
     make_token(app)
     auth.login(USER, USER_PASSWORD)
