@@ -1,4 +1,4 @@
-"""Command line: ``flask --app service db|users|roles|policy ...`` and the ``authz`` script."""
+"""Command line: ``flask --app service db|users|roles|policy|tokens`` and the ``authz`` script."""
 
 from __future__ import annotations
 
@@ -24,9 +24,11 @@ from authz import csvio
 from authz.errors import database_reason
 from authz.paths import canonical_action
 from authz.paths import canonical_object
+from authz.rules import is_token
 from service import mail
 from service import migrations
 from service import params
+from service import tokens
 from service import users
 from service.bootstrap import init_database
 from service.bootstrap import upgrade_database
@@ -36,6 +38,7 @@ db_cli = AppGroup("db", help="Upgrade (migrate) and initialise the database.")
 users_cli = AppGroup("users", help="Manage accounts.")
 roles_cli = AppGroup("roles", help="Manage role assignments (g rows).")
 policy_cli = AppGroup("policy", help="Load, export and check the policy.")
+tokens_cli = AppGroup("tokens", help="Manage service tokens (bearer credentials of programs).")
 
 
 def actor() -> str:
@@ -95,7 +98,7 @@ class FriendlyCommand(click.Command):
             return super().invoke(ctx)
 
 
-for _group in (db_cli, users_cli, roles_cli, policy_cli):
+for _group in (db_cli, users_cli, roles_cli, policy_cli, tokens_cli):
     _group.command_class = FriendlyCommand
 
 
@@ -303,7 +306,7 @@ def roles_list() -> None:
 @click.argument("subject")
 @click.argument("role")
 def roles_add(subject: str, role: str) -> None:
-    """Give a user (EMAIL, lower-case) or a role a role.
+    """Give a user (EMAIL, lower-case), a role or a token (token:NAME) a role.
 
     An email with no account yet is accepted, with a warning: the role applies once
     that address registers.
@@ -316,6 +319,12 @@ def roles_add(subject: str, role: str) -> None:
         known = users.known_roles()
         if role not in known:
             fail(f"unknown role {role!r} (known: {', '.join(known) or 'none'})")
+        if is_token(subject):
+            # Unlike an email, a token name is ours to hand out: a row for a token that
+            # does not exist yet would arm whichever token is later created by that name.
+            token = tokens.require(subject)
+            if token.revoked_at is not None:
+                fail(f"token {token.name!r} is revoked")
         engine.refresh()
         applied = engine.apply(
             Change.adding(rule), actor=actor(), source="cli", action="role.assign"
@@ -333,7 +342,7 @@ def roles_add(subject: str, role: str) -> None:
 @click.argument("role")
 @click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
 def roles_remove(subject: str, role: str, force: bool) -> None:
-    """Take a role away from a user (EMAIL, lower-case) or a role."""
+    """Take a role away from a user (EMAIL, lower-case), a role or a token (token:NAME)."""
     with errors():
         users.remove_role(params.subject(subject), role, actor=actor(), source="cli", force=force)
     ok(f"{subject} no longer has role {role}.")
@@ -446,11 +455,77 @@ def policy_check(subject: str, path: str, method: str, explain: bool) -> None:
     )
 
 
+# -- tokens -----------------------------------------------------------------------------
+
+
+def _when(moment: Any) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment is not None else "-"
+
+
+@tokens_cli.command("create")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, help="Role to give the token (repeatable).")
+@click.option(
+    "--expires",
+    "days",
+    type=int,
+    default=None,
+    help=f"Days until it expires (1 to {tokens.MAX_DAYS}); never when omitted.",
+)
+def tokens_create(name: str, roles: tuple[str, ...], days: int | None) -> None:
+    """Create a token; print its secret once (the last line of standard output).
+
+    The secret is stored nowhere: only its keyed hash is kept, so it cannot be shown again.
+    """
+    with errors():
+        token, secret = tokens.create(
+            name, roles=list(roles), expires_days=days, actor=actor(), source="cli"
+        )
+    given = ", ".join(tokens.roles_of(token.name)) or "none"
+    expiry = f", expires {_when(token.expires_at)} UTC" if token.expires_at else ""
+    click.secho(f"Created {token.subject} with roles: {given}{expiry}.", fg="green", err=True)
+    click.secho(
+        "warning: store the secret now; it is not shown again (revoke and create another "
+        "if it is lost).",
+        fg="yellow",
+        err=True,
+    )
+    click.echo(secret)
+
+
+@tokens_cli.command("list")
+def tokens_list() -> None:
+    """List tokens: name, state, roles, created, expires, last used, hint (never secrets)."""
+    rows = tokens.list_tokens()
+    click.echo("name\tstate\troles\tcreated\texpires\tlast used\thint")
+    for token in rows:
+        fields = (
+            token.name,
+            tokens.state(token),
+            ",".join(tokens.roles_of(token.name)) or "-",
+            f"{_when(token.created_at)} by {token.created_by or '-'}",
+            _when(token.expires_at),
+            _when(token.last_used_at),
+            f"{token.hint}...",
+        )
+        click.echo("\t".join(fields))
+    click.echo(f"{len(rows)} token(s).")
+
+
+@tokens_cli.command("revoke")
+@click.argument("name")
+def tokens_revoke(name: str) -> None:
+    """Revoke a token now, on every instance, and remove its role assignments."""
+    with errors():
+        token = tokens.revoke(name, actor=actor(), source="cli")
+    ok(f"Revoked {token.subject}; its requests are refused from now on.")
+
+
 # -- wiring -----------------------------------------------------------------------------
 
 
 #: The command groups, on the app (``flask --app service``) and on the ``authz`` script.
-GROUPS = (db_cli, users_cli, roles_cli, policy_cli)
+GROUPS = (db_cli, users_cli, roles_cli, policy_cli, tokens_cli)
 
 
 def register(app: Flask) -> None:
@@ -519,7 +594,7 @@ class _Script(FlaskGroup):
 cli = _Script(
     create_app=_create_app,
     add_default_commands=False,
-    help="The authorization service: serve, db, users, roles, policy.",
+    help="The authorization service: serve, db, users, roles, policy, tokens.",
 )
 for _command in (*GROUPS, serve):
     cli.add_command(_command)

@@ -25,6 +25,7 @@ from werkzeug.routing import BaseConverter
 from werkzeug.routing import ValidationError
 
 from authz.rules import ROLE_NAME
+from authz.rules import TOKEN_NAME
 from service.users import EMAIL_PATTERN
 from service.users import is_canonical_email
 
@@ -65,11 +66,23 @@ class RuleIdConverter(BaseConverter):
         return value
 
 
+class TokenNameConverter(BaseConverter):
+    """A service token's name, without ``token:`` and in no other spelling."""
+
+    regex = TOKEN_NAME.pattern.removesuffix(r"\Z")
+
+    def to_python(self, value: str) -> str:
+        if not TOKEN_NAME.match(value):
+            raise ValidationError()
+        return value
+
+
 #: Converter name -> class, as routes name them (``<email:email>``).
 CONVERTERS: dict[str, type[BaseConverter]] = {
     "email": EmailConverter,
     "role": RoleConverter,
     "rule_id": RuleIdConverter,
+    "token": TokenNameConverter,
 }
 
 

@@ -179,6 +179,17 @@ def create(
         raise TokenError(
             f"a token named {name!r} exists (revoked names are not reused)", field="name"
         )
+    subject = f"{TOKEN_PREFIX}{name}"
+    # A row written for this subject before the token existed (an assignment API call, a
+    # CSV load) would arm the new token with rights its creator never chose: refuse.
+    waiting = [r for r in users.engine().rules() if r.values and r.values[0] == subject]
+    if waiting:
+        raise TokenError(
+            f"the policy already has rows for {subject} ({waiting[0]}"
+            f"{f' and {len(waiting) - 1} more' if len(waiting) > 1 else ''}); "
+            "remove them or choose another name",
+            field="name",
+        )
     secret = new_secret()
     digest = token_hash(secret, _key())
     now = utcnow()
@@ -198,7 +209,6 @@ def create(
             )
         )
 
-    subject = f"{TOKEN_PREFIX}{name}"
     detail = f"token {subject}" + (f", expires {expires:%Y-%m-%d %H:%M} UTC" if expires else "")
     users.engine().apply(
         Change.adding(*(Rule.of("g", subject, role) for role in roles)),

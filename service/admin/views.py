@@ -10,6 +10,7 @@ from flask import Response
 from flask import abort
 from flask import current_app
 from flask import flash
+from flask import g
 from flask import redirect
 from flask import render_template
 from flask import request
@@ -29,10 +30,13 @@ from authz.paths import canonical_object
 from authz.risks import compared_fields
 from authz.rules import field_names
 from service import params
+from service import tokens
 from service import users
 from service.admin.forms import AssignRoleForm
 from service.admin.forms import ConfirmForm
 from service.admin.forms import RuleForm
+from service.admin.forms import TokenForm
+from service.models import ServiceToken
 from service.responses import page as error_page
 from service.responses import unavailable
 
@@ -71,7 +75,10 @@ FORM_FIELDS = {"sub": "subject", "obj": "path", "act": "methods", "eft": "effect
 
 
 def actor() -> str:
-    """The audit actor of web changes: the logged-in admin's email."""
+    """The audit actor of web changes: the logged-in admin's email (or a bearer token)."""
+    token = g.get("authz_token")
+    if token is not None:
+        return str(token.subject)  # never Flask-Login's user: it has no email
     return str(current_user.email)
 
 
@@ -444,6 +451,95 @@ def user_end_sessions(email: str) -> Response | str:
         form=form,
         title="End this account's sessions?",
         message=f"End every session of {user.email}? They must log in again on every device.",
+        warning="",
+        back=back,
+    )
+
+
+# -- service tokens ---------------------------------------------------------------------
+
+
+def find_token(name: str) -> ServiceToken:
+    """The token with exactly this name, or 404 (``token:NAME`` is not another spelling)."""
+    token = tokens.get(name)
+    if token is None or token.name != name:
+        abort(404, description="No such token.")
+    return token
+
+
+def _token_form() -> TokenForm:
+    form = TokenForm()
+    form.roles.choices = users.known_roles()
+    return form
+
+
+def _tokens_page(form: TokenForm, status: int = 200) -> Response:
+    found, page, pages = paginate(tokens.list_tokens(), params.page(request.args.get("page")))
+    rows = [(t, tokens.state(t), tokens.roles_of(t.name)) for t in found]
+    html = render_template("admin/tokens.html", rows=rows, form=form, page=page, pages=pages)
+    return Response(html, status=status)
+
+
+@bp.get("/tokens")
+def tokens_list() -> Response:
+    """Service tokens with their state and roles, and the form that creates one."""
+    return _tokens_page(_token_form())
+
+
+@bp.post("/tokens")
+def token_create() -> Response:
+    """Create a token; the answer is the one page that ever shows its secret."""
+    form = _token_form()
+    if form.validate_on_submit():
+        try:
+            token, secret = tokens.create(
+                form.name.data.strip(),
+                roles=form.roles.data or [],
+                expires_days=form.expires_days.data,
+                actor=actor(),
+                source="web",
+            )
+        except tokens.TokenError as e:
+            field = {"roles": form.roles, "expires": form.expires_days}.get(
+                e.field or "", form.name
+            )
+            field.errors = [*field.errors, e.message]
+        except AuthzError as e:  # the database or the engine refused the write
+            flash(f"Not created: {e}.", "error")
+        else:
+            html = render_template(
+                "admin/token_created.html", token=token, secret=secret, roles=form.roles.data
+            )
+            response = Response(html)
+            # The secret must not outlive this page in any cache or the browser's history.
+            response.headers["Cache-Control"] = "no-store"
+            return response
+    return _tokens_page(form, status=400)
+
+
+@bp.route("/tokens/<token:name>/revoke", methods=["GET", "POST"])
+def token_revoke(name: str) -> Response | str:
+    """Revoke a token, after confirmation: refused at once, on every instance."""
+    token = find_token(name)
+    back = url_for("admin.tokens_list")
+    if token.revoked_at is not None:
+        flash(f"{token.subject} is already revoked.", "error")
+        return redirect(back)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        try:
+            tokens.revoke(token.name, actor=actor(), source="web")
+        except (AuthzError, tokens.TokenError) as e:
+            flash(f"Not revoked: {e}.", "error")
+        else:
+            flash(f"Revoked {token.subject}; its requests are refused from now on.", "success")
+        return redirect(back)
+    return render_template(
+        "admin/confirm.html",
+        form=form,
+        title="Revoke this token?",
+        message=f"Revoke {token.subject}? Programs using it are refused at once; "
+        "this cannot be undone (a new token needs a new name).",
         warning="",
         back=back,
     )

@@ -8,6 +8,7 @@ from service.api import audit  # noqa: F401 - registers routes
 from service.api import decisions  # noqa: F401 - registers routes
 from service.api import openapi  # noqa: F401 - registers routes
 from service.api import policy  # noqa: F401 - registers routes
+from service.api import tokens  # noqa: F401 - registers routes
 from service.api import users  # noqa: F401 - registers routes
 from service.api.views import bp
 

@@ -50,6 +50,7 @@ def get_paths(app: Flask) -> list[str]:
         "rule_id": rule_id,
         "filename": "style.css",
         "token": "not-a-valid-token",  # verification, reset and invitation links
+        "name": "nobody",  # a service token (none of that name: 404)
     }
     paths = []
     for rule in app.url_map.iter_rules():

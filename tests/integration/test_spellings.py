@@ -25,6 +25,7 @@ from werkzeug.test import TestResponse
 
 from authz import Change
 from authz import Rule
+from service import tokens
 from service import users
 from service.converters import CONVERTERS
 from tests.conftest import ADMIN
@@ -74,6 +75,8 @@ def canonical_value(rule: UrlRule, name: str) -> str:
         return TARGET
     if converter is CONVERTERS["role"]:
         return ROLE
+    if converter is CONVERTERS["token"]:
+        return ROLE  # a token of the same name
     if converter is CONVERTERS["rule_id"]:
         # Role assignments live under .../roles/<rule_id>; every other id names a rule.
         return TARGET_LINK.id if "/roles/" in rule.rule else TARGET_RULE.id
@@ -173,6 +176,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[
             source="cli",
         )
         engine.apply(Change.adding(TARGET_LINK), actor="test", source="cli")
+        tokens.create(ROLE, actor="test", source="cli")
         # The helpdesk may do anything in the editor and the API, except on the target:
         # one deny row per route, naming the route's canonical path exactly.
         denied = [
