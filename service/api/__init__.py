@@ -1,4 +1,5 @@
-"""The JSON API under /api/v1: policy rows, role assignments, users, audit, decisions.
+"""The JSON API under /api/v1: policy rows, role assignments, users, audit, decisions,
+subjects.
 
 Importing the resource modules registers their routes on the one blueprint.
 """
@@ -6,6 +7,7 @@ Importing the resource modules registers their routes on the one blueprint.
 from service.api import audit  # noqa: F401 - registers routes
 from service.api import decisions  # noqa: F401 - registers routes
 from service.api import policy  # noqa: F401 - registers routes
+from service.api import subjects  # noqa: F401 - registers routes
 from service.api import users  # noqa: F401 - registers routes
 from service.api.views import bp
 
