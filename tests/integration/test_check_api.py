@@ -22,6 +22,8 @@ from tests.conftest import USER
 from tests.conftest import AuthActions
 from tests.conftest import dispose
 from tests.conftest import make_app
+from tests.integration.test_spellings import OTHER_SPELLINGS
+from tests.integration.test_spellings import Spelling
 
 API = "/api/v1"
 PROBLEM = "application/problem+json"
@@ -430,6 +432,38 @@ def test_a_subject_in_another_spelling_is_refused(
     response = api.get(f"/subjects/{subject}/{what}")
     assert errors(response) == ["subject"]
     assert message in response.json["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("spelling", OTHER_SPELLINGS, ids=lambda s: s.name)
+def test_no_other_spelling_of_a_subject_escapes_a_deny_row(
+    app: Flask, api: Api, spelling: Spelling
+) -> None:
+    """A helpdesk denied the target's subject pages gets 403 there, and 400 or 404 (never
+    the answer) for every other spelling of the target, which its wildcard allows."""
+    target = "kofi.boss@example.com"
+    app.extensions["authz"].apply(
+        Change.adding(
+            Rule.of("g", target, "fiskal"),
+            Rule.of("p", "fiskal", "/fiskal", "GET", "allow"),
+            Rule.of("p", "helpdesk", "/api/v1/*", ".*", "allow"),
+            Rule.of("p", "helpdesk", f"/api/v1/subjects/{target}/*", ".*", "deny"),
+            Rule.of("g", "token:helpdesk", "helpdesk"),
+        ),
+        actor="test",
+        source="cli",
+    )
+    helpdesk = Api(app.test_client(), make_token(app, "helpdesk", ()))
+    spelled = spelling.spell(target)
+    assert spelled is not None and spelled != target
+    for what in ("roles", "permissions"):
+        assert helpdesk.get(f"/subjects/{target}/{what}").status_code == 403
+        assert api.get(f"/subjects/{target}/{what}").json["subject"] == target
+        for caller in (helpdesk, api):
+            response = caller.get(f"/subjects/{spelled}/{what}")
+            assert response.status_code in (400, 404), (caller, spelled, response.status_code)
+            assert target not in response.get_data(as_text=True) or "write it as" in (
+                response.get_data(as_text=True)
+            )
 
 
 @pytest.mark.parametrize(
