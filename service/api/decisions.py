@@ -263,9 +263,10 @@ def decide_all(checks: list[Check]) -> tuple[int, list[Decision], list[str]]:
     new_id = log.new_id
     ids = [new_id() for _ in decisions]
     if log.enabled:
-        asked_by, revision, write = caller(), snapshot.revision, log.write
-        for decision, decision_id in zip(decisions, ids, strict=True):
-            write(
+        # One record for the whole batch: one write, not a thousand.
+        asked_by, revision, line, now = caller(), snapshot.revision, log.line, log.now()
+        lines = [
+            line(
                 decision_id=decision_id,
                 subject=decision.subject,
                 obj=decision.obj,
@@ -274,7 +275,11 @@ def decide_all(checks: list[Check]) -> tuple[int, list[Decision], list[str]]:
                 rule=decision.rule.as_list() if decision.rule is not None else None,
                 revision=revision,
                 caller=asked_by,
+                time=now,
             )
+            for decision, decision_id in zip(decisions, ids, strict=True)
+        ]
+        log.write_lines([text for text in lines if text is not None])
     return snapshot.revision, decisions, ids
 
 

@@ -136,3 +136,52 @@ def test_closing_stops_writing(tmp_path: Path, logs: list[DecisionLog]) -> None:
     write(other, 1)
     assert len(lines(path)) == 2
     assert len(lines(tmp_path / "other.jsonl")) == 1
+
+
+def test_a_batch_of_lines_is_one_write_of_one_line_per_decision(
+    tmp_path: Path, logs: list[DecisionLog]
+) -> None:
+    path = tmp_path / "decisions.jsonl"
+    log = make(logs, "full", 1.0, False, str(path))
+    now = log.now()
+    made = [
+        log.line(
+            decision_id=log.new_id(),
+            subject=f"user{i}@example.com",
+            obj="/",
+            action="GET",
+            allowed=i % 2 == 0,
+            rule=None,
+            revision=7,
+            caller="token:ci",
+            time=now,
+        )
+        for i in range(5)
+    ]
+    assert all(text is not None and "\n" not in text for text in made)
+    log.write_lines([text for text in made if text is not None])
+    found = lines(path)
+    assert [line["subject"] for line in found] == [f"user{i}@example.com" for i in range(5)]
+    assert all(set(line) == FIELDS and line["time"] == now for line in found)
+    log.write_lines([])
+    assert len(lines(path)) == 5
+
+
+def test_sampled_lines_are_left_out_by_line(logs: list[DecisionLog], tmp_path: Path) -> None:
+    log = make(logs, "sample", 0.5, False, str(tmp_path / "s.jsonl"))
+    made = [
+        log.line(
+            decision_id=log.new_id(),
+            subject="admin",
+            obj="/",
+            action="GET",
+            allowed=True,
+            rule=["p", "admin", "/", "GET", "allow"],
+            revision=1,
+            caller="middleware",
+            time=log.now(),
+        )
+        for _ in range(400)
+    ]
+    kept = [text for text in made if text is not None]
+    assert 0 < len(kept) < 400
