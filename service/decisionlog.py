@@ -80,12 +80,39 @@ class DecisionLog:
         """Write one decision (when enabled, and when sampled in)."""
         if not self.enabled:
             return
+        line = self.line(
+            decision_id=decision_id,
+            subject=subject,
+            obj=obj,
+            action=action,
+            allowed=allowed,
+            rule=rule,
+            revision=revision,
+            caller=caller,
+            time=_now(),
+        )
+        if line is not None:
+            self._logger.info(line)
+
+    def line(
+        self,
+        *,
+        decision_id: str,
+        subject: str,
+        obj: str,
+        action: str,
+        allowed: bool,
+        rule: Sequence[str] | None,
+        revision: int,
+        caller: str,
+        time: str,
+    ) -> str | None:
+        """One decision's JSON line, or None when sampling leaves it out."""
         if self.sample < 1.0 and self._random.random() >= self.sample:
-            return
-        now = dt.datetime.now(dt.UTC)
+            return None
         line = {
             "decision_id": decision_id,
-            "time": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+            "time": time,
             "subject": subject,
             "object": obj,
             "action": action,
@@ -94,7 +121,17 @@ class DecisionLog:
             "revision": revision,
             "caller": caller,
         }
-        self._logger.info(json.dumps(line, separators=(",", ":"), ensure_ascii=False))
+        return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+
+    def write_lines(self, lines: Sequence[str]) -> None:
+        """Write lines made by :meth:`line` (a batch's) as one log record: one write."""
+        if self.enabled and lines:
+            self._logger.info("\n".join(lines))
+
+    @staticmethod
+    def now() -> str:
+        """The time of a decision as lines carry it (UTC, milliseconds)."""
+        return _now()
 
     def close(self) -> None:
         """Detach and close this log's handler (an app being disposed)."""
@@ -102,6 +139,11 @@ class DecisionLog:
             self._logger.removeHandler(self._handler)
             self._handler.close()
             self._handler = None
+
+
+def _now() -> str:
+    now = dt.datetime.now(dt.UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def init_app(app: Flask, mode: str, sample: float, middleware: bool, path: str) -> DecisionLog:

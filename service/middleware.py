@@ -20,6 +20,7 @@ from authz import PolicyEngine
 from authz import RequestTooLarge
 from authz import UnsafePath
 from authz import metrics
+from authz.decision import Decision
 from authz.errors import database_reason
 from authz.paths import MAX_PATH
 from authz.paths import MAX_SEGMENTS
@@ -29,6 +30,7 @@ from authz.paths import check_size
 from service import responses
 from service import sessions
 from service import tokens
+from service.decisionlog import DecisionLog
 from service.events import Event
 from service.events import auth_event
 from service.extensions import login_manager
@@ -92,6 +94,23 @@ def request_object(environ: dict[str, str], path: str) -> str:
     return path
 
 
+def _log(log: DecisionLog, engine: PolicyEngine, decision: Decision) -> None:
+    """Write one of the middleware's decisions to the decision log."""
+    rule = decision.rule
+    log.write(
+        decision_id=log.new_id(),
+        subject=decision.subject,
+        obj=decision.obj,
+        action=decision.action,
+        allowed=decision.allowed,
+        rule=rule.as_list() if rule is not None else None,
+        # The snapshot current now: a change swapped in since the decision is possible,
+        # and rare enough not to cost the decision path a second return value.
+        revision=engine.revision,
+        caller="middleware",
+    )
+
+
 def make_authorize(app: Flask) -> Callable[[], Response | None]:
     """Return the hook for ``app``, with its engine bound (no lookups per request)."""
     engine: PolicyEngine = app.extensions["authz"]
@@ -102,6 +121,10 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
     record = metrics.MIDDLEWARE.record
     clock = time.perf_counter
     ALLOW, DENY, ERROR = metrics.ALLOW, metrics.DENY, metrics.ERROR
+    # Bound once: with the middleware's decisions not logged (the default), the hot path
+    # pays one test of a local bool.
+    decision_log: DecisionLog | None = app.extensions.get("authz.decisions")
+    log_decisions = decision_log is not None and decision_log.middleware
 
     def ensure_loaded() -> None:
         if engine.loaded:
@@ -147,8 +170,12 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
             return responses.unavailable(f"cannot decide: {reason}")
         if decision.allowed:
             record(ALLOW, clock() - started)
+            if log_decisions:
+                _log(decision_log, engine, decision)  # type: ignore[arg-type]
             return None
         record(DENY, clock() - started)
+        if log_decisions:
+            _log(decision_log, engine, decision)  # type: ignore[arg-type]
         if subject == ANONYMOUS:
             return responses.login_required()
         return responses.forbidden(subject)

@@ -46,6 +46,7 @@ def get_paths(app: Flask) -> list[str]:
     rule_id = app.extensions["authz"].rules()[0].id
     samples = {
         "email": USER,
+        "subject": USER,
         "role": "user",
         "rule_id": rule_id,
         "filename": "style.css",
