@@ -28,10 +28,11 @@ from authz.rules import EFFECTS
 from authz.rules import MAX_VALUE_LENGTH
 from service import params
 from service.api import schemas
-from service.api.decisions import REQUEST_FIELDS
+from service.api.decisions import CHECK_FIELDS
 from service.api.policy import LINK_FIELDS
 from service.api.policy import rule_fields
 from service.api.policy import rule_names
+from service.api.tokens import CREATE_FIELDS as TOKEN_FIELDS
 from service.api.views import bp
 from service.api.views import ok
 
@@ -289,19 +290,12 @@ def _revision_body() -> Schema:
 
 
 def _decision_request() -> Schema:
-    return body_schema(REQUEST_FIELDS)
+    return body_schema(CHECK_FIELDS)
 
 
 ASK = {"subject": "user", "path": "/", "method": "GET"}
 ASK_ADMIN = {"subject": "anonymous", "path": "/admin/", "method": "GET"}
 NEW_RULE = {"subject": "user", "path": "/reports/*", "methods": "GET", "revision": 3}
-
-#: Token creation, as routes.md specifies it.
-TOKEN_FIELDS = {
-    "name": schemas.Field(str),
-    "roles": schemas.Field(list, required=False),
-    "expires_days": schemas.Field(int, required=False),
-}
 
 #: (OpenAPI path under the prefix, method) -> what the route does and answers.
 OPERATIONS: dict[tuple[str, str], Operation] = {

@@ -73,16 +73,18 @@ def token_list() -> Response:
     return ok({"revision": revision, **listing})
 
 
+#: The body of a token creation.
+CREATE_FIELDS = {
+    "name": schemas.Field(str),
+    "roles": schemas.Field(list, required=False),
+    "expires_days": schemas.Field(int, required=False),
+}
+
+
 @bp.post("/tokens")
 def token_create() -> Response:
     """Create a token with its roles; the answer is the only place its secret appears."""
-    data = body(
-        {
-            "name": schemas.Field(str),
-            "roles": schemas.Field(list, required=False),
-            "expires_days": schemas.Field(int, required=False),
-        }
-    )
+    data = body(CREATE_FIELDS)
     roles = data.get("roles", [])
     wrong = [
         schemas.FieldError(f"roles[{i}]", "must be a string")
