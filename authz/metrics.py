@@ -98,7 +98,9 @@ class Loads:
 #: Decisions by the request middleware and by the decision API.
 MIDDLEWARE = Decisions("middleware")
 API = Decisions("api")
-DECISIONS = (MIDDLEWARE, API)
+#: Decisions for reverse proxies (service.forward).
+FORWARD = Decisions("forward")
+DECISIONS = (MIDDLEWARE, API, FORWARD)
 LOADS = Loads()
 #: Login attempts by outcome (LOGIN_OUTCOMES).
 LOGINS = dict.fromkeys(LOGIN_OUTCOMES, 0)

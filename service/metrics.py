@@ -74,7 +74,7 @@ class Exporter:
         self._lock = threading.Lock()
         self.decisions = Counter(
             "authz_decisions",
-            "Decisions by outcome (allow, deny, error) and source (middleware, api).",
+            "Decisions by outcome (allow, deny, error) and source (middleware, api, forward).",
             ["source", "outcome"],
             registry=registry,
         )

@@ -27,6 +27,7 @@ from authz.paths import MAX_SEGMENTS
 from authz.paths import canonical_action
 from authz.paths import canonical_object
 from authz.paths import check_size
+from service import forward as forward_auth
 from service import responses
 from service import sessions
 from service import tokens
@@ -79,6 +80,26 @@ def _resolve_token(secret: str, cache: tokens.TokenCache | None) -> tokens.Token
         after = g.setdefault("authz_after_response", [])
         after.append(lambda: tokens.touch(token_id))
     return user
+
+
+def make_subject_of(
+    cache: sessions.SessionCache | None, token_cache: tokens.TokenCache | None
+) -> Callable[[dict[str, str]], str | None]:
+    """Return the resolver of a request's subject, as the hook resolves it.
+
+    A bearer token's ``token:NAME`` (None when the token is bad), else the session
+    cookie's account, else ``anonymous``. Forward auth decides with it.
+    """
+
+    def subject_of(environ: dict[str, str]) -> str | None:
+        secret = bearer_secret(environ)
+        if secret is not None:
+            token = _resolve_token(secret, token_cache)
+            return token.subject if token is not None else None
+        user = _resolve_user(cache)
+        return user.subject if user is not None else ANONYMOUS
+
+    return subject_of
 
 
 def request_object(environ: dict[str, str], path: str) -> str:
@@ -135,10 +156,20 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
         last_attempt[0] = now
         engine.load()
 
+    forward = forward_auth.make_forward(
+        app, engine, ensure_loaded, make_subject_of(cache, token_cache)
+    )
+    forward_path = forward_auth.PATH
+
     def authorize() -> Response | None:
         """Decide this request; return a response to stop it, or None to run the view."""
         started = clock()
         req = request._get_current_object()  # type: ignore[attr-defined]
+        environ = req.environ
+        if environ.get("PATH_INFO") == forward_path:
+            # Forward auth decides another request, the one its proxy names; never
+            # "may this subject GET /auth/forward" (service.forward).
+            return forward(environ, environ.get("QUERY_STRING", ""))
         try:
             obj = request_object(req.environ, req.path)
             act = canonical_action(req.method)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,21 +54,48 @@ def page(status: int, title: str, detail: str, **context: Any) -> Response:
 
 
 def safe_next_url(target: str | None) -> str | None:
-    """Return ``target`` when it is a path on this site, else None (open-redirect guard)."""
-    if not target or not target.startswith("/"):
+    """Return ``target`` when it stays on this site or a login host, else None.
+
+    Kept: a path on this site, or an absolute ``http(s)`` URL whose host (host[:port],
+    exactly) is one of ``AUTHZ_LOGIN_HOSTS``, the sites protected through forward auth.
+    Anything else could send a freshly logged-in browser to an attacker (open redirect).
+    """
+    if not target:
         return None
-    # "//host" and "/\\host" are read by browsers as another host; anything with a
-    # scheme, a host or a control character could leave this site.
-    if (
-        target.startswith("//")
-        or "\\" in target
-        or any(ord(c) < 32 or ord(c) == 127 for c in target)
-    ):
+    # "//host" and "/\\host" are read by browsers as another host; a backslash or a
+    # control character is read differently by browsers and by urlsplit.
+    if "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
         return None
+    if target.startswith("/"):
+        if target.startswith("//"):
+            return None
+        parts = urlsplit(target)
+        return target if not (parts.scheme or parts.netloc) else None
+    return target if _login_host_url(target) else None
+
+
+#: An absolute URL's scheme and authority, exactly: no user info, no escapes.
+_ABSOLUTE = re.compile(
+    r"(https?)://([A-Za-z0-9.-]+(?::[0-9]{1,5})?)(?:[/?#]|\Z)", re.IGNORECASE | re.ASCII
+)
+
+
+def _login_host_url(target: str) -> bool:
+    """Whether ``target`` is an absolute http(s) URL on one of the configured login hosts."""
+    hosts = current_app.config["AUTHZ"].login_hosts
+    if not hosts:
+        return False
+    # Threat: "https://good@evil", "https://good.evil", "https:evil", "https:///evil":
+    # the authority must be a bare host[:port] that equals a configured one, and
+    # urlsplit must read the same authority (no parser disagreement).
+    match = _ABSOLUTE.match(target)
+    if match is None:
+        return False
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
-        return None
-    return target
+    if parts.netloc.lower() != match[2].lower() or parts.scheme.lower() != match[1].lower():
+        return False
+    allowed = {h.strip().lower() for h in hosts.split(",") if h.strip()}
+    return match[2].lower() in allowed
 
 
 def login_required() -> Response:
