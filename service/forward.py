@@ -188,7 +188,7 @@ def make_forward(
                 record(DENY, clock() - started)
                 response = refuse(401, "the bearer token is invalid, expired or revoked")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="authz", error="invalid_token"'
-                return response
+                return to_login(response, environ, uri, host, query)
             decision = engine.decide(subject, obj, act)
             roles = engine.roles_for(subject) if decision.allowed else ()
         except (EngineUnavailable, SQLAlchemyError) as e:
@@ -221,16 +221,21 @@ def make_forward(
         record(DENY, clock() - started)
         if subject != ANONYMOUS:
             return Response(status=403)
+        response = Response(status=401)
+        # A 401 names a scheme: the session cookie, got by logging in.
+        response.headers["WWW-Authenticate"] = 'Cookie realm="authz", form-action="/login"'
+        return to_login(response, environ, uri, host, query)
+
+    def to_login(
+        response: Response, environ: dict[str, str], uri: str, host: str | None, query: str
+    ) -> Response:
+        """Add the login link to a 401 (or make it a 302 there, when the proxy asks so)."""
         scheme = environ.get("wsgi.url_scheme", "http")
         location = login_location(scheme, host, uri, public_url)
-        if REDIRECT_PARAM in query.split("&"):
-            response = Response(status=302)
-            response.headers["Location"] = location
-        else:
-            response = Response(status=401)
-            # A 401 names a scheme: the session cookie, got by logging in there.
-            response.headers["WWW-Authenticate"] = f'Cookie realm="authz", form-action="{location}"'
         response.headers["X-Auth-Login"] = location
+        if REDIRECT_PARAM in query.split("&"):
+            response.status_code = 302
+            response.headers["Location"] = location
         return response
 
     return forward

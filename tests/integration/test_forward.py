@@ -182,6 +182,7 @@ def test_revoked_or_unknown_token_gets_401(app: Flask, client: FlaskClient) -> N
         response = ask(client, {**nginx("/reports/q3"), "Authorization": f"Bearer {bad}"})
         assert response.status_code == 401
         assert "invalid_token" in response.headers["WWW-Authenticate"]
+        assert response.headers["X-Auth-Login"].startswith("/login?next=")
 
 
 # -- who may ask -------------------------------------------------------------------------
