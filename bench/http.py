@@ -113,8 +113,15 @@ def serve(factory: str, env: dict[str, str], port: int) -> subprocess.Popen[byte
     raise SystemExit("gunicorn did not start")
 
 
-def wrk(url: str, cookie: str, duration: int, connections: int) -> dict[str, float]:
-    """Run wrk; return requests/s and latency percentiles (ms), and check status codes."""
+def wrk(
+    url: str, cookie: str, duration: int, connections: int, headers: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """Run wrk; return requests/s and latency percentiles (ms), and check status codes.
+
+    ``cookie`` (when not empty) and each of ``headers`` ("Name: value") are sent with
+    every request.
+    """
+    sent = ([f"Cookie: {cookie}"] if cookie else []) + list(headers)
     out = subprocess.run(
         [
             "wrk",
@@ -122,8 +129,7 @@ def wrk(url: str, cookie: str, duration: int, connections: int) -> dict[str, flo
             f"-c{connections}",
             f"-d{duration}s",
             "--latency",
-            "-H",
-            f"Cookie: {cookie}",
+            *(arg for header in sent for arg in ("-H", header)),
             url,
         ],
         capture_output=True,

@@ -334,3 +334,21 @@ def test_each_decision_is_logged_with_the_proxy_as_caller(
     assert lines[0]["subject"] == USER and lines[0]["rule"][:2] == ["p", "user"]
     assert metrics.FORWARD.counts[metrics.ALLOW] == before[metrics.ALLOW] + 1
     assert metrics.FORWARD.counts[metrics.DENY] == before[metrics.DENY] + 1
+
+
+def test_roles_follow_policy_changes(app: Flask, client: FlaskClient) -> None:
+    login(client)
+    assert ask(client, nginx("/app/x")).headers["X-Auth-Roles"] == "anonymous,user"
+    with app.app_context():
+        app.extensions["authz"].apply(
+            Change.adding(Rule.of("g", USER, "reader")), actor="test", source="cli"
+        )
+    assert ask(client, nginx("/app/x")).headers["X-Auth-Roles"] == "anonymous,reader,user"
+    assert ask(client, nginx("/reports/q3")).status_code == 200
+
+
+@pytest.mark.parametrize("uri", ["/", "/app/", "/app/.well-known/x", "/app/a.b", "/app/~u"])
+def test_plain_paths_are_decided(client: FlaskClient, uri: str) -> None:
+    login(client)
+    expected = 403 if uri == "/" else 200  # "/" is granted to users for GET only
+    assert ask(client, nginx(uri, "POST")).status_code == expected
