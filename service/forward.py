@@ -151,10 +151,15 @@ def original_object(uri: str) -> str:
     return canonical_object(path, raw)
 
 
-def login_location(scheme: str, host: str | None, uri: str, public_url: str) -> str:
-    """The login page, with ``next`` the original URL (absolute when the host is known)."""
+def login_location(scheme: str, host: str | None, uri: str) -> str:
+    """The login page, with ``next`` the original URL (absolute when the host is known).
+
+    A path, not a URL on AUTHZ_PUBLIC_URL: the login must happen on the protected site
+    itself (the proxy routes /login there to this service), because the session cookie
+    is host-only and is sent back to /auth/forward only by that site's requests.
+    """
     target = f"{scheme}://{host}{uri}" if host and _HOST.match(host) else uri
-    return f"{public_url}/login?next={quote(target, safe='')}"
+    return f"/login?next={quote(target, safe='')}"
 
 
 def make_forward(
@@ -162,7 +167,6 @@ def make_forward(
 ) -> Callable[[dict[str, str], str], Response]:
     """Return the handler of ``/auth/forward`` for ``app``, its lookups done once."""
     log = app.extensions["authz.decisions"]
-    public_url = app.config["AUTHZ"].public_url.rstrip("/")
     record = metrics.FORWARD.record
     clock = time.perf_counter
     ALLOW, DENY, ERROR = metrics.ALLOW, metrics.DENY, metrics.ERROR
@@ -255,7 +259,7 @@ def make_forward(
     ) -> Response:
         """Add the login link to a 401 (or make it a 302 there, when the proxy asks so)."""
         scheme = environ.get("wsgi.url_scheme", "http")
-        location = login_location(scheme, host, uri, public_url)
+        location = login_location(scheme, host, uri)
         response.headers["X-Auth-Login"] = location
         if REDIRECT_PARAM in query.split("&"):
             response.status_code = 302

@@ -352,3 +352,17 @@ def test_plain_paths_are_decided(client: FlaskClient, uri: str) -> None:
     login(client)
     expected = 403 if uri == "/" else 200  # "/" is granted to users for GET only
     assert ask(client, nginx(uri, "POST")).status_code == expected
+
+
+def test_login_link_stays_on_the_protected_site_with_a_public_url(tmp_path: Path) -> None:
+    # The session cookie is host-only: logging in on the service's own host would leave
+    # the protected site without it (and the browser in a loop).
+    app = make_app(
+        tmp_path, trusted_proxies=PROXY, login_hosts=APP_HOST, public_url="https://authz.example"
+    )
+    try:
+        response = ask(app.test_client(), traefik("/app/x"))
+        assert response.status_code == 401
+        assert response.headers["X-Auth-Login"].startswith("/login?next=https%3A%2F%2Fapp.")
+    finally:
+        dispose(app)
