@@ -64,9 +64,13 @@ _FORWARDED = ("HTTP_X_FORWARDED_URI", "HTTP_X_FORWARDED_METHOD", "HTTP_X_FORWARD
 #: A host as a URL may carry it: a name or an address, an optional port.
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?\Z")
 #: A path of plain ASCII segments: no escape, no "//", no dot segment, no backslash.
-_PLAIN = re.compile(r"(?:/[A-Za-z0-9_~!$&'()*+,;=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*)*/?\Z").match
+_PLAIN = re.compile(r"(?:/[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*)*/?\Z").match
 #: Characters a request target never carries raw (HTTP/1.1 request-target grammar).
 _NOT_IN_TARGET = re.compile(r"[\x00-\x20\x7f#]")
+#: Spellings some backends route differently from the path the policy sees: ";" starts
+#: path parameters that Java servers drop ("/a;x/b" is "/a/b" to Tomcat), and "%25" is a
+#: "%" that a backend decoding twice turns into another escape ("%252e%252e" -> "..").
+_OTHER_ROUTING = re.compile(r";|%25")
 
 #: Given a WSGI environ: the subject of its credentials, or None for a bad bearer token.
 SubjectOf = Callable[[dict[str, str]], str | None]
@@ -140,6 +144,8 @@ def original_object(uri: str) -> str:
     if _NOT_IN_TARGET.search(raw):
         # Spaces, controls and '#' never appear raw in a request target.
         raise UnsafePath("a space, control character or '#' in the original path")
+    if _OTHER_ROUTING.search(raw):
+        raise UnsafePath("';' or an encoded '%' in the original path")
     path = raw
     if "%" in raw or not raw.isascii():
         try:

@@ -251,6 +251,12 @@ def test_missing_or_contradictory_headers_get_400(client: FlaskClient, headers) 
         "/app/x\xff",
         "/app/x y",
         "/app/x#frag",
+        # Java servers drop path parameters: "/app/secret;x/plans" is /app/secret/plans.
+        "/app/secret;x/plans",
+        "/app/x;jsessionid=1",
+        # Decoded twice by some backends: "%252e%252e" becomes "..".
+        "/app/%252e%252e/admin",
+        "/app/x%252fy",
     ],
 )
 def test_paths_a_backend_could_route_differently_are_denied(client: FlaskClient, uri: str) -> None:
@@ -366,3 +372,14 @@ def test_login_link_stays_on_the_protected_site_with_a_public_url(tmp_path: Path
         assert response.headers["X-Auth-Login"].startswith("/login?next=https%3A%2F%2Fapp.")
     finally:
         dispose(app)
+
+
+def test_repeated_uri_headers_are_never_allowed(client: FlaskClient) -> None:
+    login(client)
+    headers = [
+        ("X-Original-URI", "/app/x"),
+        ("X-Original-URI", "/app/secret/y"),
+        ("X-Original-Method", "GET"),
+    ]
+    response = client.get("/auth/forward", headers=headers, environ_base={"REMOTE_ADDR": PROXY})
+    assert response.status_code == 403
