@@ -119,7 +119,9 @@ def original(environ: dict[str, str]) -> tuple[str, str, str | None]:
 
 
 def _header(wsgi_name: str) -> str:
-    return "-".join(w.capitalize() for w in wsgi_name[5:].split("_")).replace("Uri", "URI", 1)
+    """The header's name as the proxies spell it (``HTTP_X_ORIGINAL_URI``: X-Original-URI)."""
+    name = "-".join(w.capitalize() for w in wsgi_name[5:].split("_"))
+    return name.replace("-Uri", "-URI") if name.startswith("X-Original") else name
 
 
 def original_object(uri: str) -> str:
