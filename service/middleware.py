@@ -92,10 +92,13 @@ def make_subject_of(
     """
 
     def subject_of(environ: dict[str, str]) -> str | None:
-        secret = bearer_secret(environ)
+        secret = sessions.bearer_credentials(environ)
         if secret is not None:
             token = _resolve_token(secret, token_cache)
-            return token.subject if token is not None else None
+            if token is None:
+                auth_event(Event.TOKEN_REJECTED, "-", token=secret[: tokens.HINT_LENGTH])
+                return None
+            return token.subject
         user = _resolve_user(cache)
         return user.subject if user is not None else ANONYMOUS
 
