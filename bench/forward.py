@@ -12,6 +12,10 @@ on it comes and goes). Each round's ratio compares two back-to-back runs; the me
 ratio is reported, with the median requests/s of each endpoint. Forward auth must keep
 at least 90% of the bare page's throughput.
 
+On a shared machine requests/s swing with other processes' load; the CPU time the
+gunicorn workers spent per request (from /proc) swings far less, and its inverse ratio
+is the throughput ratio the two endpoints would have on an idle machine.
+
     python bench/forward.py [--shape large] [--duration 5] [--connections 16] [--rounds 9]
 """
 
@@ -53,6 +57,16 @@ def make_token() -> str:
     return secret
 
 
+def worker_cpu(master: int) -> float:
+    """CPU seconds (user + system) the gunicorn workers of ``master`` used so far."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    ticks = 0
+    for pid in children:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="large")
@@ -81,6 +95,7 @@ def main() -> None:
                 # Alternate which goes first, so a drift in speed favours neither.
                 order = list(targets.items())[:: 1 if n % 2 == 0 else -1]
                 for target, (path, headers) in order:
+                    cpu = worker_cpu(server.pid)
                     result = wrk(
                         f"http://127.0.0.1:{port}{path}",
                         cookie_value,
@@ -88,6 +103,8 @@ def main() -> None:
                         args.connections,
                         cred_headers + headers,
                     )
+                    used = worker_cpu(server.pid) - cpu
+                    result["cpu_us"] = used / result["requests"] * 1e6
                     if result.get("non2xx"):
                         raise SystemExit(f"{cred} {target}: {result['non2xx']:.0f} non-2xx")
                     runs.setdefault((cred, target), []).append(result)
@@ -95,18 +112,27 @@ def main() -> None:
         server.terminate()
         server.wait()
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"\n{'credential':12}{'endpoint':10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    print(
+        f"\n{'credential':12}{'endpoint':10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'CPU us/req':>12}"
+    )
     for cred in credentials:
         median = {}
         for target in targets:
             rounds = sorted(runs[(cred, target)], key=lambda r: r["rps"])
             median[target] = r = rounds[len(rounds) // 2]
-            print(f"{cred:12}{target:10}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}")
+            cpu = sorted(x["cpu_us"] for x in rounds)[len(rounds) // 2]
+            median[target] = {**r, "cpu_us": cpu}
+            print(
+                f"{cred:12}{target:10}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{cpu:>12.0f}"
+            )
         pairs = zip(runs[(cred, "forward")], runs[(cred, "bare")], strict=True)
         ratios = sorted(f["rps"] / b["rps"] for f, b in pairs)
         ratio = ratios[len(ratios) // 2]
         spread = f"(rounds: {', '.join(f'{r:.0%}' for r in ratios)})"
         print(f"{cred:12}{'ratio':10}{ratio:>10.1%}  {spread}")
+        by_cpu = median["bare"]["cpu_us"] / median["forward"]["cpu_us"]
+        print(f"{cred:12}{'CPU ratio':10}{by_cpu:>10.1%}  (bare CPU/request over forward's)")
 
 
 if __name__ == "__main__":

@@ -138,6 +138,7 @@ def wrk(
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     result = {"rps": rps}
+    result["requests"] = float(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     for pct in ("50", "99"):
         m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
         value = float(m[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m[2]]  # type: ignore[index]

@@ -284,3 +284,23 @@ _TITLES = {
     414: "URI too long",
     503: "Service unavailable",
 }
+
+
+def register_route(app: Flask) -> None:
+    """Give ``PATH`` a route, so the router matches it instead of building a 404 per call.
+
+    The view never runs while the middleware is installed (it answers first); without
+    the middleware it fails closed.
+    """
+
+    def forward_auth_unavailable() -> Response:
+        response = Response(status=503)
+        response.headers["X-Auth-Reason"] = "forward auth runs in the authorization middleware"
+        return response
+
+    app.add_url_rule(
+        PATH,
+        "forward_auth",
+        forward_auth_unavailable,
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+    )

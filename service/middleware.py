@@ -224,6 +224,7 @@ def init_app(app: Flask) -> None:
     # Registered first, before any blueprint hook, and on the app, not a blueprint:
     # static files and unknown paths are decided too.
     app.before_request_funcs.setdefault(None, []).insert(0, authorize)
+    forward_auth.register_route(app)
 
     @app.teardown_request
     def after_response(_error: BaseException | None) -> None:

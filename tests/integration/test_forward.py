@@ -383,3 +383,10 @@ def test_repeated_uri_headers_are_never_allowed(client: FlaskClient) -> None:
     ]
     response = client.get("/auth/forward", headers=headers, environ_base={"REMOTE_ADDR": PROXY})
     assert response.status_code == 403
+
+
+def test_without_the_middleware_the_route_fails_closed(app: Flask) -> None:
+    app.before_request_funcs[None].remove(app.extensions["authz.middleware"])
+    response = ask(app.test_client(), nginx("/public/x"))
+    assert response.status_code == 503
+    assert "X-Auth-Subject" not in response.headers
