@@ -159,9 +159,8 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
         last_attempt[0] = now
         engine.load()
 
-    forward = forward_auth.make_forward(
-        app, engine, ensure_loaded, make_subject_of(cache, token_cache)
-    )
+    subject_of = make_subject_of(cache, token_cache)
+    forward = forward_auth.make_forward(app, engine, ensure_loaded, subject_of)
     forward_path = forward_auth.PATH
 
     def authorize() -> Response | None:
@@ -174,7 +173,7 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
             # "may this subject GET /auth/forward" (service.forward).
             return forward(environ, environ.get("QUERY_STRING", ""))
         try:
-            obj = request_object(req.environ, req.path)
+            obj = request_object(environ, req.path)
             act = canonical_action(req.method)
         except RequestTooLarge as e:
             # Capped before any pattern runs: no request can make a decision slow.
@@ -185,17 +184,10 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
             return responses.page(400, "Bad request", f"Refused request: {e}.")
         try:
             ensure_loaded()
-            secret = sessions.bearer_credentials(req.environ)
-            if secret is not None:
-                token = _resolve_token(secret, token_cache)
-                if token is None:
-                    record(DENY, clock() - started)
-                    auth_event(Event.TOKEN_REJECTED, "-", token=secret[: tokens.HINT_LENGTH])
-                    return responses.bad_token()
-                subject = token.subject
-            else:
-                user = _resolve_user(cache)
-                subject = user.subject if user is not None else ANONYMOUS
+            subject = subject_of(environ)
+            if subject is None:  # a bearer token that is unknown, expired or revoked
+                record(DENY, clock() - started)
+                return responses.bad_token()
             decision = engine.decide(subject, obj, act)
         except (EngineUnavailable, SQLAlchemyError) as e:
             # Fail closed: when the engine cannot decide, nobody gets in.
