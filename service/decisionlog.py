@@ -25,6 +25,7 @@ import random
 import secrets
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from flask import Flask
 from flask import current_app
@@ -65,32 +66,14 @@ class DecisionLog:
         """A fresh decision id: this process's random prefix and a counter."""
         return f"{self._prefix}{next(self._counter):x}"
 
-    def write(
-        self,
-        *,
-        decision_id: str,
-        subject: str,
-        obj: str,
-        action: str,
-        allowed: bool,
-        rule: Sequence[str] | None,
-        revision: int,
-        caller: str,
-    ) -> None:
-        """Write one decision (when enabled, and when sampled in)."""
+    def write(self, **fields: Any) -> None:
+        """Write one decision (when enabled, and when sampled in).
+
+        ``fields`` are :meth:`line`'s, except ``time``, which is now.
+        """
         if not self.enabled:
             return
-        line = self.line(
-            decision_id=decision_id,
-            subject=subject,
-            obj=obj,
-            action=action,
-            allowed=allowed,
-            rule=rule,
-            revision=revision,
-            caller=caller,
-            time=_now(),
-        )
+        line = self.line(**fields, time=_now())
         if line is not None:
             self._logger.info(line)
 

@@ -23,6 +23,8 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from typing import Generic
+from typing import TypeVar
 
 import sqlalchemy as sa
 from flask import Flask
@@ -36,6 +38,8 @@ from service.extensions import db
 from service.models import User
 from service.models import UserSession
 from service.models import utcnow
+
+V = TypeVar("V")
 
 #: Seconds between two writes of a session's ``last_seen_at`` (at most; less for tiny
 #: idle lifetimes, so that an active session never idles out between two writes).
@@ -110,19 +114,22 @@ class Lifetimes:
         return cls(float(settings.session_idle), float(settings.session_absolute))
 
 
-class SessionCache:
-    """Session id -> SessionUser, bounded, cleared on any session-ending change.
+class RevocableCache(Generic[V]):
+    """Key -> value, bounded, cleared whole on any account change, on every instance.
 
-    A generation counter closes the race between a lookup and its cache write: a lookup
-    notes the generation before it reads the database, and its result is cached only if
-    no session-ending change was announced since (:meth:`put`). Without it a
-    deactivation committed between the read and the write would leave the old session
-    cached and allowed until the next unrelated change.
+    For what a revocation must end at once: sessions here, service tokens in
+    service.tokens. A generation counter closes the race between a lookup and its cache
+    write: a lookup notes the generation before it reads the database (or the cache),
+    and its result is stored only if no account change was announced since
+    (:meth:`store`). Without it a deactivation or revocation committed between the read
+    and the write would leave the old entry cached and allowed until the next unrelated
+    change. Entries are trusted only while the revision poll is healthy: otherwise a
+    change made on another instance may not have arrived.
     """
 
-    def __init__(self, engine: PolicyEngine, poll_interval: float, max_entries: int = 50_000):
+    def __init__(self, engine: PolicyEngine, poll_interval: float, max_entries: int) -> None:
         self._engine = engine
-        self._entries: dict[str, SessionUser] = {}
+        self._entries: dict[str, V] = {}
         self._lock = threading.Lock()
         self._max = max_entries
         #: Counts clears; a lookup's result is stored only if it did not move meanwhile.
@@ -133,43 +140,54 @@ class SessionCache:
 
     @property
     def generation(self) -> int:
-        """Read before a lookup; pass to :meth:`put` with its result."""
+        """Read before a lookup; pass to :meth:`store` with its result."""
         return self._generation
 
-    def get(self, token: str) -> SessionUser | None:
-        """Return the cached account of a session id, if the cache may be trusted now."""
+    def get(self, key: str) -> V | None:
+        """Return the cached value of ``key``, if the cache may be trusted now."""
         if time.monotonic() - self._engine.verified_at > self._fresh_for:
             return None  # the poll is failing or late: another instance may have changed it
-        return self._entries.get(token)
+        return self._entries.get(key)
 
-    def put(self, user: SessionUser, generation: int) -> bool:
-        """Remember a resolved session read at ``generation``; False when it is too old.
+    def store(self, key: str, value: V, generation: int) -> bool:
+        """Remember a value read at ``generation``; False when it is too old.
 
-        Known sessions only: misses are never stored.
+        Known entries only: misses are never stored.
         """
         with self._lock:
             if generation != self._generation:
-                # A session-ending change landed between the read and now: the row read
-                # may already be ended. The next request asks the database again.
+                # An account change landed between the read and now: what was read may
+                # already be ended. The next request asks the database again.
                 return False
             if len(self._entries) >= self._max:
                 self._entries.clear()
-            self._entries[user.token] = user
+            self._entries[key] = value
             return True
 
-    def discard(self, token: str) -> None:
-        """Forget one session (it expired)."""
+    def discard(self, key: str) -> None:
+        """Forget one entry (it expired)."""
         with self._lock:
-            self._entries.pop(token, None)
+            self._entries.pop(key, None)
 
     def clear(self) -> None:
-        """Forget every session."""
+        """Forget every entry."""
         with self._lock:
             self._entries = {}
             self._generation += 1
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class SessionCache(RevocableCache[SessionUser]):
+    """Session id -> SessionUser (see RevocableCache)."""
+
+    def __init__(self, engine: PolicyEngine, poll_interval: float, max_entries: int = 50_000):
+        super().__init__(engine, poll_interval, max_entries)
+
+    def put(self, user: SessionUser, generation: int) -> bool:
+        """Remember a resolved session read at ``generation``; False when it is too old."""
+        return self.store(user.token, user, generation)
 
 
 def load(token: str, cache: SessionCache | None = None) -> SessionUser | None:

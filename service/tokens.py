@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from authz import Rule
 from authz.rules import TOKEN_NAME
 from authz.rules import TOKEN_PREFIX
 from authz.rules import is_role
+from service import sessions
 from service import users
 from service.extensions import db
 from service.models import ServiceToken
@@ -267,43 +267,11 @@ def state(token: ServiceToken, now: dt.datetime | None = None) -> str:
 # -- authentication ---------------------------------------------------------------------
 
 
-class TokenCache:
-    """Token hash -> TokenUser, bounded, cleared on any account change (see SessionCache)."""
+class TokenCache(sessions.RevocableCache[TokenUser]):
+    """Token hash -> TokenUser (see RevocableCache): a revocation clears it everywhere."""
 
     def __init__(self, engine: PolicyEngine, poll_interval: float, max_entries: int = 10_000):
-        self._engine = engine
-        self._entries: dict[str, TokenUser] = {}
-        self._lock = threading.Lock()
-        self._max = max_entries
-        self._generation = 0
-        self._fresh_for = 2 * poll_interval + 0.5
-        engine.on_accounts_change(self.clear)
-
-    @property
-    def generation(self) -> int:
-        return self._generation
-
-    def get(self, digest: str) -> TokenUser | None:
-        if time.monotonic() - self._engine.verified_at > self._fresh_for:
-            return None  # the poll is failing or late: a revocation may not have arrived
-        return self._entries.get(digest)
-
-    def put(self, digest: str, user: TokenUser, generation: int) -> None:
-        with self._lock:
-            if generation != self._generation:
-                return  # a revocation landed between the read and now
-            if len(self._entries) >= self._max:
-                self._entries.clear()
-            self._entries[digest] = user
-
-    def discard(self, digest: str) -> None:
-        with self._lock:
-            self._entries.pop(digest, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries = {}
-            self._generation += 1
+        super().__init__(engine, poll_interval, max_entries)
 
 
 def authenticate(secret: str, cache: TokenCache | None) -> tuple[TokenUser | None, bool]:
@@ -329,7 +297,7 @@ def authenticate(secret: str, cache: TokenCache | None) -> tuple[TokenUser | Non
             if now - hit.used >= TOUCH_EVERY:
                 # Touched after the response: remember it now, so concurrent requests
                 # do not all write.
-                cache.put(digest, _used(hit, now), generation)
+                cache.store(digest, _used(hit, now), generation)
                 return hit, True
             return hit, False
     moment = dt.datetime.fromtimestamp(now, dt.UTC)
@@ -349,7 +317,7 @@ def authenticate(secret: str, cache: TokenCache | None) -> tuple[TokenUser | Non
     user = TokenUser(row.id, row.name, row.expires_at.timestamp() if row.expires_at else None, used)
     due = now - used >= TOUCH_EVERY
     if cache is not None:
-        cache.put(digest, _used(user, now) if due else user, generation)
+        cache.store(digest, _used(user, now) if due else user, generation)
     return user, due
 
 

@@ -256,9 +256,9 @@ def test_a_revocation_racing_a_cached_touch_is_not_undone(app: Flask) -> None:
         cache = tokens.TokenCache(app.extensions["authz"], poll_interval=60)
         app.extensions["authz"].verified_at = time.monotonic()
         user = tokens.TokenUser(1, "ci", None, 0.0)
-        cache.put("digest", user, cache.generation)
+        cache.store("digest", user, cache.generation)
         generation = cache.generation
         assert cache.get("digest") == user
         cache.clear()  # the revocation arrives
-        cache.put("digest", user, generation)  # the stale store
+        cache.store("digest", user, generation)  # the stale store
         assert cache.get("digest") is None
