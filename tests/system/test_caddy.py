@@ -1,0 +1,315 @@
+"""Forward auth behind a real Caddy: ``forward_auth`` to /auth/forward guards an upstream.
+
+As test_nginx.py, with Caddy in front: the service under gunicorn (Caddy is its only
+trusted proxy), the same echoing upstream, and Caddy running the README's Caddyfile
+(plain HTTP on a loopback port, no admin endpoint, its state in the test's tmp).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from authz import Change
+from authz import Rule
+from service import tokens
+from tests.conftest import USER
+from tests.conftest import Backend
+from tests.conftest import dispose
+from tests.conftest import make_app
+from tests.system.conftest import BIN
+from tests.system.conftest import Server
+from tests.system.conftest import clean_env
+from tests.system.conftest import free_port
+from tests.system.test_nginx import RULES
+from tests.system.test_nginx import Browser
+from tests.system.test_nginx import raw_get
+
+CADDY = shutil.which("caddy") or next(
+    (p for p in ("/usr/bin/caddy", "/usr/local/bin/caddy") if Path(p).exists()), None
+)
+pytestmark = pytest.mark.skipif(
+    CADDY is None, reason="caddy is not installed (Debian: apt-get install caddy)"
+)
+
+#: test_nginx.py's site, plus a page anonymous users may see.
+SITE_RULES = (*RULES, Rule.of("p", "anonymous", "/public/*", "GET", "allow"))
+
+#: The Caddyfile under test: the README's site block, with addresses filled in and served
+#: over plain HTTP on loopback only; the global block keeps Caddy off the machine's ports.
+CADDYFILE = """\
+{{
+	admin off
+	auto_https off
+}}
+
+http://127.0.0.1:{port} {{
+	bind 127.0.0.1
+	# The service's own pages on the protected site (it decides them itself).
+	@authz path /login /logout /register /static/*
+	handle @authz {{
+		reverse_proxy 127.0.0.1:{service}
+	}}
+	handle {{
+		# route: in this order (Caddy would sort request_header after forward_auth).
+		route {{
+			# A client's own X-Auth-* headers never reach the upstream, nor their
+			# underscore spellings (X-Auth_Subject), which CGI and WSGI read as the same.
+			request_header -X-Auth*
+			request_header -X_Auth*
+			forward_auth 127.0.0.1:{service} {{
+				uri /auth/forward
+				copy_headers X-Auth-Subject X-Auth-Roles
+				# Anonymous: to the login page, which sends the browser back afterwards.
+				@login status 401
+				handle_response @login {{
+					redir * {{rp.header.X-Auth-Login}} 302
+				}}
+			}}
+			reverse_proxy 127.0.0.1:{upstream}
+		}}
+	}}
+}}
+"""
+
+
+class Echo(BaseHTTPRequestHandler):
+    """The protected upstream: says which request reached it, and every X-Auth-* it got."""
+
+    def _answer(self) -> None:
+        subject = "|".join(self.headers.get_all("X-Auth-Subject") or [])
+        roles = "|".join(self.headers.get_all("X-Auth-Roles") or [])
+        other = sorted(
+            f"{name}={value}"
+            for name, value in self.headers.items()
+            if name.lower().replace("_", "-").startswith("x-auth-")
+            and name.lower() not in ("x-auth-subject", "x-auth-roles")
+        )
+        length = int(self.headers.get("Content-Length") or 0)
+        sent = self.rfile.read(length).decode(errors="replace")
+        body = (
+            f"upstream: {self.command} {self.path}\nsubject: {subject}\nroles: {roles}\n"
+            f"other: {' '.join(other)}\nbody: {sent}\n"
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body.encode())))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        pass
+
+
+@dataclass
+class Site:
+    base: str  # Caddy
+    service: Server  # the service, straight
+    token: str
+
+
+@pytest.fixture
+def site(tmp_path: Path, start_server) -> Iterator[Site]:
+    data = tmp_path / "data"
+    data.mkdir()
+    caddy_port, service_port = free_port(), free_port()
+    app = make_app(data, backend=Backend())
+    try:
+        with app.app_context():
+            app.extensions["authz"].apply(Change.adding(*SITE_RULES), actor="test", source="cli")
+            _token, secret = tokens.create("ci", roles=["reader"], actor="test", source="test")
+    finally:
+        dispose(app)
+    env = clean_env(
+        AUTHZ_ENV="testing",
+        AUTHZ_DATABASE_URL=f"sqlite:///{data / 'authz.db'}",
+        AUTHZ_SECRET_KEY="test-secret-key",
+        AUTHZ_INSTANCE_PATH=str(data / "instance"),
+        AUTHZ_TRUSTED_PROXIES="127.0.0.1",
+        AUTHZ_LOGIN_HOSTS=f"127.0.0.1:{caddy_port}",
+        AUTHZ_ARGON2_TIME_COST="1",
+        AUTHZ_ARGON2_MEMORY_COST="8",
+        AUTHZ_ARGON2_PARALLELISM="1",
+    )
+    service = start_server(
+        [
+            str(BIN / "gunicorn"),
+            "--workers",
+            "1",
+            "--bind",
+            f"127.0.0.1:{service_port}",
+            "service:create_app()",
+        ],
+        port=service_port,
+        cwd=tmp_path,
+        env=env,
+        name="gunicorn",
+    )
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=upstream.serve_forever, daemon=True)
+    thread.start()
+    caddyfile = tmp_path / "Caddyfile"
+    caddyfile.write_text(
+        CADDYFILE.format(port=caddy_port, service=service_port, upstream=upstream.server_address[1])
+    )
+    home = tmp_path / "caddy-home"
+    caddy_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_DATA_HOME": str(home / "data"),
+    }
+    log = tmp_path / "caddy.log"
+    caddy: subprocess.Popen[bytes] | None = None
+    try:
+        service.wait_until_serving()
+        with log.open("wb") as out:
+            caddy = subprocess.Popen(
+                [CADDY, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
+                cwd=tmp_path,
+                env=caddy_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        proxied = Server(caddy, f"http://127.0.0.1:{caddy_port}", log)
+        proxied.wait_until_serving("/login")
+        yield Site(proxied.base, service, secret)
+    finally:
+        if caddy is not None and caddy.poll() is None:
+            caddy.terminate()  # SIGTERM: a graceful stop
+            try:
+                caddy.wait(10)
+            except subprocess.TimeoutExpired:
+                caddy.kill()
+                caddy.wait()
+        upstream.shutdown()
+        upstream.server_close()
+        thread.join(5)
+
+
+def test_anonymous_logs_in_and_lands_back_on_the_upstream(site: Site) -> None:
+    browser = Browser()
+    status, headers, _ = browser.open(site.base + "/app/page?x=1&y=%C3%A9")
+    assert status == 302
+    login_url = urllib.parse.urljoin(site.base, headers["Location"])
+    assert login_url.startswith(site.base + "/login?next=")
+    status, headers, body = browser.login(login_url)
+    assert status == 302, body
+    assert headers["Location"] == site.base + "/app/page?x=1&y=%C3%A9"
+    status, _headers, body = browser.open(headers["Location"])
+    assert status == 200
+    assert "upstream: GET /app/page?x=1&y=%C3%A9" in body
+    assert f"subject: {USER}" in body and "roles: anonymous,user" in body
+
+
+def test_allowed_reaches_the_upstream_and_denied_gets_403(site: Site) -> None:
+    browser = Browser()
+    _status, headers, _ = browser.open(site.base + "/app/")
+    browser.login(urllib.parse.urljoin(site.base, headers["Location"]))
+    status, _headers, body = browser.open(site.base + "/app/reports", data={"a": "1"})
+    assert status == 200 and "upstream: POST /app/reports" in body
+    assert "body: a=1\n" in body  # asking the service did not use up the request body
+    assert f"subject: {USER}" in body and "roles: anonymous,user" in body
+    status, _headers, body = browser.open(site.base + "/app/secret/plans")
+    assert status == 403 and "upstream" not in body
+    status, _headers, body = browser.open(site.base + "/elsewhere")
+    assert status == 403 and "upstream" not in body
+
+
+def test_a_bearer_token_works_through_caddy(site: Site) -> None:
+    client = Browser()
+    bearer = {"Authorization": f"Bearer {site.token}"}
+    status, _headers, body = client.open(site.base + "/reports/q3", headers=bearer)
+    assert status == 200 and "subject: token:ci" in body and "roles: reader" in body
+    status, _headers, body = client.open(site.base + "/app/x", headers=bearer)
+    assert status == 403 and "upstream" not in body
+    bad = {"Authorization": "Bearer authz_" + "A" * 43}
+    status, headers, body = client.open(site.base + "/reports/q3", headers=bad)
+    assert status == 302 and "upstream" not in body
+    assert headers["Location"].startswith("/login?next=")
+
+
+def test_a_client_sent_auth_header_never_reaches_the_upstream(site: Site) -> None:
+    spoof = {"X-Auth-Subject": "admin@example.com", "X-Auth-Roles": "admin"}
+    status, _headers, body = raw_get(site.base, "/app/x", spoof)
+    assert status == 302 and "upstream" not in body  # anonymous, whatever it claims
+    bearer = {**spoof, "Authorization": f"Bearer {site.token}"}
+    status, _headers, body = raw_get(site.base, "/reports/q3", bearer)
+    assert status == 200
+    assert "subject: token:ci\n" in body and "roles: reader\n" in body  # Caddy's, not the client's
+    assert "admin" not in body
+    # Allowed as anonymous (who holds no role): the claimed identity is still not passed on.
+    status, _headers, body = raw_get(site.base, "/public/news", spoof)
+    assert status == 200 and "upstream: GET /public/news" in body
+    assert "subject: anonymous\n" in body and "admin" not in body
+    # Spellings Caddy passes on as other headers, but CGI and WSGI read as X-Auth-Roles.
+    aliases = {"X-Auth_Roles": "admin", "X_Auth_Roles": "admin", "X_Auth-Subject": "admin"}
+    for path, extra in (("/public/news", {}), ("/reports/q3", bearer)):
+        status, _headers, body = raw_get(site.base, path, {**aliases, **extra})
+        assert status == 200 and "other: \n" in body and "admin" not in body, body
+
+
+def test_spoofed_uri_headers_through_caddy_decide_nothing(site: Site) -> None:
+    bearer = {"Authorization": f"Bearer {site.token}"}
+    # Caddy sets X-Forwarded-Uri and X-Forwarded-Method itself, over the client's.
+    forwarded = {"X-Forwarded-Uri": "/reports/q3", "X-Forwarded-Method": "GET", **bearer}
+    status, _headers, body = raw_get(site.base, "/app/x", forwarded)
+    assert status == 403 and "upstream" not in body
+    # The reader may GET reports, not POST them, whatever method the client names.
+    status, _headers, body = Browser().open(
+        site.base + "/reports/q3", data={"a": "1"}, headers={"X-Forwarded-Method": "GET", **bearer}
+    )
+    assert status == 403 and "upstream" not in body
+    # The nginx style, sent by the client, passes through Caddy: the service refuses both
+    # styles at once, so nothing is decided and nothing is served.
+    original = {"X-Original-URI": "/reports/q3", "X-Original-Method": "GET", **bearer}
+    status, _headers, body = raw_get(site.base, "/app/x", original)
+    assert status == 400 and "upstream" not in body
+    assert "both X-Original-URI and X-Forwarded-Uri" in body
+    # The login link names the site Caddy served, not a host the client claims.
+    status, headers, _body = raw_get(site.base, "/app/x", {"X-Forwarded-Host": "evil.example"})
+    assert status == 302
+    assert headers["Location"].startswith("/login?next=http%3A%2F%2F127.0.0.1%3A")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/app/%2e%2e/secret/x",
+        "/app/x%2f..%2fsecret",
+        "/app//secret/x",
+        "/app/x%00",
+        "/app/./secret/x",
+        "/app/x;/../secret/y",
+    ],
+)
+def test_paths_spelled_to_slip_past_are_refused(site: Site, path: str) -> None:
+    browser = Browser()
+    _status, headers, _ = browser.open(site.base + "/app/")
+    browser.login(urllib.parse.urljoin(site.base, headers["Location"]))
+    cookie = "; ".join(f"{c.name}={c.value}" for c in browser.jar)
+    status, _headers, body = raw_get(site.base, path, {"Cookie": cookie})
+    assert status in (400, 403), body
+    assert "upstream" not in body
+
+
+def test_with_the_service_down_nothing_is_served(site: Site) -> None:
+    bearer = {"Authorization": f"Bearer {site.token}"}
+    status, _headers, body = raw_get(site.base, "/reports/q3", bearer)
+    assert status == 200 and "upstream" in body
+    assert site.service.terminate() == 0
+    for path, headers in (("/reports/q3", bearer), ("/public/news", {})):
+        status, _headers, body = raw_get(site.base, path, headers)
+        assert status == 502 and "upstream" not in body  # Caddy: the auth gateway is down
