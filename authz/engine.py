@@ -220,8 +220,9 @@ class PolicyEngine:
         except DATABASE_ERRORS as e:
             raise EngineUnavailable(f"cannot read the policy revision: {database_reason(e)}") from e
         if accounts != self.accounts_revision:
-            if self.accounts_revision is not None:
-                self._accounts_changed()
+            # Also when it was never read (a failed first read): whatever was cached
+            # meanwhile may predate a change made elsewhere, so it is dropped.
+            self._accounts_changed()
             self.accounts_revision = accounts
         snap = self._snapshot
         if snap is not None and snap.revision == current and snap.refused is None:

@@ -104,7 +104,9 @@ class DecisionLog:
             "revision": revision,
             "caller": caller,
         }
-        return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+        # ASCII only: a U+2028, U+2029 or U+0085 in a path would split the line for
+        # readers that break lines on them (str.splitlines, some log shippers).
+        return json.dumps(line, separators=(",", ":"))
 
     def write_lines(self, lines: Sequence[str]) -> None:
         """Write lines made by :meth:`line` (a batch's) as one log record: one write."""

@@ -181,14 +181,17 @@ def make_forward(
 
     # Effective roles per subject, for the snapshot they were computed on: a busy proxy
     # asks about the same few subjects over and over.
-    roles_cache: dict[str, str] = {}
-    roles_snapshot: list[object] = [None]
+    # One (snapshot, roles) pair, replaced whole: roles computed on a snapshot are only
+    # ever written into that snapshot's dict, so a request still working on an older
+    # snapshot cannot leave a removed role in the new one's.
+    cached: list[tuple[object, dict[str, str]]] = [(None, {})]
 
     def roles_of(subject: str) -> str:
         snapshot = engine.snapshot
-        if roles_snapshot[0] is not snapshot or len(roles_cache) >= MAX_CACHED_SUBJECTS:
-            roles_cache.clear()
-            roles_snapshot[0] = snapshot
+        owner, roles_cache = cached[0]
+        if owner is not snapshot or len(roles_cache) >= MAX_CACHED_SUBJECTS:
+            roles_cache = {}
+            cached[0] = (snapshot, roles_cache)
         roles = roles_cache.get(subject)
         if roles is None:
             roles = roles_cache[subject] = ",".join(snapshot.roles_for(subject))

@@ -101,11 +101,23 @@ def _time(record: logging.LogRecord) -> str:
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: Characters that end a line for some reader: CR, LF, VT, FF, the file/group/record
+#: separators, C1 NEL and the Unicode line and paragraph separators (str.splitlines breaks
+#: on all of them, and so do some log shippers).
+_LINE_BREAKS = {c: f"\\u{c:04x}" for c in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+_LINE_BREAKS.update({0x0D: "\\r", 0x0A: "\\n"})
+
+
+def _one_line(message: str) -> str:
+    """The message with every line-ending character escaped, so it stays one line."""
+    return message.translate(_LINE_BREAKS)
+
+
 class TextFormatter(logging.Formatter):
     """``TIME LEVEL pid=PID req=ID client=ADDR LOGGER: message``, on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage().replace("\r", "\\r").replace("\n", "\\n")
+        message = _one_line(record.getMessage())
         line = (
             f"{_time(record)} {record.levelname} pid={record.process} "
             f"req={getattr(record, 'request_id', '-')} client={getattr(record, 'client', '-')} "
@@ -131,7 +143,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False)
+        return json.dumps(doc)  # ASCII: no character of a value can end the line
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

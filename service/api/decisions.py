@@ -58,7 +58,9 @@ MAX_BATCH_BODY = schemas.MAX_BATCH * 2 * (MAX_PATH + MAX_VALUE_LENGTH + MAX_METH
 _CHUNK = 64 * 1024
 #: Anything in a path that canonical_object could refuse, or a percent-escape; a path
 #: without any of these is canonical as it is (the cheap test, for every check).
-_SCREEN = re.compile(r"%|//|/\.|\\|[\x00-\x1f\x7f\ud800-\udfff]")
+_SCREEN = re.compile(r"[%?#]|//|/\.|\\|[\x00-\x1f\x7f\ud800-\udfff]")
+#: What a path as the router sees it never holds: a query, a fragment, a percent-escape.
+_NOT_DECODED = re.compile(r"[%?#]")
 
 
 def read_json(limit: int) -> Any:
@@ -80,12 +82,37 @@ def read_json(limit: int) -> Any:
         )
     data = _read_at_most(request.stream, limit)
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=_no_duplicates)
+    except DuplicateKey as e:
+        raise schemas.Invalid(
+            [schemas.FieldError(e.key, "is given twice")], "a field is given twice"
+        ) from None
     except (ValueError, RecursionError):
         # RecursionError: nesting deeper than the parser goes ("[[[[..."), not a 500.
         raise schemas.Invalid(
             [schemas.FieldError(None, "is not valid JSON")], "the body is not valid JSON"
         ) from None
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice (readers disagree on which value counts)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when a key repeats: a gateway reading the first value and
+    this service the last would disagree on the subject decided."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
 
 
 def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
@@ -215,11 +242,15 @@ class CheckReader:
 
 def _path_problem(path: str) -> str | None:
     """Why the middleware would refuse ``path``, or None when it would decide it as it is."""
+    if _NOT_DECODED.search(path):
+        # The middleware decides the decoded path without its query: "/a?x", "/a#x" and
+        # "/%61" would be decided here as other objects than the request they spell.
+        return (
+            "refused path: give the path as the router sees it (decoded), without a query "
+            "(?), a fragment (#) or percent-escapes (%)"
+        )
     try:
-        # A percent-escape is checked as the middleware checks the path on the wire: an
-        # escape of "/", ".", "\" or a control character could be decoded a second time.
-        raw = path.encode("utf-8", "surrogatepass").decode("latin-1") if "%" in path else None
-        canonical_object(path, raw)
+        canonical_object(path)
     except RequestTooLarge as e:
         return f"refused path: {e} (the middleware answers such a request with 414)"
     except UnsafePath as e:
