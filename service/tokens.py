@@ -224,7 +224,7 @@ def create(
 
 
 def revoke(name: str, *, actor: str, source: str) -> ServiceToken:
-    """Revoke a token and remove its role assignments, in one audited write.
+    """Revoke a token and remove its rows (role assignments, rules), in one audited write.
 
     Every instance drops its cached tokens at its next revision poll; this one at once.
     """
@@ -232,7 +232,8 @@ def revoke(name: str, *, actor: str, source: str) -> ServiceToken:
     if token.revoked_at is not None:
         raise TokenError(f"token {token.name!r} is already revoked", field="name")
     subject = token.subject
-    links = tuple(r for r in users.engine().rules() if r.ptype == "g" and r.values[0] == subject)
+    # Its role assignments and any rule naming it directly: a revoked token holds nothing.
+    links = tuple(r for r in users.engine().rules() if r.values[:1] == (subject,))
     token_id = token.id
 
     def mark(session: Session) -> None:

@@ -32,6 +32,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from authz import ANONYMOUS
 from authz import Change
 from authz import PolicyEngine
 from authz import Rule
@@ -162,6 +163,45 @@ def active_subjects(session: Session) -> Sequence[str]:
     return session.scalars(
         sa.select(User.email).where(User.active.is_(True), User.verified_at.is_not(None))
     ).all()
+
+
+def decided_as(subjects: Iterable[str]) -> dict[str, str]:
+    """Map each subject the middleware would decide as another to that other subject.
+
+    What the middleware does with a request from an account or a token, for subjects
+    named by the check API: a deactivated account is ``anonymous``, an account that has
+    not verified its email is the default role (rows naming the address are not its
+    yet), a revoked or expired token is ``anonymous``. Subjects without an account or a
+    token (roles, emails of people who are not accounts here) are decided as named, and
+    are left out. One query per kind of subject.
+    """
+    from service import tokens
+    from service.models import ServiceToken
+
+    emails, names = [], []
+    for subject in subjects:
+        if is_token(subject):
+            names.append(subject[len("token:") :])
+        elif "@" in subject:
+            emails.append(subject)
+    found: dict[str, str] = {}
+    if emails:
+        default = current_app.config["AUTHZ"].default_role
+        for email, active, verified in db.session.execute(
+            sa.select(User.email, User.active, User.verified_at).where(User.email.in_(emails))
+        ):
+            if not active:
+                found[email] = ANONYMOUS
+            elif verified is None:
+                found[email] = default
+    if names:
+        for token in db.session.scalars(
+            sa.select(ServiceToken).where(ServiceToken.name.in_(names))
+        ):
+            if tokens.state(token) != "active":
+                found[token.subject] = ANONYMOUS
+    db.session.rollback()  # end the read transaction now
+    return found
 
 
 def get(email: str) -> User | None:

@@ -137,7 +137,6 @@ def test_two_unverified_accounts_never_share_an_upstream_identity(app: Flask) ->
 # -- F4: the check API ignores account state (deactivated, unverified) ----------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review F4: /check decides the email's rows as given")
 def test_check_refuses_a_deactivated_account_as_the_middleware_does(
     app: Flask, client: FlaskClient
 ) -> None:
@@ -150,7 +149,6 @@ def test_check_refuses_a_deactivated_account_as_the_middleware_does(
     assert check(client, checker, USER, "/app/x").json["allowed"] is False
 
 
-@pytest.mark.xfail(strict=True, reason="review F4: /check ignores verification")
 def test_check_does_not_apply_rows_planted_for_an_unverified_address(
     app: Flask, client: FlaskClient
 ) -> None:
@@ -329,7 +327,6 @@ def test_forward_auth_deny_for_a_path_holds_for_its_trailing_slash_spelling(app:
 # -- F4b: /check answers for a revoked token's subject -------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review F4: revoke leaves p rows; /check decides them")
 def test_check_never_allows_a_revoked_token(app: Flask, client: FlaskClient) -> None:
     checker = make_token(app, "billing", ("checker",))
     secret = make_token(app, "ci", ())
