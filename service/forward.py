@@ -33,6 +33,7 @@ from urllib.parse import unquote_to_bytes
 from flask import Flask
 from flask import Response
 from flask import current_app
+from flask import g
 from sqlalchemy.exc import SQLAlchemyError
 
 from authz import ANONYMOUS
@@ -159,6 +160,12 @@ def original_object(uri: str) -> str:
     return canonical_object(path, raw)
 
 
+def _unverified() -> bool:
+    """Whether this request's session is an account that has not verified its email."""
+    user = g.get("_login_user")
+    return getattr(user, "unverified_as", None) is not None
+
+
 def login_location(scheme: str, host: str | None, uri: str) -> str:
     """The login page, with ``next`` the original URL (absolute when the host is known).
 
@@ -229,6 +236,12 @@ def make_forward(
                 response = refuse(401, "the bearer token is invalid, expired or revoked")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="authz", error="invalid_token"'
                 return to_login(response, environ, uri, host, query)
+            unverified = subject != ANONYMOUS and _unverified()
+            if unverified:
+                # Decided as the default role by the service's own pages, but the
+                # upstream would read that role's name as one person shared by every
+                # unverified account: here such an account counts as anonymous.
+                subject = ANONYMOUS
             decision = engine.decide(subject, obj, act)
         except (EngineUnavailable, SQLAlchemyError) as e:
             # Fail closed: when the engine cannot decide, nobody gets in.
@@ -258,6 +271,10 @@ def make_forward(
             headers["X-Auth-Roles"] = roles_of(subject)
             return response
         record(DENY, clock() - started)
+        if unverified:
+            return refuse(
+                403, "verify your email address first (see the mail sent at registration)"
+            )
         if subject != ANONYMOUS:
             return Response(status=403)
         response = Response(status=401)

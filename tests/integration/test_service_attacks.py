@@ -119,7 +119,6 @@ def test_an_anonymous_visitor_cannot_split_a_decision_log_line(
 # -- F3: forward auth hands every unverified account the same identity ----------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review F3: X-Auth-Subject is the default role's name")
 def test_two_unverified_accounts_never_share_an_upstream_identity(app: Flask) -> None:
     seen = []
     for email in ("eve@example.com", "mallory@example.com"):
@@ -132,6 +131,15 @@ def test_two_unverified_accounts_never_share_an_upstream_identity(app: Flask) ->
     allowed = [subject for status, subject in seen if status == 200]
     assert len(set(allowed)) == len(allowed), seen
     assert "user" not in allowed, seen
+    # An unverified account counts as anonymous here: denied, and told why.
+    assert [status for status, _subject in seen] == [403, 403], seen
+    answer = forward(client, "/app/notes")
+    assert "verify your email" in answer.headers["X-Auth-Reason"]
+    # A verified account is itself.
+    verified = app.test_client()
+    AuthActions(verified).login(USER, "user-password-1")
+    answer = forward(verified, "/app/notes")
+    assert (answer.status_code, answer.headers["X-Auth-Subject"]) == (200, USER)
 
 
 # -- F4: the check API ignores account state (deactivated, unverified) ----------------------
