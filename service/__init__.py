@@ -69,6 +69,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     middleware.init_app(app)
     converters.init_app(app)
     register_blueprints(app)
+    from service.api.decisions import allow_large_bodies
+
+    app.before_request_funcs.setdefault(None, []).insert(0, allow_large_bodies)
     responses.register_error_handlers(app)
     headers.init_app(app)
     register_cli(app)

@@ -165,6 +165,10 @@ def _fraction(value: str) -> float:
     return number
 
 
+#: The largest request body the service reads, in bytes (the check API's batches excepted).
+MAX_BODY = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Settings:
     """The service configuration; built once by :func:`load_settings`, never mutated."""
@@ -315,6 +319,10 @@ class Settings:
             "SESSION_REFRESH_EACH_REQUEST": False,
             "REMEMBER_COOKIE_SECURE": secure,
             "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
+            # No form or JSON body of this service comes near 1 MiB; a larger one gets 413
+            # before it is read (the check API raises its own cap for a batch).
+            "MAX_CONTENT_LENGTH": MAX_BODY,
+            "MAX_FORM_MEMORY_SIZE": MAX_BODY,
             "TESTING": self.env is Env.TESTING,
             **self._engine_options(),
         }

@@ -65,6 +65,24 @@ _SCREEN = re.compile(r"[%?#]|//|/\.|\\|[\x00-\x1f\x7f\ud800-\udfff]")
 _NOT_DECODED = re.compile(r"[%?#]")
 
 
+#: Paths whose bodies may be larger than the app's MAX_CONTENT_LENGTH, and their caps.
+LARGE_BODIES = {
+    "/api/v1/check/batch": MAX_BATCH_BODY,
+    "/api/v1/decisions/batch": MAX_BATCH_BODY,
+}
+
+
+def allow_large_bodies() -> None:
+    """Give the batch endpoints their own body cap before anything reads the body.
+
+    Installed ahead of every other hook: the CSRF check reads ``request.form``, which
+    fixes the stream's limit at the app's MAX_CONTENT_LENGTH if nothing raised it first.
+    """
+    limit = LARGE_BODIES.get(request.path)
+    if limit is not None:
+        request.max_content_length = limit
+
+
 def read_json(limit: int) -> Any:
     """Return the request's JSON document, refusing bodies over ``limit`` bytes (413).
 

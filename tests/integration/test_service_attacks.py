@@ -264,7 +264,7 @@ def test_forward_auth_does_not_decide_hosts_it_does_not_protect(app: Flask) -> N
 # -- F9: no app-wide body cap: an anonymous POST /login reads any multipart body -------------
 
 
-@pytest.mark.xfail(strict=True, reason="review F9: MAX_CONTENT_LENGTH unset; CSRF parses it all")
+
 def test_an_anonymous_post_is_not_read_past_a_sane_size(app: Flask, client: FlaskClient) -> None:
     import io
 
