@@ -38,6 +38,7 @@ from authz import Rule
 from authz.rules import TOKEN_NAME
 from authz.rules import TOKEN_PREFIX
 from authz.rules import is_role
+from authz.store import rule_table
 from service import sessions
 from service import users
 from service.extensions import db
@@ -198,6 +199,16 @@ def create(
     def add_row(session: Session) -> None:
         if session.scalar(sa.select(ServiceToken.id).where(ServiceToken.name == name)):
             raise TokenError(f"a token named {name!r} exists", field="name")
+        # Again under the write lock, on the stored rows: another instance may have
+        # written a row for this name since this one's snapshot.
+        stored = session.scalar(
+            sa.select(rule_table.c.id).where(rule_table.c.v0 == subject).limit(1)
+        )
+        if stored is not None:
+            raise TokenError(
+                f"the policy already has rows for {subject}; remove them or choose another name",
+                field="name",
+            )
         session.add(
             ServiceToken(
                 name=name,

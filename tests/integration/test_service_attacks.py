@@ -203,7 +203,6 @@ def test_the_cookie_every_protected_upstream_receives_cannot_open_the_admin(app:
 # -- F6: a token created on a stale instance inherits rows planted for its name --------------
 
 
-@pytest.mark.xfail(strict=True, reason="review F6: waiting-rows check reads a stale snapshot")
 def test_a_new_token_never_inherits_rows_written_elsewhere_for_its_name(
     tmp_path: Path, database: Backend
 ) -> None:
@@ -262,7 +261,6 @@ def test_forward_auth_does_not_decide_hosts_it_does_not_protect(app: Flask) -> N
 
 
 # -- F9: no app-wide body cap: an anonymous POST /login reads any multipart body -------------
-
 
 
 def test_an_anonymous_post_is_not_read_past_a_sane_size(app: Flask, client: FlaskClient) -> None:
