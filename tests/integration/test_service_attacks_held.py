@@ -1,4 +1,4 @@
-"""Security review: attacks that held, kept as regression tests (they pass on main)."""
+"""Attacks on tokens, the check API and forward auth that held from the start (regressions)."""
 
 from __future__ import annotations
 

@@ -49,10 +49,13 @@ def other(tmp_path: Path, polled: Flask) -> Iterator[Flask]:
 
 
 def queries_during(app: Flask, action) -> list[str]:  # noqa: ANN001
+    """The statements the request itself ran (not the revision poller's, in its thread)."""
     statements: list[str] = []
+    me = threading.get_ident()
 
     def record(_c, _cur, statement, *_a):  # noqa: ANN001, ANN202
-        statements.append(statement)
+        if threading.get_ident() == me:
+            statements.append(statement)
 
     with app.app_context():
         engine = db.engine
