@@ -8,7 +8,6 @@ test_service_attacks_held.py.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from service import create_app
 from service import tokens
 from service import users
 from tests.conftest import ADMIN
-from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import USER
 from tests.conftest import AuthActions
 from tests.conftest import Backend
