@@ -20,20 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from authz import Change
 from authz import Rule
-from service import tokens
 from tests.conftest import USER
-from tests.conftest import Backend
-from tests.conftest import dispose
-from tests.conftest import make_app
-from tests.system.conftest import BIN
 from tests.system.conftest import Server
-from tests.system.conftest import clean_env
 from tests.system.conftest import free_port
 from tests.system.test_nginx import RULES
 from tests.system.test_nginx import Browser
 from tests.system.test_nginx import raw_get
+from tests.system.test_nginx import serve_authz
 
 CADDY = shutil.which("caddy") or next(
     (p for p in ("/usr/bin/caddy", "/usr/local/bin/caddy") if Path(p).exists()), None
@@ -122,40 +116,9 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path, start_server) -> Iterator[Site]:
-    data = tmp_path / "data"
-    data.mkdir()
-    caddy_port, service_port = free_port(), free_port()
-    app = make_app(data, backend=Backend())
-    try:
-        with app.app_context():
-            app.extensions["authz"].apply(Change.adding(*SITE_RULES), actor="test", source="cli")
-            _token, secret = tokens.create("ci", roles=["reader"], actor="test", source="test")
-    finally:
-        dispose(app)
-    env = clean_env(
-        AUTHZ_ENV="testing",
-        AUTHZ_DATABASE_URL=f"sqlite:///{data / 'authz.db'}",
-        AUTHZ_SECRET_KEY="test-secret-key",
-        AUTHZ_INSTANCE_PATH=str(data / "instance"),
-        AUTHZ_TRUSTED_PROXIES="127.0.0.1",
-        AUTHZ_LOGIN_HOSTS=f"127.0.0.1:{caddy_port}",
-        AUTHZ_ARGON2_TIME_COST="1",
-        AUTHZ_ARGON2_MEMORY_COST="8",
-        AUTHZ_ARGON2_PARALLELISM="1",
-    )
-    service = start_server(
-        [
-            str(BIN / "gunicorn"),
-            "--workers",
-            "1",
-            "--bind",
-            f"127.0.0.1:{service_port}",
-            "service:create_app()",
-        ],
-        port=service_port,
-        cwd=tmp_path,
-        env=env,
-        name="gunicorn",
+    caddy_port = free_port()
+    service, service_port, secret = serve_authz(
+        tmp_path, start_server, SITE_RULES, f"127.0.0.1:{caddy_port}"
     )
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     thread = threading.Thread(target=upstream.serve_forever, daemon=True)

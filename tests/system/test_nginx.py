@@ -150,16 +150,20 @@ class Site:
     nginx_log: Path
 
 
-@pytest.fixture
-def site(tmp_path: Path, start_server) -> Iterator[Site]:
+def serve_authz(tmp_path: Path, start_server, rules, login_host: str):  # noqa: ANN001, ANN201
+    """The service under gunicorn on a free loopback port, for a proxy on 127.0.0.1.
+
+    Its database (SQLite, in ``tmp_path / "data"``) holds the default policy, an admin, a
+    user, ``rules`` and a token ``ci`` with role ``reader``; returns the server, its port
+    and the token's secret.
+    """
     data = tmp_path / "data"
     data.mkdir()
-    nginx_port, service_port = free_port(), free_port()
-    # The database: the default policy, an admin, a user, a token, the site's rules.
+    service_port = free_port()
     app = make_app(data, backend=Backend())
     try:
         with app.app_context():
-            app.extensions["authz"].apply(Change.adding(*RULES), actor="test", source="cli")
+            app.extensions["authz"].apply(Change.adding(*rules), actor="test", source="cli")
             _token, secret = tokens.create("ci", roles=["reader"], actor="test", source="test")
     finally:
         dispose(app)
@@ -169,7 +173,7 @@ def site(tmp_path: Path, start_server) -> Iterator[Site]:
         AUTHZ_SECRET_KEY="test-secret-key",
         AUTHZ_INSTANCE_PATH=str(data / "instance"),
         AUTHZ_TRUSTED_PROXIES="127.0.0.1",
-        AUTHZ_LOGIN_HOSTS=f"127.0.0.1:{nginx_port}",
+        AUTHZ_LOGIN_HOSTS=login_host,
         AUTHZ_ARGON2_TIME_COST="1",
         AUTHZ_ARGON2_MEMORY_COST="8",
         AUTHZ_ARGON2_PARALLELISM="1",
@@ -187,6 +191,15 @@ def site(tmp_path: Path, start_server) -> Iterator[Site]:
         cwd=tmp_path,
         env=env,
         name="gunicorn",
+    )
+    return service, service_port, secret
+
+
+@pytest.fixture
+def site(tmp_path: Path, start_server) -> Iterator[Site]:
+    nginx_port = free_port()
+    service, service_port, secret = serve_authz(
+        tmp_path, start_server, RULES, f"127.0.0.1:{nginx_port}"
     )
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     thread = threading.Thread(target=upstream.serve_forever, daemon=True)
