@@ -257,6 +257,22 @@ def runner(app: Flask) -> FlaskCliRunner:
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
+def make_token(app: Flask, name: str = "ci", roles: Any = ("admin",), **options: Any) -> str:
+    """Create a service token with ``roles`` (as the CLI would); return its secret."""
+    from service import tokens
+
+    with app.app_context():
+        _token, secret = tokens.create(
+            name, roles=list(roles), actor="test", source="test", **options
+        )
+    return secret
+
+
+def bearer(secret: str) -> dict[str, str]:
+    """The header that authenticates a request with a service token."""
+    return {"Authorization": f"Bearer {secret}"}
+
+
 def csrf_token(client: FlaskClient, path: str = "/login") -> str:
     """Return the CSRF token of the form on ``path``."""
     response = client.get(path)

@@ -16,6 +16,7 @@ from flask import url_for
 from flask_login import current_user
 from flask_login import login_user
 from flask_login import logout_user
+from flask_wtf import FlaskForm
 
 from authz import metrics
 from service import proxies
@@ -329,16 +330,28 @@ def account() -> Response:
     return _account_page()
 
 
-@bp.post("/account/sessions/end")
-def end_session() -> Response:
-    """End one of this account's sessions (this device's too: that is a logout)."""
+def _submitted(form: FlaskForm, problem: str) -> users.sessions.SessionUser | Response:
+    """The logged-in account, when ``form`` is valid; otherwise the answer that stops the view.
+
+    Not logged in: the login redirect (or 401). A form that does not validate (missing
+    field, expired CSRF token): back to the account page with ``problem`` flashed.
+    """
     me = _me()
-    form = EndSessionForm()
     if me is None:
         return responses.login_required()
     if not form.validate_on_submit():
-        flash("Not ended: the form was incomplete or expired; try again.", "error")
+        flash(problem, "error")
         return redirect(url_for("auth.account"))
+    return me
+
+
+@bp.post("/account/sessions/end")
+def end_session() -> Response:
+    """End one of this account's sessions (this device's too: that is a logout)."""
+    form = EndSessionForm()
+    me = _submitted(form, "Not ended: the form was incomplete or expired; try again.")
+    if isinstance(me, Response):
+        return me
     chosen = form.session.data
     # Scoped to this account: another account's session id ends nothing, and the answer
     # does not say whether it exists.
@@ -356,13 +369,9 @@ def end_session() -> Response:
 @bp.post("/account/sessions/end-others")
 def end_other_sessions() -> Response:
     """End every session of this account but this device's."""
-    me = _me()
-    form = EndSessionsForm()
-    if me is None:
-        return responses.login_required()
-    if not form.validate_on_submit():
-        flash("Not ended: the form expired; try again.", "error")
-        return redirect(url_for("auth.account"))
+    me = _submitted(EndSessionsForm(), "Not ended: the form expired; try again.")
+    if isinstance(me, Response):
+        return me
     ended = users.end_sessions_of(me.id, me.email, actor=me.email, source="web", keep=me.session_id)
     flash(f"Ended {ended} other session{'' if ended == 1 else 's'}.", "success")
     return redirect(url_for("auth.account"))
@@ -371,13 +380,9 @@ def end_other_sessions() -> Response:
 @bp.post("/account/sessions/end-all")
 def logout_everywhere() -> Response:
     """Log out everywhere: end every session of this account, this device's included."""
-    me = _me()
-    form = EndSessionsForm()
-    if me is None:
-        return responses.login_required()
-    if not form.validate_on_submit():
-        flash("Not ended: the form expired; try again.", "error")
-        return redirect(url_for("auth.account"))
+    me = _submitted(EndSessionsForm(), "Not ended: the form expired; try again.")
+    if isinstance(me, Response):
+        return me
     users.end_sessions_of(me.id, me.email, actor=me.email, source="web", action="user.logout_all")
     _forget_session("You are logged out on every device.")
     return redirect(url_for("auth.login"))

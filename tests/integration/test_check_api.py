@@ -15,13 +15,13 @@ from werkzeug.test import TestResponse
 
 from authz import Change
 from authz import Rule
-from service import tokens
 from tests.conftest import ADMIN
 from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import USER
 from tests.conftest import AuthActions
 from tests.conftest import dispose
 from tests.conftest import make_app
+from tests.conftest import make_token
 from tests.integration.test_spellings import OTHER_SPELLINGS
 from tests.integration.test_spellings import Spelling
 
@@ -63,12 +63,6 @@ def api(app: Flask, client: FlaskClient, auth: AuthActions) -> Api:
     )
     auth.login(ADMIN, ADMIN_PASSWORD)
     return Api(client)
-
-
-def make_token(app: Flask, name: str, roles: tuple[str, ...]) -> str:
-    with app.app_context():
-        _token, secret = tokens.create(name, roles=list(roles), actor="test", source="test")
-    return secret
 
 
 def revision(app: Flask) -> int:

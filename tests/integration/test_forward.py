@@ -21,6 +21,7 @@ from tests.conftest import USER
 from tests.conftest import AuthActions
 from tests.conftest import dispose
 from tests.conftest import make_app
+from tests.conftest import make_token
 
 PROXY = "10.0.0.5"
 STRANGER = "198.51.100.7"
@@ -76,12 +77,6 @@ def ask(
 
 def login(client: FlaskClient) -> None:
     assert AuthActions(client).login().status_code == 302
-
-
-def make_token(app: Flask, name: str, roles: tuple[str, ...]) -> str:
-    with app.app_context():
-        _token, secret = tokens.create(name, roles=list(roles), actor="test", source="test")
-    return secret
 
 
 # -- answers ---------------------------------------------------------------------------

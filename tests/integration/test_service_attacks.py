@@ -25,8 +25,10 @@ from tests.conftest import USER
 from tests.conftest import AuthActions
 from tests.conftest import Backend
 from tests.conftest import app_config
+from tests.conftest import bearer
 from tests.conftest import dispose
 from tests.conftest import make_app
+from tests.conftest import make_token
 
 API = "/api/v1"
 PROXY = "10.0.0.5"
@@ -54,15 +56,6 @@ def app(tmp_path: Path) -> Iterator[Flask]:
         app.extensions["authz"].apply(Change.adding(*RULES), actor="test", source="cli")
     yield app
     dispose(app)
-
-
-def make_token(app: Flask, name: str, roles: tuple[str, ...]) -> str:
-    with app.app_context():
-        return tokens.create(name, roles=list(roles), actor="test", source="test")[1]
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def check(client: FlaskClient, secret: str, subject: str, path: str, method: str = "GET"):

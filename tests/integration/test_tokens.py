@@ -20,21 +20,13 @@ from tests.conftest import ADMIN
 from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import Backend
 from tests.conftest import app_config
+from tests.conftest import bearer
 from tests.conftest import dispose
 from tests.conftest import make_app
+from tests.conftest import make_token
 
 API = "/api/v1"
 READER = Rule.of("p", "reader", "/api/v1/policy/*", "GET", "allow")
-
-
-def make_token(app: Flask, name: str = "ci", roles: tuple[str, ...] = ("admin",), **kw) -> str:
-    with app.app_context():
-        _token, secret = tokens.create(name, roles=roles, actor="test", source="test", **kw)
-    return secret
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def eventually(call, status: int, within: float = 20.0) -> bool:

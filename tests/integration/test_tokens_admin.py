@@ -27,7 +27,9 @@ from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import USER
 from tests.conftest import USER_PASSWORD
 from tests.conftest import AuthActions
+from tests.conftest import bearer
 from tests.conftest import csrf_token
+from tests.conftest import make_token
 
 API = "/api/v1"
 SECRET = re.compile(r"authz_[A-Za-z0-9_-]{43}")
@@ -39,16 +41,6 @@ KEEPER = (
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def make_token(app: Flask, name: str = "ci", roles: tuple[str, ...] = ("admin",), **kw) -> str:
-    with app.app_context():
-        _token, secret = tokens.create(name, roles=roles, actor="test", source="test", **kw)
-    return secret
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def row(app: Flask, name: str) -> ServiceToken | None:
