@@ -29,6 +29,7 @@ from authz.guards import LockoutGuard
 from authz.model import PolicyModel
 from authz.patterns import MAX_VALUE
 from authz.rules import Rule
+from authz.rules import is_role
 from authz.rules import shape
 from authz.rules import validate
 from authz.snapshot import BadRow
@@ -46,10 +47,13 @@ STAGE_FROM = 1000
 #: How often a staged change is planned again when other writes keep coming first.
 STAGE_ATTEMPTS = 3
 
-#: Called inside the write transaction with its session (e.g. to write an account row).
-Hook = Callable[[Session], None]
+#: Called inside the write transaction with its session (e.g. to write an account row);
+#: returns the subjects it deactivates (the lockout guard counts them out), or None.
+Hook = Callable[[Session], Iterable[str] | None]
 #: Returns the active user subjects as seen inside the write transaction.
 SubjectsProvider = Callable[[Session], Iterable[str]]
+#: Whether one subject is active, as seen inside the write transaction.
+ActiveCheck = Callable[[Session, str], bool]
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,15 @@ class PolicyEngine:
         *,
         guard: LockoutGuard | None = None,
         active_subjects: SubjectsProvider | None = None,
+        is_active: ActiveCheck | None = None,
     ) -> None:
         self.model = model
         self.store = store
         self.guard = guard
         self.active_subjects = active_subjects
+        self.is_active = is_active
+        #: An active subject that held the editor at the last guarded write: checked first.
+        self._witness: str | None = None
         self._snapshot: Snapshot | None = None
         self._write_lock = threading.Lock()
         self._swap_lock = threading.Lock()
@@ -222,7 +230,7 @@ class PolicyEngine:
         if accounts != self.accounts_revision:
             # Also when it was never read (a failed first read): whatever was cached
             # meanwhile may predate a change made elsewhere, so it is dropped.
-            self._accounts_changed()
+            self.accounts_changed()
             self.accounts_revision = accounts
         snap = self._snapshot
         if snap is not None and snap.revision == current and snap.refused is None:
@@ -239,7 +247,12 @@ class PolicyEngine:
         """Call ``listener()`` when sessions must be re-checked (here or on another instance)."""
         self._account_listeners.append(listener)
 
-    def _accounts_changed(self) -> None:
+    def accounts_changed(self) -> None:
+        """Tell this instance's listeners that sessions must be re-checked.
+
+        Account writes call it after their commit; other instances learn it from the
+        accounts revision (:meth:`PolicyStore.accounts_changed`) at their next poll.
+        """
         for listener in self._account_listeners:
             try:
                 listener()
@@ -290,18 +303,15 @@ class PolicyEngine:
         strict: bool = False,
         expected_revision: int | None = None,
         hook: Hook | None = None,
-        accounts_changed: bool = False,
-        audit: bool = True,
     ) -> Applied:
         """Apply a change in one transaction with its audit entry; swap the snapshot.
 
         :param strict: raise NotFound when a row to remove is absent (single-row edits);
             otherwise absent rows are skipped and present rows are not added twice.
         :param expected_revision: refuse with StaleRevision unless the policy is
-            still at this revision (so two editors cannot overwrite each other).
-        :param hook: run inside the transaction, e.g. to write an account row.
-        :param accounts_changed: the hook ended sessions; every instance re-checks them.
-        :param audit: record an audit entry (every policy change is audited regardless).
+            still at this revision (a load planned on it; single-row edits use ``strict``).
+        :param hook: run inside the transaction, e.g. to write an account row; it returns
+            the subjects it deactivates, so the lockout guard judges the change without them.
         :raises RuleError, StaleRevision, NotFound, LockoutRefused, EngineUnavailable:
         """
         actor = actor[:255]  # the audit column's width; actors are emails or "cli:<user>"
@@ -337,8 +347,6 @@ class PolicyEngine:
                         strict=strict,
                         expected_revision=expected_revision,
                         hook=hook,
-                        accounts_changed=accounts_changed,
-                        audit=audit,
                         read_behind=attempt == STAGE_ATTEMPTS - 1,
                     )
                 except _Moved:
@@ -348,6 +356,34 @@ class PolicyEngine:
                         f"the change was not saved: {database_reason(e)}"
                     ) from e
         raise AssertionError("unreachable: the last attempt reads behind the lock")
+
+    def preview(self, change: Change, *, force: bool = False, strict: bool = False) -> Applied:
+        """What :meth:`apply` would do, after every check it runs; nothing is written.
+
+        Rows are validated, planned on the stored policy, checked for inheritance cycles
+        and judged by the lockout guard exactly as a write would be.
+
+        :raises RuleError, NotFound, LockoutRefused, EngineUnavailable: as apply would.
+        """
+        add = self.validate(change.add)
+        remove = [self._removable(r) for r in change.remove]
+        try:
+            self._catch_up()
+            with self.store.transaction() as session:
+                revision = self.store.current_revision(session)
+                base = self.snapshot
+                if base.revision != revision:
+                    rules, ids = self.store.read_rows(session)
+                    base = Snapshot.stored(revision, rules, ids, self.model)
+                added, removed = _plan(base, add, remove, strict=strict)
+                if not (added or removed):
+                    return Applied((), (), revision)
+                after = base.with_changes(revision + 1, added, removed)
+                self._refuse_cycles(after, added)
+                self._guard(session, base, after, force=force)
+        except DATABASE_ERRORS as e:
+            raise EngineUnavailable(f"the change was not checked: {database_reason(e)}") from e
+        return Applied(added, removed, revision + 1)
 
     def _catch_up(self) -> None:
         """Reload first when this instance is behind, so no lock is held for a reload.
@@ -378,7 +414,8 @@ class PolicyEngine:
         # A role that inherits from itself makes every member of the cycle hold every
         # role in it (e.g. anonymous -> admin -> user -> anonymous hands visitors admin).
         for rule in added:
-            if rule.ptype in self.model.roles:
+            # Only a role can be inherited from: a user or a token member closes no cycle.
+            if rule.ptype in self.model.roles and is_role(rule.values[0]):
                 member, role = rule.values[0], rule.values[1]
                 path = after.inheritance_path(role, member, rule.ptype)
                 if path is not None:
@@ -386,6 +423,38 @@ class PolicyEngine:
                     raise RuleError(
                         f"{rule} would make an inheritance cycle: {cycle}", field="role"
                     )
+
+    def _guard(
+        self,
+        session: Session,
+        before: Snapshot,
+        after: Snapshot,
+        leaving: frozenset[str] = frozenset(),
+        *,
+        force: bool,
+    ) -> None:
+        """Run the lockout guard on a change inside its transaction (see LockoutGuard)."""
+        # While the stored policy is refused nobody can open the editor: nothing to keep.
+        if force or before.refused is not None or after.refused is not None:
+            return
+        provider, guard = self.active_subjects, self.guard
+        if guard is None or provider is None:
+            return
+        check = self.is_active
+
+        def is_active(subject: str) -> bool:
+            if check is not None:
+                return check(session, subject)
+            return subject in set(provider(session))
+
+        self._witness = guard.check(
+            before,
+            after,
+            active=lambda: provider(session),
+            is_active=is_active,
+            leaving=leaving,
+            witness=self._witness,
+        )
 
     def _apply(
         self,
@@ -400,8 +469,6 @@ class PolicyEngine:
         strict: bool,
         expected_revision: int | None,
         hook: Hook | None,
-        accounts_changed: bool,
-        audit: bool,
         read_behind: bool,
     ) -> Applied:
         """One write under the lock (see :meth:`apply`).
@@ -423,57 +490,39 @@ class PolicyEngine:
                 base = Snapshot.stored(current_rev, rules, ids, self.model)
             added, removed = _plan(base, add, remove, strict=strict)
             changed = bool(added or removed)
-
-            subjects_before = list(self.active_subjects(session)) if self.active_subjects else []
+            leaving: frozenset[str] = frozenset()
             if hook is not None:
-                hook(session)
+                leaving = frozenset(hook(session) or ())
                 session.flush()
             new_rev = current_rev + 1 if changed else current_rev
             after = base.with_changes(new_rev, added, removed) if changed else base
             self._refuse_cycles(after, added)
-            # While the stored policy is refused nobody can open the editor: nothing to keep.
-            guarded = base.refused is None and after.refused is None and not force
-            if self.guard is not None and self.active_subjects is not None and guarded:
-                subjects_after = list(self.active_subjects(session))
-                self.guard.check(base, after, subjects_before, subjects_after)
+            if changed or leaving:
+                self._guard(session, base, after, leaving, force=force)
             if not changed and hook is None:
                 return Applied((), (), current_rev)
             self.store.delete_rules(session, removed)
             self.store.insert_rules(session, added)
             if changed:
                 self.store.set_revision(session, new_rev)
-            if accounts_changed:
-                self.store.bump_accounts(session)
-            if changed or accounts_changed:
                 self.store.notify(session)
-            if audit or changed:
-                self.store.insert_audit(
-                    session,
-                    AuditEntry(
-                        actor=actor,
-                        source=source,
-                        action=action,
-                        added=added,
-                        removed=removed,
-                        forced=force,
-                        detail=detail,
-                        revision=new_rev,
-                    ),
-                )
-        self._swap(after, since=since)
-        if accounts_changed:
-            self._accounts_changed()
-        if audit or changed:
-            self._committed(
-                new_rev,
-                added,
-                removed,
-                actor,
-                source,
-                action=action,
-                detail=detail,
-                notify=changed,
+            self.store.insert_audit(
+                session,
+                AuditEntry(
+                    actor=actor,
+                    source=source,
+                    action=action,
+                    added=added,
+                    removed=removed,
+                    forced=force,
+                    detail=detail,
+                    revision=new_rev,
+                ),
             )
+        self._swap(after, since=since)
+        self._committed(
+            new_rev, added, removed, actor, source, action=action, detail=detail, notify=changed
+        )
         return Applied(added, removed, new_rev)
 
     def _committed(
@@ -627,11 +676,7 @@ class PolicyEngine:
                     self.store.update_audit(session, audit_id, audit)
             # The guard judges the change as planned: the writes in between were judged
             # by their own guard, and a rebase only drops rows that are there already.
-            base, after = planned.base, planned.after
-            guarded = base.refused is None and after.refused is None and not force
-            if self.guard is not None and self.active_subjects is not None and guarded:
-                subjects = list(self.active_subjects(session))
-                self.guard.check(base, after, subjects, subjects)
+            self._guard(session, planned.base, planned.after, force=force)
             staging.apply(session)
             self.store.set_revision(session, current + 1)
             self.store.notify(session)

@@ -208,6 +208,17 @@ class PolicyStore:
             .values(accounts=revision_table.c.accounts + 1)
         )
 
+    @classmethod
+    def accounts_changed(cls, session: Session) -> None:
+        """Record that sessions must be re-checked, and wake other instances at commit."""
+        cls.bump_accounts(session)
+        cls.notify(session)
+
+    @classmethod
+    def current_revision(cls, session: Session) -> int:
+        """Return the policy revision as this transaction sees it (no lock taken)."""
+        return cls._read_revision(session)
+
     def load(self) -> tuple[int, list[Rule]]:
         """Return the revision and every rule row, read in one consistent transaction."""
         revision, rules, _ids = self.load_rows()
@@ -398,21 +409,33 @@ class PolicyStore:
             query = query.where(audit_table.c.at < until)
         with self.engine.connect() as conn:
             rows = conn.execute(query.limit(limit).offset(offset)).mappings().all()
-        return [
-            AuditEntry(
-                id=row["id"],
-                at=row["at"],
-                actor=row["actor"],
-                source=row["source"],
-                action=row["action"],
-                added=tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(row["added"])),
-                removed=tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(row["removed"])),
-                forced=bool(row["forced"]),
-                revision=row["revision"],
-                detail=row["detail"],
-            )
-            for row in rows
-        ]
+        return [_entry(row) for row in rows]
+
+    def audit_since(self, revision: int, *, limit: int = 1000) -> list[AuditEntry]:
+        """Return the entries of changes after ``revision``, oldest first (at most ``limit``)."""
+        query = (
+            sa.select(audit_table)
+            .where(audit_table.c.revision > revision)
+            .order_by(audit_table.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_entry(row) for row in conn.execute(query).mappings()]
+
+
+def _entry(row: sa.RowMapping) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        at=row["at"],
+        actor=row["actor"],
+        source=row["source"],
+        action=row["action"],
+        added=tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(row["added"])),
+        removed=tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(row["removed"])),
+        forced=bool(row["forced"]),
+        revision=row["revision"],
+        detail=row["detail"],
+    )
 
 
 def _raw_fetchall(connection: sa.Connection, sql: str) -> list[Any]:

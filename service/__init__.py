@@ -124,6 +124,7 @@ def register_engine(app: Flask, settings: Settings) -> None:
         store,
         guard=LockoutGuard(path=settings.editor_path, method="GET"),
         active_subjects=users.active_subjects,
+        is_active=users.is_active,
     )
     app.extensions["authz"] = engine
     try:

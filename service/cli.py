@@ -25,6 +25,7 @@ from authz.errors import database_reason
 from authz.paths import canonical_action
 from authz.paths import canonical_object
 from authz.rules import is_token
+from service import editing
 from service import mail
 from service import migrations
 from service import params
@@ -226,8 +227,9 @@ def users_list() -> None:
 def users_activate(email: str) -> None:
     """Let an account log in again."""
     with errors():
-        user = users.set_active(email, True, actor=actor(), source="cli")
-    ok(f"Activated {user.email}.")
+        email = users.require(email).email
+        changed = users.set_active(email, True, actor=actor(), source="cli")
+    ok(f"Activated {email}." if changed else f"{email} is already active; nothing changed.")
 
 
 @users_cli.command("deactivate")
@@ -236,8 +238,13 @@ def users_activate(email: str) -> None:
 def users_deactivate(email: str, force: bool) -> None:
     """Stop an account: its sessions end now and it is treated as anonymous."""
     with errors():
-        user = users.set_active(email, False, actor=actor(), source="cli", force=force)
-    ok(f"Deactivated {user.email}; its sessions are ended.")
+        email = users.require(email).email
+        changed = users.set_active(email, False, actor=actor(), source="cli", force=force)
+    ok(
+        f"Deactivated {email}; its sessions are ended."
+        if changed
+        else f"{email} is already inactive; nothing changed."
+    )
 
 
 @users_cli.command("set-password")
@@ -344,8 +351,13 @@ def roles_add(subject: str, role: str) -> None:
 def roles_remove(subject: str, role: str, force: bool) -> None:
     """Take a role away from a user (EMAIL, lower-case), a role or a token (token:NAME)."""
     with errors():
-        users.remove_role(params.subject(subject), role, actor=actor(), source="cli", force=force)
-    ok(f"{subject} no longer has role {role}.")
+        who = editing.Who(actor(), "cli")
+        changed = editing.unassign(params.subject(subject), role, who, force=force)
+    ok(
+        f"{subject} no longer has role {role}."
+        if changed
+        else f"{subject} did not have role {role}; nothing changed."
+    )
 
 
 # -- policy -----------------------------------------------------------------------------

@@ -21,6 +21,11 @@ MAX_DATE_LENGTH = 64
 _DIGITS = re.compile(r"[0-9]{1,18}\Z")
 
 
+#: Rows per page of a listing: the default and the most one page may ask for.
+DEFAULT_PER_PAGE = 50
+MAX_PER_PAGE = 200
+
+
 class BadParam(ValueError):
     """A parameter is invalid; ``field`` names it and ``message`` says why."""
 
@@ -28,6 +33,14 @@ class BadParam(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class Invalid(ValueError):
+    """Several parameters are invalid at once; ``errors`` lists each."""
+
+    def __init__(self, errors: list[BadParam]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
 
 
 def number(value: str | None, field: str, *, default: int, maximum: int) -> int:

@@ -227,9 +227,7 @@ def create(
         source=source,
         action="token.create",
         detail=detail,
-        hook=add_row,
-        accounts_changed=False,  # nothing cached knows a token that did not exist
-        audit=True,
+        hook=add_row,  # nothing cached knows a token that did not exist: no session ends
     )
     return require(name), secret
 
@@ -253,6 +251,7 @@ def revoke(name: str, *, actor: str, source: str) -> ServiceToken:
             .where(ServiceToken.id == token_id, ServiceToken.revoked_at.is_(None))
             .values(revoked_at=utcnow())
         )
+        users.engine().store.accounts_changed(session)  # every instance drops its cache
 
     users.engine().apply(
         Change.removing(*links),
@@ -261,8 +260,8 @@ def revoke(name: str, *, actor: str, source: str) -> ServiceToken:
         action="token.revoke",
         detail=f"token {subject}",
         hook=mark,
-        accounts_changed=True,
     )
+    users.engine().accounts_changed()
     db.session.expire_all()
     return require(name)
 

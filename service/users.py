@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import secrets
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,14 +34,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from authz import ANONYMOUS
+from authz import AuditEntry
 from authz import Change
+from authz import EngineUnavailable
 from authz import PolicyEngine
 from authz import Rule
-from authz.engine import Hook
+from authz.errors import database_reason
 from authz.risks import risks
 from authz.rules import EMAIL_PATTERN
 from authz.rules import is_role
 from authz.rules import is_token
+from authz.store import DATABASE_ERRORS
 from service import mail
 from service import sessions
 from service.config import Env
@@ -165,6 +169,16 @@ def active_subjects(session: Session) -> Sequence[str]:
     ).all()
 
 
+def is_active(session: Session, subject: str) -> bool:
+    """Whether one subject is an active, verified account (one indexed lookup)."""
+    found = session.scalar(
+        sa.select(User.id).where(
+            User.email == subject, User.active.is_(True), User.verified_at.is_not(None)
+        )
+    )
+    return found is not None
+
+
 def decided_as(subjects: Iterable[str]) -> dict[str, str]:
     """Map each subject the middleware would decide as another to that other subject.
 
@@ -280,28 +294,48 @@ def known_roles() -> list[str]:
 
 def account_write(
     action: str,
-    hook: Hook,
+    hook: Callable[[Session], object],
     *,
     actor: str,
     source: str,
     detail: str = "",
     sessions_end: bool = True,
-    **options: Any,
+    audit: bool = True,
 ) -> None:
-    """Write an account change (``hook``) with its audit entry in the engine's transaction.
+    """Write account rows (``hook``) with their audit entry, in one transaction of their own.
+
+    No policy row changes here, so no policy lock is taken and no lockout guard runs: a
+    registration's role row goes through :func:`create`, a deactivation (which can take
+    the editor from its last holder) through :func:`set_active`.
 
     :param sessions_end: every instance re-checks its cached sessions afterwards.
+    :param audit: record an audit entry (a logout is not an event worth one).
     """
-    engine().apply(
-        Change(),
-        actor=actor,
-        source=source,
-        action=action,
-        detail=detail,
-        hook=hook,
-        accounts_changed=sessions_end,
-        **options,
-    )
+    policy = engine()
+    store = policy.store
+    db.session.rollback()  # end any read transaction before the write
+    try:
+        with store.transaction() as session:
+            hook(session)
+            if sessions_end:
+                store.accounts_changed(session)
+            if audit:
+                store.insert_audit(
+                    session,
+                    AuditEntry(
+                        actor=actor[:255],
+                        source=source,
+                        action=action,
+                        detail=detail,
+                        revision=store.current_revision(session),
+                    ),
+                )
+    except DATABASE_ERRORS as e:
+        raise EngineUnavailable(f"the change was not saved: {database_reason(e)}") from e
+    if sessions_end:
+        policy.accounts_changed()
+    if audit:
+        log.info("%s by %s (%s)%s", action, actor, source, f"; {detail}" if detail else "")
 
 
 def create(
@@ -368,27 +402,63 @@ def authenticate(email: str, password: str) -> User | None:
     return user
 
 
-def set_active(email: str, active: bool, *, actor: str, source: str, force: bool = False) -> User:
-    """Activate or deactivate an account; deactivation ends its sessions at once."""
+class _Unchanged(Exception):
+    """The account is in the asked state already (nothing to write, nothing to audit)."""
+
+
+def set_active(email: str, active: bool, *, actor: str, source: str, force: bool = False) -> bool:
+    """Set an account active or not (a target state, never a toggle); deactivation ends
+    its sessions at once and is judged by the lockout guard.
+
+    :returns: False when the account was in that state already (nothing audited).
+    """
     user = require(email)
     target, user_id = user.email, user.id
+    if user.active == active:
+        db.session.rollback()
+        return False
 
-    def update(session: Session) -> None:
-        session.execute(sa.update(User).where(User.email == target).values(active=active))
-        if not active:
-            # Ended, not merely refused while inactive: reactivation revives no session.
-            session.execute(sessions.end_statement(user_id))
+    def update(session: Session) -> list[str]:
+        done = session.execute(
+            sa.update(User)
+            .where(User.id == user_id, User.active.is_(not active))
+            .values(active=active)
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise _Unchanged  # another admin got there first
+        engine().store.accounts_changed(session)
+        if active:
+            return []
+        # Ended, not merely refused while inactive: reactivation revives no session.
+        session.execute(sessions.end_statement(user_id))
+        return [target]
 
     db.session.rollback()
-    account_write(
-        "user.activate" if active else "user.deactivate",
-        update,
-        actor=actor,
-        source=source,
-        detail=target,
-        force=force,
-    )
-    return require(target)
+    try:
+        if active:
+            # Activation takes nothing from anyone: no policy lock, no guard.
+            account_write(
+                "user.activate",
+                update,
+                actor=actor,
+                source=source,
+                detail=target,
+                sessions_end=False,
+            )
+        else:
+            engine().apply(
+                Change(),
+                actor=actor,
+                source=source,
+                action="user.deactivate",
+                detail=target,
+                hook=update,
+                force=force,
+            )
+            engine().accounts_changed()
+    except _Unchanged:
+        return False
+    return True
 
 
 def set_password(email: str, password: str, *, actor: str, source: str) -> User:
@@ -513,32 +583,6 @@ def change_own_password(email: str, current: str, new: str, *, keep_session: int
     )
     log.info("%s changed their password; %d other session(s) ended", target, ended[0])
     return ended[0]
-
-
-def assign_role(subject: str, role: str, *, actor: str, source: str, force: bool = False) -> bool:
-    """Give a user (by email) or a role a role; return False when it already had it."""
-    member = _member(subject)
-    _check_role(role)
-    applied = engine().apply(
-        Change.adding(Rule.of("g", member, role)),
-        actor=actor,
-        source=source,
-        action="role.assign",
-        force=force,
-    )
-    return applied.changed
-
-
-def remove_role(subject: str, role: str, *, actor: str, source: str, force: bool = False) -> None:
-    """Take a role away from a user or a role; AccountError when it did not have it."""
-    # No account lookup: a row naming an account that no longer exists must still go.
-    member = subject.strip() if is_role(subject.strip()) else subject.strip().lower()
-    rule = Rule.of("g", member, role)
-    if rule not in engine().snapshot.ruleset:
-        raise AccountError(f"{member} does not have role {role!r}")
-    engine().apply(
-        Change.removing(rule), actor=actor, source=source, action="role.remove", force=force
-    )
 
 
 # -- email ownership, password reset, invitations -----------------------------------
@@ -829,6 +873,7 @@ def recover_admin(email: str, *, actor: str) -> tuple[User, str | None]:
             .where(User.email == target)
             .values(active=True, verified_at=sa.func.coalesce(User.verified_at, utcnow()))
         )
+        engine().store.accounts_changed(session)
 
     db.session.rollback()
     engine().apply(
@@ -838,24 +883,28 @@ def recover_admin(email: str, *, actor: str) -> tuple[User, str | None]:
         action="user.recover-admin",
         detail=target,
         hook=update,
-        accounts_changed=True,
         force=True,
     )
+    engine().accounts_changed()
     return require(target), None
 
 
-def _member(subject: str) -> str:
-    subject = subject.strip()
-    if is_role(subject):
-        return subject
+def member(subject: str) -> str:
+    """The ``g`` row member a subject names: a role or an email as given, a live token.
+
+    An email needs no account yet (a grant ahead of registration: rows naming an address
+    apply once its owner has verified it). A token must exist: unlike an email, its name
+    is ours to hand out, and a row for a token not yet created would arm whichever token
+    is later created by that name.
+    """
     if is_token(subject):
         from service import tokens
 
         token = tokens.require(subject)
         if token.revoked_at is not None:
-            raise AccountError(f"token {token.name!r} is revoked")
+            raise AccountError(f"token {token.name!r} is revoked", field="member")
         return token.subject
-    return require(subject).email
+    return subject
 
 
 def _check_role(role: str) -> None:

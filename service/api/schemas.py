@@ -25,8 +25,8 @@ from authz.rules import is_user
 from service import params
 
 #: Rows per page when the client does not say, and the most it may ask for.
-DEFAULT_PER_PAGE = 50
-MAX_PER_PAGE = 200
+DEFAULT_PER_PAGE = params.DEFAULT_PER_PAGE
+MAX_PER_PAGE = params.MAX_PER_PAGE
 #: The most requests one batch decision call may carry.
 MAX_BATCH = 1000
 #: An HTTP method is a token (RFC 9110, section 5.6.2).

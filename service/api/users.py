@@ -71,7 +71,13 @@ def set_active(email: str, active: bool) -> Response:
     if request.get_data(cache=True):
         body({})  # nothing to send; a field here is a client mistake worth reporting
     changed = accounts.set_active(found.email, active, actor=actor(), source=SOURCE)
-    return ok({"revision": engine().revision, "user": user_item(changed)})
+    return ok(
+        {
+            "revision": engine().revision,
+            "changed": changed,
+            "user": user_item(accounts.require(found.email)),
+        }
+    )
 
 
 @bp.post("/users/<email:email>/deactivate")

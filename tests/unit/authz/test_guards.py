@@ -93,11 +93,12 @@ def test_a_change_locking_out_the_last_editor_is_refused(
 def test_deactivating_the_last_editor_in_a_hook_is_refused(
     guarded: PolicyEngine, accounts: Accounts, db_state: Callable
 ) -> None:
-    """Active subjects are read again after the hook, so deactivating Alice counts."""
+    """A hook names the subjects it deactivates; the guard counts them out."""
     before = db_state()
 
-    def deactivate_alice(session: Session) -> None:
+    def deactivate_alice(session: Session) -> list[str]:
         accounts.active.remove(ALICE)
+        return [ALICE]
 
     with pytest.raises(LockoutRefused):
         guarded.apply(Change(), actor="test", source="web", hook=deactivate_alice)
@@ -186,6 +187,27 @@ def test_holders(
     assert guard.holders(snapshot, [ALICE, BOB, CAROL, "anonymous"]) == holders
 
 
+class Reads:
+    """Active subjects as a guard sees them, counting how often each kind of read runs."""
+
+    def __init__(self, *active: str) -> None:
+        self.active = list(active)
+        self.full = 0
+        self.lookups: list[str] = []
+
+    def all(self) -> list[str]:
+        self.full += 1
+        return list(self.active)
+
+    def one(self, subject: str) -> bool:
+        self.lookups.append(subject)
+        return subject in self.active
+
+
+def check(guard: LockoutGuard, before: Snapshot, after: Snapshot, reads: Reads, **kw: object):
+    return guard.check(before, after, active=reads.all, is_active=reads.one, **kw)  # type: ignore[arg-type]
+
+
 def test_check_compares_before_and_after(
     model: PolicyModel, default_rules: tuple[Rule, ...]
 ) -> None:
@@ -194,7 +216,58 @@ def test_check_compares_before_and_after(
     without = Snapshot.of(2, default_rules, model)
     guard = LockoutGuard()
     with pytest.raises(LockoutRefused):
-        guard.check(with_alice, without, [ALICE], [ALICE])
-    guard.check(without, without, [ALICE], [ALICE])
-    guard.check(without, with_alice, [ALICE], [ALICE])
-    guard.check(with_alice, with_alice, [ALICE], [ALICE])
+        check(guard, with_alice, without, Reads(ALICE))
+    assert check(guard, without, without, Reads(ALICE)) is None
+    assert check(guard, without, with_alice, Reads(ALICE)) == ALICE
+    assert check(guard, with_alice, with_alice, Reads(ALICE)) == ALICE
+    with pytest.raises(LockoutRefused):
+        check(guard, with_alice, with_alice, Reads(), leaving=[ALICE])
+
+
+def test_a_witness_that_keeps_the_editor_costs_one_lookup(
+    model: PolicyModel, default_rules: tuple[Rule, ...]
+) -> None:
+    """While the last witness still holds the editor, no list of active users is read."""
+    snapshot = Snapshot.of(1, (*default_rules, ALICE_ADMIN, Rule.of("g", BOB, "admin")), model)
+    reads = Reads(ALICE, BOB, CAROL)
+    assert check(LockoutGuard(), snapshot, snapshot, reads, witness=BOB) == BOB
+    assert (reads.full, reads.lookups) == (0, [BOB])
+
+
+@pytest.mark.parametrize(
+    ("why", "witness", "active", "leaving"),
+    [
+        ("deactivated meanwhile", BOB, [ALICE], []),
+        ("deactivated by this change", BOB, [ALICE, BOB], [BOB]),
+        ("lost the editor", CAROL, [ALICE, CAROL], []),
+    ],
+)
+def test_a_witness_that_no_longer_counts_makes_the_guard_look_again(
+    model: PolicyModel,
+    default_rules: tuple[Rule, ...],
+    why: str,
+    witness: str,
+    active: list[str],
+    leaving: list[str],
+) -> None:
+    """The full read runs when the witness is inactive, leaving or no longer a holder."""
+    snapshot = Snapshot.of(1, (*default_rules, ALICE_ADMIN, Rule.of("g", BOB, "admin")), model)
+    reads = Reads(*active)
+    assert (
+        check(LockoutGuard(), snapshot, snapshot, reads, witness=witness, leaving=leaving) == ALICE
+    )
+    assert reads.full == 1
+
+
+def test_the_engine_remembers_its_witness(guarded: PolicyEngine, accounts: Accounts) -> None:
+    """After one full read, further guarded writes ask only whether the witness is active."""
+    guarded.apply(
+        Change.adding(Rule.of("p", "user", "/a", "GET", "allow")), actor="t", source="api"
+    )
+    reads = len(accounts.sessions)
+    for n in range(5):
+        guarded.apply(
+            Change.adding(Rule.of("p", "user", f"/b{n}", "GET", "allow")), actor="t", source="api"
+        )
+    # The engine was built without a one-subject check: it asks the provider, once per write.
+    assert len(accounts.sessions) - reads == 5

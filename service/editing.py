@@ -1,0 +1,431 @@
+"""The one policy-editing layer behind the policy editor, the JSON API and the CLI.
+
+Each entry point parses its input, calls one function here and renders the outcome;
+none of them finds rows, checks duplicates, parses audit filters or translates engine
+errors on its own. Every write names who makes it (:class:`Who`) and goes through the
+engine's one write path.
+
+Edits are checked per row, not per policy: a rule is named by its id (derived from its
+content), so an edit or a removal applies as long as that row is still there, whatever
+else changed meanwhile. When it is gone, :class:`Conflict` carries what the row became
+(from the audit log) so the editor can show both versions and keep what the admin typed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+
+from authz import Applied
+from authz import AuditEntry
+from authz import AuthzError
+from authz import Change
+from authz import EngineUnavailable
+from authz import LockoutRefused
+from authz import NotFound
+from authz import Rule
+from authz import RuleError
+from authz import StaleRevision
+from authz.errors import database_reason
+from authz.rules import is_role
+from authz.rules import is_token
+from authz.snapshot import Snapshot
+from authz.store import DATABASE_ERRORS
+from service import params
+from service import users
+
+#: Row types the editor names, and what it calls them in messages.
+KINDS = {"p": "rule", "g": "role assignment"}
+
+
+@dataclass(frozen=True)
+class Who:
+    """Who makes a change and through which surface (``web``, ``api`` or ``cli``)."""
+
+    actor: str
+    source: str
+
+
+# -- outcomes that are not engine errors ------------------------------------------------
+
+
+class EditError(Exception):
+    """A change the editing layer refuses before the engine sees it."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class Missing(EditError):
+    """No row (of the expected kind) has this id, and none was changed since the caller looked."""
+
+
+class Duplicate(EditError):
+    """The policy already has the row being added."""
+
+    def __init__(self, rule: Rule) -> None:
+        super().__init__(f"the policy already has [{rule}]", field="subject")
+        self.rule = rule
+
+
+class Conflict(EditError):
+    """The row being edited or removed was changed or removed since the caller read it.
+
+    ``current`` is the row it became (None when it was removed), ``entry`` the audit
+    entry of that change, ``yours`` the row the caller asked for (None for a removal).
+    """
+
+    def __init__(
+        self, old: Rule, yours: Rule | None, current: Rule | None, entry: AuditEntry | None
+    ) -> None:
+        kind = KINDS.get(old.ptype, "row")
+        who = f" by {entry.actor} (revision {entry.revision})" if entry is not None else ""
+        if current is not None:
+            message = f"this {kind} was changed{who} to [{current}] since you opened it"
+        else:
+            message = f"this {kind} was removed{who} since you opened it"
+        super().__init__(message)
+        self.old = old
+        self.yours = yours
+        self.current = current
+        self.entry = entry
+
+
+# -- one table from outcomes to HTTP, one to exit codes ---------------------------------
+
+#: (status, title, reason) per kind of outcome; the first matching class wins.
+HTTP_OUTCOMES: tuple[tuple[type[Exception], int, str, str], ...] = (
+    (Missing, 404, "Not found", "not-found"),
+    (NotFound, 404, "Not found", "not-found"),
+    (Duplicate, 409, "Conflict", "duplicate"),
+    (Conflict, 409, "Conflict", "conflict"),
+    (StaleRevision, 409, "Stale revision", "stale-revision"),
+    (LockoutRefused, 409, "Refused by the lockout guard", "lockout"),
+    (EngineUnavailable, 503, "Service unavailable", "unavailable"),
+    (RuleError, 400, "Invalid request", "invalid"),
+    (params.BadParam, 400, "Invalid request", "invalid"),
+    (params.Invalid, 400, "Invalid request", "invalid"),
+    (users.AccountError, 400, "Invalid request", "invalid"),
+    (EditError, 400, "Invalid request", "invalid"),
+    (AuthzError, 400, "Invalid request", "invalid"),
+)
+
+#: Exit statuses of the command line: 1 refused or invalid, 3 the service cannot decide.
+EXIT_INVALID, EXIT_UNAVAILABLE = 1, 3
+
+
+def http_outcome(error: Exception) -> tuple[int, str, str]:
+    """Return the HTTP status, title and reason for an outcome (500 for anything unknown)."""
+    for kind, status, title, reason in HTTP_OUTCOMES:
+        if isinstance(error, kind):
+            return status, title, reason
+    return 500, "Internal server error", "internal"
+
+
+def exit_code(error: Exception) -> int:
+    """Return the command line's exit status for an outcome."""
+    return EXIT_UNAVAILABLE if http_outcome(error)[0] == 503 else EXIT_INVALID
+
+
+def error_field(error: Exception) -> str | None:
+    """The input field an outcome is about, if any (model names: ``sub``, ``obj``...)."""
+    return getattr(error, "field", None)
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def snapshot() -> Snapshot:
+    """The current snapshot (EngineUnavailable when none is loaded)."""
+    return users.engine().snapshot
+
+
+def find(rule_id: str, ptype: str | None = None) -> Rule:
+    """Return the row with this id (of type ``ptype`` when given), or raise Missing."""
+    rule = snapshot().find(rule_id)
+    if rule is None or (ptype is not None and rule.ptype != ptype):
+        kind = KINDS.get(ptype or "", "row")
+        raise Missing(f"no {kind} with id {rule_id!r}")
+    return rule
+
+
+def validate(rule: Rule) -> Rule:
+    """Return a row validated against the model (RuleError names the bad field)."""
+    return users.engine().validate([rule])[0]
+
+
+def warnings(rule: Rule) -> list[str]:
+    """The risks of a row (accepted, but worth a second look)."""
+    return users.rule_warnings(rule)
+
+
+def would_lock_out(subject: str, change: Change) -> bool:
+    """Whether ``change`` takes away ``subject``'s own access to the policy editor."""
+    path = current_app.config["AUTHZ"].editor_path
+    current = snapshot()
+    if not current.decide(subject, path, "GET").allowed:
+        return False
+    after = current.with_changes(current.revision + 1, change.add, change.remove)
+    return not after.decide(subject, path, "GET").allowed
+
+
+# -- rules and role assignments ---------------------------------------------------------
+
+
+def _apply(change: Change, who: Who, action: str, *, detail: str = "", force: bool) -> Applied:
+    return users.engine().apply(
+        change,
+        actor=who.actor,
+        source=who.source,
+        action=action,
+        detail=detail,
+        strict=True,
+        force=force,
+    )
+
+
+def add(rule: Rule, who: Who, *, force: bool = False) -> Applied:
+    """Add one row; Duplicate when the policy has it already."""
+    new = validate(rule)
+    if new in snapshot().ruleset:
+        raise Duplicate(new)
+    action = "rule.add" if new.ptype == "p" else "role.assign"
+    detail = new.values[0] if new.ptype != "p" else ""
+    applied = _apply(Change.adding(new), who, action, detail=detail, force=force)
+    if not applied.added:  # written meanwhile by someone else
+        raise Duplicate(new)
+    return applied
+
+
+def edit(
+    rule_id: str, rule: Rule, who: Who, *, since: int | None = None, force: bool = False
+) -> Applied:
+    """Replace the row ``rule_id`` names by ``rule``, in one change.
+
+    :param since: the revision the caller read the row at; when the row is gone, the
+        audit log after it tells what the row became (Conflict), otherwise Missing.
+    """
+    new = validate(rule)
+    old = _current(rule_id, new.ptype, since, yours=new)
+    if new == old:
+        return Applied((), (), snapshot().revision)
+    if new in snapshot().ruleset:
+        raise Duplicate(new)
+    try:
+        return _apply(Change(add=(new,), remove=(old,)), who, "rule.edit", force=force)
+    except NotFound:  # removed between our look and the write
+        raise _conflict(old, new, since) from None
+
+
+def remove(
+    rule_id: str,
+    who: Who,
+    *,
+    ptype: str | None = None,
+    since: int | None = None,
+    force: bool = False,
+) -> Applied:
+    """Remove the row ``rule_id`` names (Conflict or Missing when it is gone)."""
+    old = _current(rule_id, ptype, since, yours=None)
+    action = "rule.remove" if old.ptype == "p" else "role.remove"
+    detail = old.values[0] if old.ptype != "p" else ""
+    try:
+        return _apply(Change.removing(old), who, action, detail=detail, force=force)
+    except NotFound:
+        raise _conflict(old, None, since) from None
+
+
+def _current(rule_id: str, ptype: str | None, since: int | None, *, yours: Rule | None) -> Rule:
+    try:
+        return find(rule_id, ptype)
+    except Missing:
+        users.engine().refresh()  # another instance may have written it since we looked
+        try:
+            return find(rule_id, ptype)
+        except Missing:
+            old = _removed_since(rule_id, since)
+            if old is None or (ptype is not None and old[0].ptype != ptype):
+                raise
+            raise Conflict(old[0], yours, old[1], old[2]) from None
+
+
+def _conflict(old: Rule, yours: Rule | None, since: int | None) -> Conflict:
+    found = _removed_since(old.id, since)
+    if found is None:
+        return Conflict(old, yours, None, None)
+    return Conflict(old, yours, found[1], found[2])
+
+
+def _removed_since(rule_id: str, since: int | None) -> tuple[Rule, Rule | None, AuditEntry] | None:
+    """The row ``rule_id`` named at ``since``, what replaced it (if it still stands), and
+    the audit entry that removed it; None when the audit log does not show it."""
+    if since is None:
+        return None
+    policy = users.engine()
+    entries = policy.store.audit_since(since)
+    for entry in entries:  # oldest first
+        for rule in entry.removed:
+            if rule.id != rule_id:
+                continue
+            current: Rule | None = None
+            same = [r for r in entry.added if r.ptype == rule.ptype]
+            if entry.action == "rule.edit" and len(same) == 1:
+                current = _follow(same[0], entries[entries.index(entry) + 1 :])
+            return rule, current, entry
+    return None
+
+
+def _follow(rule: Rule, later: list[AuditEntry]) -> Rule | None:
+    """What ``rule`` became through the later edits (None when it was removed)."""
+    for entry in later:
+        if rule in entry.removed:
+            same = [r for r in entry.added if r.ptype == rule.ptype]
+            if entry.action != "rule.edit" or len(same) != 1:
+                return None
+            rule = same[0]
+    return rule if rule in snapshot().ruleset else None
+
+
+def member_of(subject: str) -> str:
+    """The ``g`` row member a subject names: a role, an account's email, a live token."""
+    return users.member(subject)
+
+
+def assign(subject: str, role: str, who: Who, *, force: bool = False) -> bool:
+    """Give a user, a role or a token a role; False when it had it already (nothing audited)."""
+    member = member_of(subject)
+    rule = validate(Rule("g", (member, role)))
+    known = users.known_roles()
+    if rule.values[1] not in known:
+        raise EditError(
+            f"no role {role!r} in the policy (known: {', '.join(known) or 'none'})", field="role"
+        )
+    if rule in snapshot().ruleset:
+        return False
+    applied = users.engine().apply(
+        Change.adding(rule),
+        actor=who.actor,
+        source=who.source,
+        action="role.assign",
+        detail=member,
+        force=force,
+    )
+    return applied.changed
+
+
+def unassign(subject: str, role: str, who: Who, *, force: bool = False) -> bool:
+    """Take a role away; False when the subject did not have it (nothing audited)."""
+    # No account lookup: a row naming an account that no longer exists must still go.
+    subject = subject.strip()
+    member = subject if is_role(subject) or is_token(subject) else subject.lower()
+    rule = Rule("g", (member, role.strip()))
+    if rule not in snapshot().stored_rows:
+        return False
+    applied = users.engine().apply(
+        Change.removing(rule),
+        actor=who.actor,
+        source=who.source,
+        action="role.remove",
+        detail=member,
+        force=force,
+    )
+    return applied.changed
+
+
+def create_role(role: str, first: Rule, who: Who) -> Applied:
+    """Create a role by writing its first rule (a role exists while rows name it)."""
+    role = role.strip()
+    if not is_role(role):
+        raise EditError(
+            "a role name is a lower-case word: a letter, then letters, digits, '_' or '-'",
+            field="role",
+        )
+    if role in users.known_roles():
+        raise EditError(f"the role {role!r} exists already", field="role")
+    if first.ptype != "p" or first.values[0] != role:
+        raise EditError("the first rule must name the new role as its subject", field="subject")
+    new = validate(first)
+    return users.engine().apply(
+        Change.adding(new),
+        actor=who.actor,
+        source=who.source,
+        action="role.create",
+        detail=role,
+        strict=True,
+    )
+
+
+# -- accounts ---------------------------------------------------------------------------
+
+
+def set_active(email: str, active: bool, who: Who, *, force: bool = False) -> bool:
+    """Set an account to a state (never a toggle); False when it was in it already."""
+    return users.set_active(email, active, actor=who.actor, source=who.source, force=force)
+
+
+# -- audit queries ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """The filters and page of an audit listing, parsed once for every surface.
+
+    ``since`` is inclusive; ``until`` is exclusive for a date-time and, for a bare date,
+    covers that whole day (the editor's date pickers and the API agree).
+    """
+
+    actor: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    page: int = 1
+    per_page: int = params.DEFAULT_PER_PAGE
+
+    @classmethod
+    def parse(cls, args: Mapping[str, str], *, per_page: int | None = None) -> AuditQuery:
+        """Read ``actor``, ``since``, ``until``, ``page`` (and ``per_page`` unless fixed).
+
+        :raises params.Invalid: listing every bad field at once.
+        """
+        found: dict[str, Any] = {}
+        bad: list[params.BadParam] = []
+        readers = {
+            "actor": lambda v: params.text(v, "actor"),
+            "since": lambda v: params.instant((v or "").strip(), "since"),
+            "until": lambda v: params.instant((v or "").strip(), "until", end_of_day=True),
+            "page": lambda v: params.page(v),
+        }
+        if per_page is None:
+            readers["per_page"] = lambda v: params.number(
+                v, "per_page", default=params.DEFAULT_PER_PAGE, maximum=params.MAX_PER_PAGE
+            )
+        for name, read in readers.items():
+            try:
+                found[name] = read(args.get(name))
+            except params.BadParam as e:
+                bad.append(e)
+        if bad:
+            raise params.Invalid(bad)
+        if per_page is not None:
+            found["per_page"] = per_page
+        return cls(**found)
+
+    def entries(self) -> tuple[list[AuditEntry], bool]:
+        """Return this page's entries, newest first, and whether another page follows."""
+        try:
+            # One entry more than the page tells whether another follows, without a count.
+            entries = users.engine().store.audit_entries(
+                limit=self.per_page + 1,
+                offset=(self.page - 1) * self.per_page,
+                actor=self.actor,
+                since=self.since,
+                until=self.until,
+            )
+        except DATABASE_ERRORS as e:
+            raise EngineUnavailable(f"cannot read the audit log: {database_reason(e)}") from e
+        return entries[: self.per_page], len(entries) > self.per_page
