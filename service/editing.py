@@ -31,6 +31,7 @@ from authz import Rule
 from authz import RuleError
 from authz import StaleRevision
 from authz.errors import database_reason
+from authz.rules import field_names
 from authz.rules import is_role
 from authz.rules import is_token
 from authz.snapshot import Snapshot
@@ -160,6 +161,35 @@ def validate(rule: Rule) -> Rule:
     return users.engine().validate([rule])[0]
 
 
+def field_errors(rule: Rule) -> dict[str, str]:
+    """Every invalid value of a row at once, by model field name (empty when it is valid).
+
+    The engine names the first bad field; each one found is replaced by the value of a
+    valid stored row of the same type, and the row checked again, so a form can show
+    every field's error together.
+    """
+    engine = users.engine()
+    names = field_names(rule.ptype, engine.model)
+    sample = next((r for r in snapshot().rules if r.ptype == rule.ptype), None)
+    values = list(rule.values)
+    found: dict[str, str] = {}
+    for _ in range(len(names) + 1):
+        try:
+            engine.validate([Rule(rule.ptype, tuple(values))])
+        except RuleError as e:
+            if e.field is None or e.field in found or e.field not in names:
+                found.setdefault(e.field or "", e.message)
+                break
+            found[e.field] = e.message
+            if sample is None or len(sample.values) != len(values):
+                break
+            at = names.index(e.field)
+            values[at] = sample.values[at]
+        else:
+            break
+    return found
+
+
 def warnings(rule: Rule) -> list[str]:
     """The risks of a row (accepted, but worth a second look)."""
     return users.rule_warnings(rule)
@@ -249,20 +279,20 @@ def _current(rule_id: str, ptype: str | None, since: int | None, *, yours: Rule 
         try:
             return find(rule_id, ptype)
         except Missing:
-            old = _removed_since(rule_id, since)
+            old = removed_since(rule_id, since)
             if old is None or (ptype is not None and old[0].ptype != ptype):
                 raise
             raise Conflict(old[0], yours, old[1], old[2]) from None
 
 
 def _conflict(old: Rule, yours: Rule | None, since: int | None) -> Conflict:
-    found = _removed_since(old.id, since)
+    found = removed_since(old.id, since)
     if found is None:
         return Conflict(old, yours, None, None)
     return Conflict(old, yours, found[1], found[2])
 
 
-def _removed_since(rule_id: str, since: int | None) -> tuple[Rule, Rule | None, AuditEntry] | None:
+def removed_since(rule_id: str, since: int | None) -> tuple[Rule, Rule | None, AuditEntry] | None:
     """The row ``rule_id`` named at ``since``, what replaced it (if it still stands), and
     the audit entry that removed it; None when the audit log does not show it."""
     if since is None:

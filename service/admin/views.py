@@ -17,11 +17,11 @@ from flask import request
 from flask import url_for
 from flask_login import current_user
 
+from authz import ANONYMOUS
 from authz import AuthzError
 from authz import Change
 from authz import EngineUnavailable
 from authz import Rule
-from authz import RuleError
 from authz import UnsafePath
 from authz.index import Unsupported
 from authz.index import compile_predicate
@@ -29,9 +29,13 @@ from authz.paths import canonical_action
 from authz.paths import canonical_object
 from authz.risks import compared_fields
 from authz.rules import field_names
+from service import editing
 from service import params
 from service import tokens
 from service import users
+from service.admin.create_forms import AccountForm
+from service.admin.create_forms import RoleForm
+from service.admin.create_forms import StateForm
 from service.admin.forms import AssignRoleForm
 from service.admin.forms import ConfirmForm
 from service.admin.forms import RuleForm
@@ -44,26 +48,24 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 @bp.errorhandler(params.BadParam)
-def bad_param(e: params.BadParam) -> Response:
-    """A bad query parameter: 400 naming it, never a 500."""
-    return error_page(400, "Bad request", str(e))
-
-
+@bp.errorhandler(params.Invalid)
+@bp.errorhandler(editing.EditError)
 @bp.errorhandler(AuthzError)
-def authz_error(e: AuthzError) -> Response:
-    """An engine error no view handled: 400 with the reason, or 503 when it cannot decide.
+def outcome(e: Exception) -> Response:
+    """An outcome no view handled, as the one table in service.editing says.
 
     Flask tries a blueprint's handlers along the whole class hierarchy before the app's,
     so EngineUnavailable is passed on to the app's 503 answer here.
     """
     if isinstance(e, EngineUnavailable):
         return unavailable(str(e))
-    return error_page(400, "Bad request", str(e))
+    status, title, _reason = editing.http_outcome(e)
+    return error_page(status, title, str(e))
 
 
 def warn(rule: Rule) -> list[str]:
     """Flash the risks of a row (accepted, but worth a second look); return them."""
-    found = users.rule_warnings(rule)
+    found = editing.warnings(rule)
     for message in found:
         flash(f"Warning: [{rule}] {message}.", "warning")
     return found
@@ -82,6 +84,11 @@ def actor() -> str:
     return str(current_user.email)
 
 
+def who() -> editing.Who:
+    """Who makes a change from the editor."""
+    return editing.Who(actor(), "web")
+
+
 def paginate(items: list, page: int) -> tuple[list, int, int]:  # type: ignore[type-arg]
     """Return one page of items, the page number and the page count."""
     pages = max(1, -(-len(items) // PER_PAGE))
@@ -89,48 +96,17 @@ def paginate(items: list, page: int) -> tuple[list, int, int]:  # type: ignore[t
     return items[(page - 1) * PER_PAGE : page * PER_PAGE], page, pages
 
 
-def find_rule(rule_id: str) -> Rule:
-    """The p or g row with this id, or 404."""
-    rule = users.engine().snapshot.find(rule_id)
-    if rule is None:
-        abort(404, description="No such rule (it may have been changed or removed).")
-    return rule
-
-
-def apply(change: Change, *, action: str, revision: str | None, success: str) -> bool:
-    """Apply a change from a form; flash the outcome; return whether it was applied."""
+def since(form_revision: str | None) -> int | None:
+    """The revision a form was built from (None when it does not say)."""
     try:
-        expected = int(revision or "")
+        return int(form_revision or "")
     except ValueError:
-        # Every form carries the revision it was built from; without one there is no way
-        # to tell whether the admin saw the current policy, so nothing is written.
-        flash(
-            "Not saved: the form did not say which policy revision it was built from; "
-            "reload the page and try again.",
-            "error",
-        )
-        return False
-    try:
-        users.engine().apply(
-            change, actor=actor(), source="web", action=action, expected_revision=expected
-        )
-    except AuthzError as e:  # stale revision, lockout, invalid row, database down
-        flash(f"Not saved: {e}.", "error")
-        return False
-    flash(success, "success")
-    return True
+        return None
 
 
-def locks_me_out(change: Change) -> bool:
-    """Whether a change would take away the acting admin's own access to the editor."""
-    engine = users.engine()
-    path = current_app.config["AUTHZ"].editor_path
-    me = actor()
-    snapshot = engine.snapshot
-    if not snapshot.decide(me, path, "GET").allowed:
-        return False
-    after = snapshot.with_changes(snapshot.revision + 1, change.add, change.remove)
-    return not after.decide(me, path, "GET").allowed
+def refused(e: Exception) -> None:
+    """Flash why a change was not saved."""
+    flash(f"Not saved: {e}.", "error")
 
 
 def find_user(email: str) -> users.User:
@@ -146,7 +122,7 @@ def confirm_removal(form: ConfirmForm, rule: Rule, title: str, message: str, bac
     form.revision.data = str(users.engine().revision)
     warning = (
         "This takes away your own access to the policy editor."
-        if locks_me_out(Change.removing(rule))
+        if editing.would_lock_out(actor(), Change.removing(rule))
         else ""
     )
     return render_template(
@@ -187,16 +163,28 @@ def _rule_from(form: RuleForm) -> Rule:
     return Rule(
         "p",
         (
-            form.subject.data.strip(),
-            form.path.data.strip(),
-            form.methods.data.strip(),
-            form.effect.data,
+            (form.subject.data or "").strip(),
+            (form.path.data or "").strip(),
+            (form.methods.data or "").strip(),
+            form.effect.data or "allow",
         ),
     )
 
 
-def _rule_form(rule: Rule | None) -> Response | str:
+def _field_errors(form: RuleForm | RoleForm, rule: Rule, *, subject: str = "subject") -> bool:
+    """Put every invalid value of ``rule`` on its form field; return whether any was."""
+    names = {**FORM_FIELDS, "sub": subject}
+    errors = editing.field_errors(rule)
+    for name, message in errors.items():
+        field = getattr(form, names.get(name, subject))
+        if message not in field.errors:
+            field.errors = [*field.errors, message]
+    return bool(errors)
+
+
+def _rule_form(rule_id: str | None) -> Response | str:
     engine = users.engine()
+    rule = editing.find(rule_id, "p") if rule_id is not None else None
     form = RuleForm()
     if request.method == "GET":
         form.revision.data = str(engine.revision)
@@ -204,32 +192,53 @@ def _rule_form(rule: Rule | None) -> Response | str:
             form.subject.data, form.path.data, form.methods.data, form.effect.data = rule.values
             warn(rule)
     warn_self = False
-    if form.validate_on_submit():
+    conflict: editing.Conflict | None = None
+    status = 200
+    if request.method == "POST":
+        status = 400
+        valid = form.validate_on_submit()
         new = _rule_from(form)
-        try:
-            new = engine.validate([new])[0]
-        except RuleError as e:
-            field = getattr(form, FORM_FIELDS.get(e.field or "", "subject"))
-            field.errors = [*field.errors, e.message]
-        else:
+        # Every field's error at once: the form's own checks and the engine's.
+        if not _field_errors(form, new) and valid:
             change = Change(add=(new,), remove=(rule,) if rule is not None else ())
-            if rule is None and new in engine.snapshot.ruleset:
-                form.subject.errors = [*form.subject.errors, "this rule already exists"]
-            elif locks_me_out(change) and not form.confirm_self.data:
+            if editing.would_lock_out(actor(), change) and not form.confirm_self.data:
                 warn_self = True
             else:
-                verb = "Added" if rule is None else "Changed"
-                if apply(
-                    change,
-                    action="rule.add" if rule is None else "rule.edit",
-                    revision=form.revision.data,
-                    success=f"{verb} rule [{new}].",
-                ):
+                try:
+                    if rule is None:
+                        editing.add(new, who())
+                    else:
+                        editing.edit(rule.id, new, who(), since=since(form.revision.data))
+                except editing.Duplicate:
+                    form.subject.errors = [*form.subject.errors, "this rule already exists"]
+                except editing.Conflict as e:
+                    conflict, status = e, 409
+                except (AuthzError, editing.EditError) as e:
+                    status = editing.http_outcome(e)[0]
+                    refused(e)
+                else:
+                    verb = "Added" if rule is None else "Changed"
+                    flash(f"{verb} rule [{new}].", "success")
                     warn(new)
                     return redirect(url_for("admin.rules"))
-    status = 400 if request.method == "POST" else 200
-    html = render_template("admin/rule_form.html", form=form, rule=rule, warn_self=warn_self)
+    html = render_template(
+        "admin/rule_form.html",
+        form=form,
+        rule=rule,
+        warn_self=warn_self,
+        conflict=conflict,
+        target=_conflict_target(conflict),
+    )
     return Response(html, status=status)
+
+
+def _conflict_target(conflict: editing.Conflict | None) -> str | None:
+    """Where the form posts after a conflict: over the current version, or as a new rule."""
+    if conflict is None:
+        return None
+    if conflict.current is not None:
+        return url_for("admin.rule_edit", rule_id=conflict.current.id)
+    return url_for("admin.rule_new")
 
 
 @bp.route("/rules/new", methods=["GET", "POST"])
@@ -240,24 +249,67 @@ def rule_new() -> Response | str:
 
 @bp.route("/rules/<rule_id:rule_id>/edit", methods=["GET", "POST"])
 def rule_edit(rule_id: str) -> Response | str:
-    """Change a p row (the old row out, the new one in, in one transaction)."""
-    return _rule_form(find_rule(rule_id))
+    """Change a p row (the old row out, the new one in, in one transaction).
+
+    Checked against that row only: other changes since the form was shown do not stale
+    it. When the row itself changed meanwhile, both versions are shown and what the
+    admin typed is kept.
+    """
+    try:
+        return _rule_form(rule_id)
+    except editing.Missing:
+        if request.method == "POST":
+            return _rule_form_gone(rule_id)
+        raise
+
+
+def _rule_form_gone(rule_id: str) -> Response:
+    """A POST to edit a row that is no longer there: a conflict, the typed values kept."""
+    form = RuleForm()
+    form.validate()
+    mine = _rule_from(form)
+    found = editing.removed_since(rule_id, since(form.revision.data))
+    if found is None:
+        abort(404, description="No such rule (it may have been changed or removed).")
+    old, current, entry = found
+    conflict = editing.Conflict(old, mine, current, entry)
+    if current is not None:
+        form.revision.data = str(users.engine().revision)
+    html = render_template(
+        "admin/rule_form.html",
+        form=form,
+        rule=old,
+        warn_self=False,
+        conflict=conflict,
+        target=_conflict_target(conflict),
+    )
+    return Response(html, status=409)
 
 
 @bp.route("/rules/<rule_id:rule_id>/delete", methods=["GET", "POST"])
 def rule_delete(rule_id: str) -> Response | str:
-    """Remove a row, after confirmation."""
-    rule = find_rule(rule_id)
+    """Remove a rule, after confirmation (a rule already removed is said so, not a 404)."""
     form = ConfirmForm()
+    try:
+        rule = editing.find(rule_id, "p")
+    except editing.Missing:
+        if not form.validate_on_submit():
+            raise
+        found = editing.removed_since(rule_id, since(form.revision.data))
+        if found is None:
+            raise
+        flash(
+            f"Not removed: {editing.Conflict(found[0], None, found[1], found[2]).message}.", "error"
+        )
+        return redirect(url_for("admin.rules"))
     if form.validate_on_submit():
-        change = Change.removing(rule)
-        if apply(
-            change,
-            action="rule.remove",
-            revision=form.revision.data,
-            success=f"Removed rule [{rule}].",
-        ):
-            return redirect(url_for("admin.rules"))
+        try:
+            editing.remove(rule.id, who(), ptype="p", since=since(form.revision.data))
+        except (AuthzError, editing.EditError) as e:
+            refused(e)
+        else:
+            flash(f"Removed rule [{rule}].", "success")
+        return redirect(url_for("admin.rules"))
     return confirm_removal(
         form, rule, "Remove this rule?", f"Remove [{rule}]?", url_for("admin.rules")
     )
@@ -293,6 +345,42 @@ def roles() -> str:
         walk(top, 0, frozenset({top}))
     members = {n: engine.snapshot.members_of(n) for n in names}
     return render_template("admin/roles.html", tree=tree, members=members)
+
+
+@bp.route("/roles/new", methods=["GET", "POST"])
+def role_new() -> Response | str:
+    """Create a role with its first rule (a role exists while a row names it)."""
+    form = RoleForm()
+    status = 200
+    if request.method == "POST":
+        status = 400
+        valid = form.validate_on_submit()
+        role = (form.role.data or "").strip()
+        first = Rule(
+            "p",
+            (
+                role,
+                (form.path.data or "").strip(),
+                (form.methods.data or "").strip(),
+                form.effect.data or "allow",
+            ),
+        )
+        if role and role in users.known_roles():
+            form.role.errors = [*form.role.errors, f"the role {role!r} exists already"]
+        elif not _field_errors(form, first, subject="role") and valid:
+            try:
+                editing.create_role(role, first, who())
+            except editing.EditError as e:
+                field = getattr(form, e.field or "role", form.role)
+                field.errors = [*field.errors, e.message]
+            except AuthzError as e:
+                status = editing.http_outcome(e)[0]
+                refused(e)
+            else:
+                flash(f"Created role {role} with its first rule [{first}].", "success")
+                warn(first)
+                return redirect(url_for("admin.role", role=role))
+    return Response(render_template("admin/role_new.html", form=form), status=status)
 
 
 @bp.get("/roles/<role:role>")
@@ -332,7 +420,7 @@ def user_detail(email: str) -> str:
     engine = users.engine()
     form = AssignRoleForm()
     direct = users.direct_roles(user.email)
-    form.role.choices = [r for r in users.known_roles() if r not in direct]
+    form.role.choices = [r for r in assignable_roles() if r not in direct]
     form.revision.data = str(engine.revision)
     return render_template(
         "admin/user.html",
@@ -346,20 +434,62 @@ def user_detail(email: str) -> str:
     )
 
 
+@bp.route("/users/new", methods=["GET", "POST"])
+def user_new() -> Response | str:
+    """Create an account with a password and its roles; the admin vouches for the address."""
+    form = AccountForm()
+    form.roles.choices = assignable_roles()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            user = users.create(
+                form.email.data or "",
+                form.password.data or "",
+                roles=form.roles.data or None,
+                actor=actor(),
+                source="web",
+            )
+        except users.AccountError as e:
+            field = form.password if e.field == "password" else form.email
+            if e.field == "role":
+                field = form.roles
+            field.errors = [*field.errors, e.message]
+            status = 400
+        except AuthzError as e:
+            status = editing.http_outcome(e)[0]
+            refused(e)
+        else:
+            flash(f"Created the account {user.email}.", "success")
+            return redirect(url_for("admin.user_detail", email=user.email))
+    elif request.method == "POST":
+        status = 400
+    return Response(render_template("admin/user_new.html", form=form), status=status)
+
+
+def assignable_roles() -> list[str]:
+    """Roles an admin may hand out in a form: every role but ``anonymous``, which
+    everyone holds already."""
+    return [r for r in users.known_roles() if r != ANONYMOUS]
+
+
 @bp.post("/users/<email:email>/roles")
 def user_assign(email: str) -> Response:
     """Give an account a role."""
     user = find_user(email)
     form = AssignRoleForm()
-    form.role.choices = users.known_roles()
-    if form.validate_on_submit():
-        rule = Rule("g", (user.email, form.role.data))
-        apply(
-            Change.adding(rule),
-            action="role.assign",
-            revision=form.revision.data,
-            success=f"{user.email} now has role {form.role.data}.",
-        )
+    form.role.choices = assignable_roles()
+    if form.validate_on_submit() and form.role.data:
+        try:
+            changed = editing.assign(user.email, form.role.data, who())
+        except (AuthzError, editing.EditError, users.AccountError) as e:
+            refused(e)
+        else:
+            flash(
+                f"{user.email} now has role {form.role.data}."
+                if changed
+                else f"{user.email} already has role {form.role.data}; nothing changed.",
+                "success",
+            )
     else:
         flash("Not saved: choose a role.", "error")
     return redirect(url_for("admin.user_detail", email=user.email))
@@ -370,18 +500,23 @@ def user_unassign(email: str, role: str) -> Response | str:
     """Take a role away from an account, after confirmation."""
     user = find_user(email)
     rule = Rule("g", (user.email, role))
-    if rule not in users.engine().snapshot.ruleset:
-        abort(404, description=f"{user.email} does not have role {role!r}.")
     form = ConfirmForm()
     back = url_for("admin.user_detail", email=user.email)
     if form.validate_on_submit():
-        apply(
-            Change.removing(rule),
-            action="role.remove",
-            revision=form.revision.data,
-            success=f"{user.email} no longer has role {role}.",
-        )
+        try:
+            changed = editing.unassign(user.email, role, who())
+        except (AuthzError, editing.EditError) as e:
+            refused(e)
+        else:
+            flash(
+                f"{user.email} no longer has role {role}."
+                if changed
+                else f"{user.email} did not have role {role}; nothing changed.",
+                "success",
+            )
         return redirect(back)
+    if rule not in users.engine().snapshot.ruleset:
+        abort(404, description=f"{user.email} does not have role {role!r}.")
     return confirm_removal(
         form, rule, "Remove this role?", f"Take role {role!r} away from {user.email}?", back
     )
@@ -405,19 +540,33 @@ def user_unthrottle(email: str) -> Response:
 
 @bp.route("/users/<email:email>/active", methods=["GET", "POST"])
 def user_active(email: str) -> Response | str:
-    """Activate or deactivate an account (deactivation asks for confirmation)."""
+    """Activate or deactivate an account (confirmed; deactivation ends its sessions).
+
+    The page asks for the state opposite to the one shown, and the form carries that
+    state: confirming "Deactivate" after another admin deactivated the account changes
+    nothing, instead of activating it again.
+    """
     user = find_user(email)
-    target = not user.active
-    form = ConfirmForm()
+    form = StateForm()
     back = url_for("admin.user_detail", email=user.email)
-    if form.validate_on_submit():
-        try:
-            users.set_active(user.email, target, actor=actor(), source="web")
-        except (AuthzError, users.AccountError) as e:
-            flash(f"Not saved: {e}.", "error")
-        else:
-            flash(f"{'Activated' if target else 'Deactivated'} {user.email}.", "success")
-        return redirect(back)
+    if request.method == "POST":
+        if form.validate_on_submit():
+            target = form.active.data == "1"
+            try:
+                changed = editing.set_active(user.email, target, who())
+            except (AuthzError, users.AccountError) as e:
+                refused(e)
+            else:
+                state = "active" if target else "inactive"
+                if changed:
+                    flash(f"{'Activated' if target else 'Deactivated'} {user.email}.", "success")
+                else:
+                    flash(f"{user.email} is already {state}; nothing changed.", "success")
+            return redirect(back)
+        if form.active.errors:
+            return error_page(400, "Bad request", "The form did not say which state to set.")
+    target = not user.active
+    form.active.data = "1" if target else "0"
     verb = "Activate" if target else "Deactivate"
     message = f"{verb} {user.email}?" + ("" if target else " Their sessions end at once.")
     return render_template(
@@ -551,25 +700,14 @@ def token_revoke(name: str) -> Response | str:
 @bp.get("/audit")
 def audit() -> str:
     """Every policy and account change, newest first, filterable by actor and date."""
-    store = users.engine().store
-    actor_filter = params.text(request.args.get("actor"), "actor") or ""
-    since = params.instant(request.args.get("since", "").strip(), "since")
-    # A date means "through the end of that day".
-    until = params.instant(request.args.get("until", "").strip(), "until", end_of_day=True)
-    page = params.page(request.args.get("page"))
-    entries = store.audit_entries(
-        limit=PER_PAGE + 1,
-        offset=(page - 1) * PER_PAGE,
-        actor=actor_filter or None,
-        since=since,
-        until=until,
-    )
+    query = editing.AuditQuery.parse(request.args, per_page=PER_PAGE)
+    entries, more = query.entries()
     return render_template(
         "admin/audit.html",
-        entries=entries[:PER_PAGE],
-        more=len(entries) > PER_PAGE,
-        page=page,
-        actor=actor_filter,
+        entries=entries,
+        more=more,
+        page=query.page,
+        actor=query.actor or "",
         since=request.args.get("since", ""),
         until=request.args.get("until", ""),
     )

@@ -9,21 +9,20 @@ from flask import Response
 from flask import request
 from flask import url_for
 
-from authz import Change
 from authz import Rule
 from authz.rules import EFFECTS
 from authz.rules import field_names
+from service import editing
 from service import users as accounts
 from service.api import schemas
+from service.api.views import SOURCE
 from service.api.views import Problem
+from service.api.views import actor
 from service.api.views import api_field
-from service.api.views import apply
 from service.api.views import body
 from service.api.views import bp
-from service.api.views import find
 from service.api.views import ok
 from service.api.views import page_of
-from service.api.views import snapshot_at
 from service.api.views import write_revision
 from service.users import engine
 
@@ -32,7 +31,7 @@ RULE, LINK = "p", "g"
 LINK_FIELDS = {
     "member": schemas.Field(str),
     "role": schemas.Field(str),
-    "revision": schemas.Field(int),
+    "revision": schemas.Field(int, required=False),
 }
 
 
@@ -56,26 +55,30 @@ def rule_fields(names: tuple[str, ...]) -> dict[str, schemas.Field]:
     fields = {name: schemas.Field(str) for name in names}
     if names and names[-1] == "effect":
         fields["effect"] = schemas.Field(str, required=False)  # omitted: allow
-    return {**fields, "revision": schemas.Field(int)}
+    return {**fields, "revision": schemas.Field(int, required=False)}
 
 
 def rule_from(data: Mapping[str, Any], names: tuple[str, ...]) -> Rule:
     """Return the validated rule a body describes (RuleError names the bad field)."""
     values = tuple(data[name] for name in names if name in data)
-    return engine().validate([Rule(RULE, values)])[0]
-
-
-def duplicate(rule: Rule, names: tuple[str, ...] | None = None) -> Problem:
-    """The 409 answer to adding a row the policy already has."""
-    item = rule_item(rule, names) if names is not None else link_item(rule)
-    return Problem(
-        409, "Conflict", f"the policy already has [{rule}]", reason="duplicate", existing=item
-    )
+    return editing.validate(Rule(RULE, values))
 
 
 def warnings(rule: Rule) -> list[str]:
     """The risks of a row just written (accepted, but worth a second look)."""
-    return accounts.rule_warnings(rule)
+    return editing.warnings(rule)
+
+
+def who() -> editing.Who:
+    """Who writes through the API: the logged-in account or the bearer token."""
+    return editing.Who(actor(), SOURCE)
+
+
+def read_at(data: Mapping[str, Any]) -> int | None:
+    """The revision the client read the row at (optional; checked when given): it lets a
+    conflict name what the row became."""
+    value = data.get("revision")
+    return None if value is None else schemas.revision(value)
 
 
 def rule_effect(rule: Rule, names: tuple[str, ...]) -> str:
@@ -111,7 +114,7 @@ def rules() -> Response:
 def rule(rule_id: str) -> Response:
     """Return one rule."""
     snapshot = engine().snapshot
-    found = find(snapshot, RULE, rule_id)
+    found = editing.find(rule_id, RULE)
     return ok({"revision": snapshot.revision, "rule": rule_item(found, rule_names())})
 
 
@@ -120,12 +123,9 @@ def rule_add() -> Response:
     """Add a rule; 409 when the policy already has it."""
     names = rule_names()
     data = body(rule_fields(names))
-    expected = schemas.revision(data["revision"])
-    new = rule_from(data, names)
-    snapshot = snapshot_at(expected)
-    if new in snapshot.ruleset:
-        raise duplicate(new, names)
-    applied = apply(Change.adding(new), action="rule.add", expected=expected)
+    read_at(data)
+    applied = editing.add(rule_from(data, names), who())
+    new = applied.added[0]
     response = ok(
         {"revision": applied.revision, "rule": rule_item(new, names), "warnings": warnings(new)},
         201,
@@ -138,17 +138,13 @@ def rule_add() -> Response:
 def rule_replace(rule_id: str) -> Response:
     """Replace a rule: the old row out and the new one in, in one change.
 
+    Checked against that row only; 409 with the current row when it changed meanwhile.
     The id is derived from the content, so the changed rule has a new id.
     """
     names = rule_names()
     data = body(rule_fields(names))
-    expected = schemas.revision(data["revision"])
     new = rule_from(data, names)
-    snapshot = snapshot_at(expected)
-    old = find(snapshot, RULE, rule_id)
-    if new != old and new in snapshot.ruleset:
-        raise duplicate(new, names)
-    applied = apply(Change(add=(new,), remove=(old,)), action="rule.edit", expected=expected)
+    applied = editing.edit(rule_id, new, who(), since=read_at(data))
     return ok(
         {"revision": applied.revision, "rule": rule_item(new, names), "warnings": warnings(new)}
     )
@@ -156,11 +152,11 @@ def rule_replace(rule_id: str) -> Response:
 
 @bp.delete("/policy/rules/<rule_id:rule_id>")
 def rule_remove(rule_id: str) -> Response:
-    """Remove a rule."""
-    expected = write_revision()
-    old = find(snapshot_at(expected), RULE, rule_id)
-    applied = apply(Change.removing(old), action="rule.remove", expected=expected)
-    return ok({"revision": applied.revision, "removed": rule_item(old, rule_names())})
+    """Remove a rule (409 with what it became when it changed meanwhile)."""
+    applied = editing.remove(rule_id, who(), ptype=RULE, since=write_revision())
+    return ok(
+        {"revision": applied.revision, "removed": rule_item(applied.removed[0], rule_names())}
+    )
 
 
 # -- role assignments -------------------------------------------------------------------
@@ -187,7 +183,7 @@ def links() -> Response:
 def link(rule_id: str) -> Response:
     """Return one role assignment."""
     snapshot = engine().snapshot
-    found = find(snapshot, LINK, rule_id)
+    found = editing.find(rule_id, LINK)
     return ok({"revision": snapshot.revision, "assignment": link_item(found)})
 
 
@@ -202,21 +198,23 @@ def members(role: str) -> Response:
 
 @bp.post("/policy/roles")
 def link_add() -> Response:
-    """Give an account or a role a role; 409 when it already has it directly."""
+    """Give an account, a role or a token a role; 409 when it already has it directly.
+
+    As on the command line, a typo must not create a row for a role no rule names. An
+    email with no account is accepted (a grant ahead of registration), with a warning.
+    """
     data = body(LINK_FIELDS)
-    expected = schemas.revision(data["revision"])
-    new = engine().validate([Rule(LINK, (data["member"], data["role"]))])[0]
-    member, role = new.values[0], new.values[1]
-    # As on the command line: a typo must not create a row for a role no rule names. An
-    # email with no account is accepted (a grant ahead of registration), with a warning.
-    if role not in accounts.known_roles():
-        raise schemas.Invalid([schemas.FieldError("role", f"no role {role!r} in the policy")])
-    snapshot = snapshot_at(expected)
-    if new in snapshot.ruleset:
-        raise duplicate(new)
-    applied = apply(Change.adding(new), action="role.assign", expected=expected, detail=member)
+    read_at(data)
+    member = editing.member_of(data["member"])
+    new = editing.validate(Rule(LINK, (member, data["role"])))
+    if not editing.assign(member, data["role"], who()):
+        raise editing.Duplicate(new)
     response = ok(
-        {"revision": applied.revision, "assignment": link_item(new), "warnings": warnings(new)},
+        {
+            "revision": accounts.engine().revision,
+            "assignment": link_item(new),
+            "warnings": warnings(new),
+        },
         201,
     )
     response.headers["Location"] = url_for("api.link", rule_id=new.id)
@@ -225,10 +223,6 @@ def link_add() -> Response:
 
 @bp.delete("/policy/roles/<rule_id:rule_id>")
 def link_remove(rule_id: str) -> Response:
-    """Take a role away from an account or a role."""
-    expected = write_revision()
-    old = find(snapshot_at(expected), LINK, rule_id)
-    applied = apply(
-        Change.removing(old), action="role.remove", expected=expected, detail=old.values[0]
-    )
-    return ok({"revision": applied.revision, "removed": link_item(old)})
+    """Take a role away from an account, a role or a token."""
+    applied = editing.remove(rule_id, who(), ptype=LINK, since=write_revision())
+    return ok({"revision": applied.revision, "removed": link_item(applied.removed[0])})

@@ -18,16 +18,12 @@ from flask import request
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 
-from authz import Applied
 from authz import AuthzError
-from authz import Change
 from authz import EngineUnavailable
-from authz import LockoutRefused
-from authz import NotFound
 from authz import Rule
 from authz import RuleError
 from authz import StaleRevision
-from authz.snapshot import Snapshot
+from service import editing
 from service import params
 from service import users as accounts
 from service.api import schemas
@@ -40,8 +36,6 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 SOURCE = "api"
 #: Model field names as the API names them; other models' fields keep their own names.
 FIELD_NAMES = {"sub": "subject", "obj": "path", "act": "methods", "eft": "effect"}
-#: What the API calls each row type, in messages.
-KINDS = {"p": "rule", "g": "role assignment"}
 
 
 class Problem(Exception):
@@ -75,53 +69,20 @@ def body(fields: dict[str, schemas.Field]) -> dict[str, Any]:
     return schemas.read_object(request.get_json(silent=True), fields)
 
 
-def write_revision() -> int:
-    """Return the revision a body-less write (DELETE) was based on: query or JSON body."""
+def write_revision() -> int | None:
+    """The revision a body-less write (DELETE) read its row at, from the query or a JSON
+    body; optional: it lets a conflict name what the row became."""
     if request.get_data(cache=True):
         if "revision" in request.args:
             raise schemas.Invalid(
                 [schemas.FieldError("revision", "give it in the query or in the body, not both")]
             )
-        data = body({"revision": schemas.Field(int)})
-        return schemas.revision(data["revision"])
+        data = body({"revision": schemas.Field(int, required=False)})
+        value = data.get("revision")
+        return None if value is None else schemas.revision(value)
+    if request.args.get("revision") in (None, ""):
+        return None
     return schemas.revision(request.args.get("revision"))
-
-
-def snapshot_at(expected: int) -> Snapshot:
-    """Return the snapshot of the revision the client edited; StaleRevision when it is not current.
-
-    Checks made against this snapshot (does the row exist, is it a duplicate) hold for
-    the write too: the engine refuses it unless the stored revision is still ``expected``.
-    """
-    policy = accounts.engine()
-    snapshot = policy.snapshot
-    if snapshot.revision != expected:
-        policy.refresh()  # another instance may have written since this one last looked
-        snapshot = policy.snapshot
-        if snapshot.revision != expected:
-            raise StaleRevision(expected, snapshot.revision)
-    return snapshot
-
-
-def find(snapshot: Snapshot, ptype: str, rule_id: str) -> Rule:
-    """Return the ``ptype`` row with this id, or a 404 problem."""
-    rule = snapshot.find(rule_id)
-    if rule is None or rule.ptype != ptype:
-        raise Problem(404, "Not found", f"no {KINDS[ptype]} with id {rule_id!r}")
-    return rule
-
-
-def apply(change: Change, *, action: str, expected: int, detail: str = "") -> Applied:
-    """Apply a change as the logged-in account, refused unless still at ``expected``."""
-    return accounts.engine().apply(
-        change,
-        actor=actor(),
-        source=SOURCE,
-        action=action,
-        detail=detail,
-        strict=True,
-        expected_revision=expected,
-    )
 
 
 def page_of(items: Sequence[Any], page: int, per_page: int) -> dict[str, Any]:
@@ -161,35 +122,37 @@ def invalid(e: schemas.Invalid) -> Response:
     return problem(400, "Invalid request", e.detail, errors=[f.as_dict() for f in e.errors])
 
 
-@bp.errorhandler(RuleError)
-def invalid_rule(e: RuleError) -> Response:
-    field = api_field(e.field)
-    error = schemas.FieldError(field, e.message)
-    detail = f"{field}: {e.message}" if field else e.message
-    return problem(400, "Invalid request", detail, errors=[error.as_dict()])
+def _rule_json(rule: Rule) -> dict[str, Any]:
+    from service.api.policy import link_item
+    from service.api.policy import rule_item
+    from service.api.policy import rule_names
+
+    return rule_item(rule, rule_names()) if rule.ptype == "p" else link_item(rule)
 
 
-@bp.errorhandler(accounts.AccountError)
-def invalid_account(e: accounts.AccountError) -> Response:
-    error = schemas.FieldError(e.field, e.message)
-    return problem(400, "Invalid request", e.message, errors=[error.as_dict()])
-
-
-@bp.errorhandler(StaleRevision)
-def stale(e: StaleRevision) -> Response:
-    return problem(
-        409, "Stale revision", str(e), reason="stale-revision", current_revision=e.current
-    )
-
-
-@bp.errorhandler(LockoutRefused)
-def lockout(e: LockoutRefused) -> Response:
-    return problem(409, "Refused by the lockout guard", str(e), reason="lockout")
-
-
-@bp.errorhandler(NotFound)
-def not_found(e: NotFound) -> Response:
-    return problem(404, "Not found", str(e))
+def _extras(e: Exception) -> dict[str, Any]:
+    """What a client needs beside the status to act on an outcome."""
+    if isinstance(e, editing.Duplicate):
+        return {"existing": _rule_json(e.rule)}
+    if isinstance(e, editing.Conflict):
+        return {
+            "current": _rule_json(e.current) if e.current is not None else None,
+            "yours": _rule_json(e.yours) if e.yours is not None else None,
+            "changed_by": e.entry.actor if e.entry is not None else None,
+            "changed_at_revision": e.entry.revision if e.entry is not None else None,
+        }
+    if isinstance(e, RuleError):
+        field = api_field(e.field)
+        return {"errors": [schemas.FieldError(field, e.message).as_dict()]}
+    if isinstance(e, accounts.AccountError | params.BadParam | editing.EditError) and getattr(
+        e, "field", None
+    ):
+        return {"errors": [schemas.FieldError(e.field, e.message).as_dict()]}
+    if isinstance(e, params.Invalid):
+        return {"errors": [schemas.FieldError(b.field, b.message).as_dict() for b in e.errors]}
+    if isinstance(e, StaleRevision):
+        return {"current_revision": e.current}
+    return {}
 
 
 @bp.errorhandler(Problem)
@@ -198,18 +161,21 @@ def api_problem(e: Problem) -> Response:
 
 
 @bp.errorhandler(params.BadParam)
-def bad_param(e: params.BadParam) -> Response:
-    error = schemas.FieldError(e.field, e.message)
-    return problem(400, "Invalid request", str(e), errors=[error.as_dict()])
-
-
+@bp.errorhandler(params.Invalid)
+@bp.errorhandler(accounts.AccountError)
+@bp.errorhandler(editing.EditError)
 @bp.errorhandler(AuthzError)
-def authz_error(e: AuthzError) -> Response:
-    """Any other engine error: the engine refused the input (400), or cannot decide (503).
+def outcome(e: Exception) -> Response:
+    """Every other outcome, as the one table in service.editing says (problem+json).
 
     Flask looks for a blueprint handler along the whole class hierarchy before the app's
     handlers, so this one must pass EngineUnavailable on to the app's 503 itself.
     """
     if isinstance(e, EngineUnavailable):
         return unavailable(str(e))
-    return problem(400, "Invalid request", str(e))
+    status, title, reason = editing.http_outcome(e)
+    detail = str(e)
+    if isinstance(e, RuleError) and e.field:
+        detail = f"{api_field(e.field)}: {e.message}"
+    extra: dict[str, Any] = {} if reason == "invalid" else {"reason": reason}
+    return problem(status, title, detail, **extra, **_extras(e))

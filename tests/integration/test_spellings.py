@@ -241,6 +241,7 @@ class Caller:
             "path": "/changed",
             "methods": "GET",
             "effect": "allow",
+            "active": "0",
         }
         data = form if method != "GET" else None
         return self.client.open(path, method=method, headers=headers, data=data)
