@@ -24,9 +24,9 @@ from flask import Flask
 from werkzeug.routing import BaseConverter
 from werkzeug.routing import ValidationError
 
+from authz.rules import EMAIL_PATTERN
 from authz.rules import ROLE_NAME
 from authz.rules import TOKEN_NAME
-from service.users import EMAIL_PATTERN
 from service.users import is_canonical_email
 
 #: A rule id as ``authz.Rule.id`` makes it: 16 lower-case hex digits.

@@ -163,10 +163,10 @@ class Exporter:
             self._histogram(self.load_seconds, ("load_seconds",), metrics.LOADS.duration)
             for outcome, value in metrics.LOGINS.items():
                 self._add(self.logins.labels(outcome), ("logins", outcome), value)
-            for name, value in metrics.snapshot().items():
-                if name.startswith("auth_event.") and isinstance(value, int):
+            for name, count in metrics.snapshot().items():
+                if name.startswith("auth_event.") and isinstance(count, int):
                     kind = name.removeprefix("auth_event.")
-                    self._add(self.auth_events.labels(kind), ("auth_events", kind), value)
+                    self._add(self.auth_events.labels(kind), ("auth_events", kind), count)
             self._gauges()
 
     def _add(self, counter: Any, key: tuple[object, ...], total: float) -> None:

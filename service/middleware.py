@@ -7,12 +7,12 @@ import time
 from collections.abc import Callable
 
 from flask import Flask
-from flask import Response
 from flask import g
 from flask import request
 from flask import session
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.wrappers import Response as BaseResponse
 
 from authz import ANONYMOUS
 from authz import EngineUnavailable
@@ -135,7 +135,7 @@ def _log(log: DecisionLog, engine: PolicyEngine, decision: Decision) -> None:
     )
 
 
-def make_authorize(app: Flask) -> Callable[[], Response | None]:
+def make_authorize(app: Flask) -> Callable[[], BaseResponse | None]:
     """Return the hook for ``app``, with its engine bound (no lookups per request)."""
     engine: PolicyEngine = app.extensions["authz"]
     cache: sessions.SessionCache | None = app.extensions.get("authz.sessions")
@@ -163,7 +163,7 @@ def make_authorize(app: Flask) -> Callable[[], Response | None]:
     forward = forward_auth.make_forward(app, engine, ensure_loaded, subject_of)
     forward_path = forward_auth.PATH
 
-    def authorize() -> Response | None:
+    def authorize() -> BaseResponse | None:
         """Decide this request; return a response to stop it, or None to run the view."""
         started = clock()
         req = request._get_current_object()  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from flask import url_for
 from flask_login import AnonymousUserMixin
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
 from authz import EngineUnavailable
 from authz.errors import database_reason
@@ -98,7 +99,7 @@ def _login_host_url(target: str) -> bool:
     return match[2].lower() in allowed
 
 
-def login_required() -> Response:
+def login_required() -> BaseResponse:
     """The answer to an anonymous request the policy refuses: login redirect or 401."""
     if wants_json():
         response = problem(401, "Unauthorized", "log in first (POST /login), then retry")

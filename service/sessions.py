@@ -346,7 +346,7 @@ def bearer_credentials(environ: dict[str, Any]) -> str | None:
     Another scheme (Basic, ...) is not this service's and is ignored: the request is then
     decided on its session cookie, or as anonymous.
     """
-    header = environ.get("HTTP_AUTHORIZATION")
+    header: str | None = environ.get("HTTP_AUTHORIZATION")
     if not header:
         return None
     scheme, _, credentials = header.strip().partition(" ")

@@ -103,11 +103,11 @@ def looks_like_token(secret: str) -> bool:
 
 
 def _key() -> bytes:
-    key = current_app.extensions.get("authz.token_key")
+    key: bytes | None = current_app.extensions.get("authz.token_key")
     if key is None:
         key = hash_key(current_app.config["SECRET_KEY"])
         current_app.extensions["authz.token_key"] = key
-    return key  # type: ignore[no-any-return]
+    return key
 
 
 def check_name(name: str) -> str:

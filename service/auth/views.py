@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from flask import Blueprint
 from flask import Response
@@ -17,6 +18,7 @@ from flask_login import current_user
 from flask_login import login_user
 from flask_login import logout_user
 from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response as BaseResponse
 
 from authz import metrics
 from service import proxies
@@ -36,6 +38,10 @@ from service.events import Event
 from service.events import auth_event
 from service.responses import safe_next_url
 
+if TYPE_CHECKING:
+    from service.models import User
+    from service.sessions import SessionUser
+
 bp = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,7 @@ log = logging.getLogger(__name__)
 BAD_CREDENTIALS = "Wrong email or password."
 
 
-def _start_session(user: users.User) -> None:
+def _start_session(user: User) -> None:
     # A fresh session at login: nothing from before the login survives into it, and a
     # new server-side session with a new random id every time, so an id planted in the
     # browser before the login (session fixation) logs nobody in.
@@ -71,7 +77,7 @@ def _start_session(user: users.User) -> None:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | str:
+def login() -> BaseResponse | str:
     """Show the login form; log in and go to a same-site ``next``."""
     form = LoginForm(next=request.args.get("next", ""))
     status = 200
@@ -117,7 +123,7 @@ def _registration_refused() -> Response | None:
 
 
 @bp.route("/register", methods=["GET", "POST"])
-def register() -> Response | str:
+def register() -> BaseResponse | str:
     """Create an account with the default role, log it in, and mail a verification link."""
     refused = _registration_refused()
     if refused is not None:
@@ -140,7 +146,7 @@ def register() -> Response | str:
 
 
 @bp.route("/register/<token>", methods=["GET", "POST"])
-def register_invited(token: str) -> Response | str:
+def register_invited(token: str) -> BaseResponse | str:
     """Create the account of an invitation link (verified by the link) and log it in."""
     if current_app.config["AUTHZ"].registration == "closed":
         return Response(render_template("auth/register_closed.html", mode="closed"), status=403)
@@ -180,7 +186,7 @@ def verify_sent() -> str:
 
 
 @bp.route("/verify/resend", methods=["POST"])
-def verify_resend() -> Response:
+def verify_resend() -> BaseResponse:
     """Mail the logged-in account's verification link again."""
     form = ResendForm()
     if not form.validate_on_submit():
@@ -195,7 +201,7 @@ def verify_resend() -> Response:
 
 
 @bp.route("/verify/<token>")
-def verify(token: str) -> Response | str:
+def verify(token: str) -> BaseResponse | str:
     """Verify the email of a link's account (the link works once)."""
     try:
         user = users.verify_email(token)
@@ -206,7 +212,7 @@ def verify(token: str) -> Response | str:
 
 
 @bp.route("/password/forgot", methods=["GET", "POST"])
-def forgot_password() -> Response | str:
+def forgot_password() -> BaseResponse | str:
     """Ask for a reset link; the answer is the same whether or not the account exists."""
     form = ForgotForm()
     if form.validate_on_submit():
@@ -217,7 +223,7 @@ def forgot_password() -> Response | str:
 
 
 @bp.route("/password/reset/<token>", methods=["GET", "POST"])
-def reset_password(token: str) -> Response | str:
+def reset_password(token: str) -> BaseResponse | str:
     """Choose a new password through a reset link; every session of the account ends."""
     try:
         users.reset_account(token)
@@ -245,7 +251,7 @@ def reset_password(token: str) -> Response | str:
 
 
 @bp.route("/admin/invite", methods=["GET", "POST"])
-def invite() -> Response | str:
+def invite() -> BaseResponse | str:
     """Invite an address to register (admins, by the default policy's /admin/* row)."""
     form = InviteForm()
     status = 200
@@ -270,7 +276,7 @@ def invite() -> Response | str:
 
 
 @bp.route("/logout", methods=["GET", "POST"])
-def logout() -> Response | str:
+def logout() -> BaseResponse | str:
     """GET asks for confirmation; POST (with CSRF token) ends this device's session."""
     form = LogoutForm()
     if request.method == "POST" and form.validate_on_submit():
@@ -301,13 +307,15 @@ def _forget_session(message: str) -> None:
 # -- the account page ------------------------------------------------------------------
 
 
-def _me() -> users.sessions.SessionUser | None:
+def _me() -> SessionUser | None:
     """The logged-in account, or None (a policy may let visitors reach these pages)."""
     user = current_user._get_current_object()
     return user if user is not None and user.is_authenticated else None
 
 
-def _account_page(password_form: ChangePasswordForm | None = None, status: int = 200) -> Response:
+def _account_page(
+    password_form: ChangePasswordForm | None = None, status: int = 200
+) -> BaseResponse:
     me = _me()
     if me is None:
         return responses.login_required()
@@ -325,12 +333,12 @@ def _account_page(password_form: ChangePasswordForm | None = None, status: int =
 
 
 @bp.get("/account")
-def account() -> Response:
+def account() -> BaseResponse:
     """The account page: this account's sessions (one per device) and a password change."""
     return _account_page()
 
 
-def _submitted(form: FlaskForm, problem: str) -> users.sessions.SessionUser | Response:
+def _submitted(form: FlaskForm, problem: str) -> SessionUser | BaseResponse:
     """The logged-in account, when ``form`` is valid; otherwise the answer that stops the view.
 
     Not logged in: the login redirect (or 401). A form that does not validate (missing
@@ -346,11 +354,11 @@ def _submitted(form: FlaskForm, problem: str) -> users.sessions.SessionUser | Re
 
 
 @bp.post("/account/sessions/end")
-def end_session() -> Response:
+def end_session() -> BaseResponse:
     """End one of this account's sessions (this device's too: that is a logout)."""
     form = EndSessionForm()
     me = _submitted(form, "Not ended: the form was incomplete or expired; try again.")
-    if isinstance(me, Response):
+    if isinstance(me, BaseResponse):
         return me
     chosen = form.session.data
     # Scoped to this account: another account's session id ends nothing, and the answer
@@ -367,10 +375,10 @@ def end_session() -> Response:
 
 
 @bp.post("/account/sessions/end-others")
-def end_other_sessions() -> Response:
+def end_other_sessions() -> BaseResponse:
     """End every session of this account but this device's."""
     me = _submitted(EndSessionsForm(), "Not ended: the form expired; try again.")
-    if isinstance(me, Response):
+    if isinstance(me, BaseResponse):
         return me
     ended = users.end_sessions_of(me.id, me.email, actor=me.email, source="web", keep=me.session_id)
     flash(f"Ended {ended} other session{'' if ended == 1 else 's'}.", "success")
@@ -378,10 +386,10 @@ def end_other_sessions() -> Response:
 
 
 @bp.post("/account/sessions/end-all")
-def logout_everywhere() -> Response:
+def logout_everywhere() -> BaseResponse:
     """Log out everywhere: end every session of this account, this device's included."""
     me = _submitted(EndSessionsForm(), "Not ended: the form expired; try again.")
-    if isinstance(me, Response):
+    if isinstance(me, BaseResponse):
         return me
     users.end_sessions_of(me.id, me.email, actor=me.email, source="web", action="user.logout_all")
     _forget_session("You are logged out on every device.")
@@ -389,7 +397,7 @@ def logout_everywhere() -> Response:
 
 
 @bp.post("/account/password")
-def change_password() -> Response:
+def change_password() -> BaseResponse:
     """Change this account's password (the current one required); end its other sessions."""
     me = _me()
     form = ChangePasswordForm()

@@ -6,13 +6,25 @@ own (``alembic`` with ``script_location`` pointing here) it uses the app's datab
 
 from __future__ import annotations
 
+from typing import TypedDict
+
+import sqlalchemy as sa
 from alembic import context
 
 from service.migrations import target_metadata
 
 config = context.config
 
-OPTIONS = {
+
+class Options(TypedDict):
+    """The options every run passes to ``context.configure`` (typed for its keywords)."""
+
+    target_metadata: sa.MetaData
+    compare_type: bool
+    render_as_batch: bool
+
+
+OPTIONS: Options = {
     "target_metadata": target_metadata(),
     "compare_type": True,
     # SQLite alters tables by copying them; batch mode does that for later revisions.
