@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from typing import Literal
 
 import click
 from flask import Flask
@@ -75,7 +76,7 @@ class _Errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, error: Any, _tb: Any) -> bool:
+    def __exit__(self, kind: Any, error: Any, _tb: Any) -> Literal[False]:
         if error is None or isinstance(error, click.ClickException):
             return False
         if isinstance(error, users.AccountError | AuthzError | ConfigError | params.BadParam):

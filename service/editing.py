@@ -14,6 +14,7 @@ else changed meanwhile. When it is gone, :class:`Conflict` carries what the row 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -424,7 +425,7 @@ class AuditQuery:
         """
         found: dict[str, Any] = {}
         bad: list[params.BadParam] = []
-        readers = {
+        readers: dict[str, Callable[[str | None], object]] = {
             "actor": lambda v: params.text(v, "actor"),
             "since": lambda v: params.instant((v or "").strip(), "since"),
             "until": lambda v: params.instant((v or "").strip(), "until", end_of_day=True),

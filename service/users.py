@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
+from typing import cast
 
 import sqlalchemy as sa
 from flask import current_app
@@ -48,6 +49,7 @@ from authz.store import DATABASE_ERRORS
 from service import mail
 from service import sessions
 from service.config import Env
+from service.config import Settings
 from service.events import Event
 from service.events import auth_event
 from service.extensions import db
@@ -391,7 +393,9 @@ def create(
 def authenticate(email: str, password: str) -> User | None:
     """Return the active account for these credentials, or None; same cost either way."""
     email = _lookup_key(email) or ""
-    user = db.session.scalar(sa.select(User).where(User.email == email)) if email else None
+    user: User | None = (
+        db.session.scalar(sa.select(User).where(User.email == email)) if email else None
+    )
     ok = passwords().verify(user.password_hash if user else None, password)
     if not ok or user is None or not user.active:
         return None
@@ -649,7 +653,7 @@ def link(path: str) -> str | None:
     Built from the public URL setting, never from the request's Host header: a client
     choosing the host of a reset link sent to someone else would receive its token.
     """
-    settings = current_app.config["AUTHZ"]
+    settings: Settings = current_app.config["AUTHZ"]
     if settings.public_url:
         return settings.public_url + path
     if settings.env is Env.PRODUCTION:
@@ -1071,7 +1075,9 @@ def unthrottle(
 
     def delete(session: Session) -> None:
         nonlocal cleared
-        cleared = session.execute(sa.delete(table).where(which)).rowcount
+        # A DELETE returns a CursorResult; Session.execute is typed for any statement.
+        result = cast("sa.CursorResult[Any]", session.execute(sa.delete(table).where(which)))
+        cleared = result.rowcount
 
     db.session.rollback()
     account_write(
@@ -1087,7 +1093,7 @@ def _count(dialect: str, key: str, now: dt.datetime, since: dt.datetime) -> sa.E
         table.c.last_at < since,
         sa.or_(table.c.blocked_until.is_(None), table.c.blocked_until < since),
     )
-    return (
+    statement: sa.Executable = (
         _insert(dialect)(table)
         .values(key=key, failures=1, last_at=now, blocked_until=None)
         .on_conflict_do_update(
@@ -1101,6 +1107,7 @@ def _count(dialect: str, key: str, now: dt.datetime, since: dt.datetime) -> sa.E
         )
         .returning(table.c.failures)
     )
+    return statement
 
 
 def _insert(dialect: str) -> Any:
@@ -1110,7 +1117,7 @@ def _insert(dialect: str) -> Any:
 
 def _retry_after(conn: sa.Connection, keys: list[str], now: dt.datetime) -> int:
     table = LoginThrottle.__table__
-    until = conn.execute(
+    until: dt.datetime | None = conn.execute(
         sa.select(sa.func.max(table.c.blocked_until)).where(table.c.key.in_(keys))
     ).scalar()
     conn.rollback()

@@ -16,6 +16,7 @@ from flask import render_template
 from flask import request
 from flask import url_for
 from flask_login import current_user
+from werkzeug.wrappers import Response as BaseResponse
 
 from authz import ANONYMOUS
 from authz import AuthzError
@@ -41,6 +42,7 @@ from service.admin.forms import ConfirmForm
 from service.admin.forms import RuleForm
 from service.admin.forms import TokenForm
 from service.models import ServiceToken
+from service.models import User
 from service.responses import page as error_page
 from service.responses import unavailable
 
@@ -109,7 +111,7 @@ def refused(e: Exception) -> None:
     flash(f"Not saved: {e}.", "error")
 
 
-def find_user(email: str) -> users.User:
+def find_user(email: str) -> User:
     """The account with exactly this email, or 404 (never another spelling's account)."""
     user = users.get(email)
     if user is None or user.email != email:
@@ -182,7 +184,7 @@ def _field_errors(form: RuleForm | RoleForm, rule: Rule, *, subject: str = "subj
     return bool(errors)
 
 
-def _rule_form(rule_id: str | None) -> Response | str:
+def _rule_form(rule_id: str | None) -> BaseResponse | str:
     engine = users.engine()
     rule = editing.find(rule_id, "p") if rule_id is not None else None
     form = RuleForm()
@@ -242,13 +244,13 @@ def _conflict_target(conflict: editing.Conflict | None) -> str | None:
 
 
 @bp.route("/rules/new", methods=["GET", "POST"])
-def rule_new() -> Response | str:
+def rule_new() -> BaseResponse | str:
     """Add a p row; validated exactly as the CSV loader validates."""
     return _rule_form(None)
 
 
 @bp.route("/rules/<rule_id:rule_id>/edit", methods=["GET", "POST"])
-def rule_edit(rule_id: str) -> Response | str:
+def rule_edit(rule_id: str) -> BaseResponse | str:
     """Change a p row (the old row out, the new one in, in one transaction).
 
     Checked against that row only: other changes since the form was shown do not stale
@@ -287,7 +289,7 @@ def _rule_form_gone(rule_id: str) -> Response:
 
 
 @bp.route("/rules/<rule_id:rule_id>/delete", methods=["GET", "POST"])
-def rule_delete(rule_id: str) -> Response | str:
+def rule_delete(rule_id: str) -> BaseResponse | str:
     """Remove a rule, after confirmation (a rule already removed is said so, not a 404)."""
     form = ConfirmForm()
     try:
@@ -348,7 +350,7 @@ def roles() -> str:
 
 
 @bp.route("/roles/new", methods=["GET", "POST"])
-def role_new() -> Response | str:
+def role_new() -> BaseResponse | str:
     """Create a role with its first rule (a role exists while a row names it)."""
     form = RoleForm()
     status = 200
@@ -435,7 +437,7 @@ def user_detail(email: str) -> str:
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
-def user_new() -> Response | str:
+def user_new() -> BaseResponse | str:
     """Create an account with a password and its roles; the admin vouches for the address."""
     form = AccountForm()
     form.roles.choices = assignable_roles()
@@ -473,7 +475,7 @@ def assignable_roles() -> list[str]:
 
 
 @bp.post("/users/<email:email>/roles")
-def user_assign(email: str) -> Response:
+def user_assign(email: str) -> BaseResponse:
     """Give an account a role."""
     user = find_user(email)
     form = AssignRoleForm()
@@ -496,7 +498,7 @@ def user_assign(email: str) -> Response:
 
 
 @bp.route("/users/<email:email>/roles/<role:role>/remove", methods=["GET", "POST"])
-def user_unassign(email: str, role: str) -> Response | str:
+def user_unassign(email: str, role: str) -> BaseResponse | str:
     """Take a role away from an account, after confirmation."""
     user = find_user(email)
     rule = Rule("g", (user.email, role))
@@ -523,7 +525,7 @@ def user_unassign(email: str, role: str) -> Response | str:
 
 
 @bp.post("/users/<email:email>/unthrottle")
-def user_unthrottle(email: str) -> Response:
+def user_unthrottle(email: str) -> BaseResponse:
     """Clear an account's login delay (audited)."""
     user = find_user(email)
     if ConfirmForm().validate_on_submit():
@@ -539,7 +541,7 @@ def user_unthrottle(email: str) -> Response:
 
 
 @bp.route("/users/<email:email>/active", methods=["GET", "POST"])
-def user_active(email: str) -> Response | str:
+def user_active(email: str) -> BaseResponse | str:
     """Activate or deactivate an account (confirmed; deactivation ends its sessions).
 
     The page asks for the state opposite to the one shown, and the form carries that
@@ -580,7 +582,7 @@ def user_active(email: str) -> Response | str:
 
 
 @bp.route("/users/<email:email>/sessions/end", methods=["GET", "POST"])
-def user_end_sessions(email: str) -> Response | str:
+def user_end_sessions(email: str) -> BaseResponse | str:
     """End every session of an account (after confirmation): it must log in again."""
     user = find_user(email)
     form = ConfirmForm()
@@ -667,7 +669,7 @@ def token_create() -> Response:
 
 
 @bp.route("/tokens/<token:name>/revoke", methods=["GET", "POST"])
-def token_revoke(name: str) -> Response | str:
+def token_revoke(name: str) -> BaseResponse | str:
     """Revoke a token, after confirmation: refused at once, on every instance."""
     token = find_token(name)
     back = url_for("admin.tokens_list")
@@ -786,15 +788,15 @@ def reach() -> str:
     # shipped model; a deployment may use regexMatch, keyMatch3, or plain equality).
     path_term = compared_fields(engine.model).get(engine.model.request[1])
     names = field_names("p", engine.model)
-    for rule in engine.rules():
-        if rule.ptype != "p" or path_term is None or path_term[1] not in names:
+    for stored in engine.rules():
+        if stored.ptype != "p" or path_term is None or path_term[1] not in names:
             continue
         try:
-            matches = compile_predicate(path_term[0], rule.values[names.index(path_term[1])])
+            matches = compile_predicate(path_term[0], stored.values[names.index(path_term[1])])
         except (AuthzError, Unsupported):  # a stored pattern the engine cannot evaluate
             continue
         if not any(matches(s) for s in samples):
-            unmatched.append(rule)
+            unmatched.append(stored)
     return render_template(
         "admin/reach.html",
         path=path,
