@@ -42,7 +42,7 @@ def prepare(folder: Path, database: str | None) -> Any:
             "AUTHZ_SECRET_KEY": "bench-secret-key-" + "x" * 32,
             "AUTHZ_INSTANCE_PATH": str(folder / "instance"),
             "AUTHZ_REGISTRATION": "open",
-            "AUTHZ_MAIL_BACKEND": "log",
+            "AUTHZ_MAIL_BACKEND": "dev",
         }
     )
     from bench.app import create_bench_app

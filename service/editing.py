@@ -25,6 +25,7 @@ from authz import Applied
 from authz import AuditEntry
 from authz import AuthzError
 from authz import Change
+from authz import Decision
 from authz import EngineUnavailable
 from authz import LockoutRefused
 from authz import NotFound
@@ -32,6 +33,8 @@ from authz import Rule
 from authz import RuleError
 from authz import StaleRevision
 from authz.errors import database_reason
+from authz.paths import canonical_action
+from authz.paths import canonical_object
 from authz.rules import field_names
 from authz.rules import is_role
 from authz.rules import is_token
@@ -204,6 +207,41 @@ def would_lock_out(subject: str, change: Change) -> bool:
         return False
     after = current.with_changes(current.revision + 1, change.add, change.remove)
     return not after.decide(subject, path, "GET").allowed
+
+
+@dataclass(frozen=True)
+class Tried:
+    """A request decided as the middleware would decide it.
+
+    ``as_subject`` is the subject it was decided as, when not the one named (a
+    deactivated account is ``anonymous``, an unverified one the default role, a revoked
+    or expired token ``anonymous``).
+    """
+
+    decision: Decision
+    subject: str
+    as_subject: str | None = None
+
+    @property
+    def note(self) -> str:
+        """One sentence on why another subject decided, or empty."""
+        if self.as_subject is None:
+            return ""
+        return f"{self.subject}'s requests are decided as {self.as_subject}"
+
+
+def try_request(subject: str, path: str, method: str) -> Tried:
+    """Decide a request as the middleware would (the editor's and the CLI's "try").
+
+    The subject must be in its one spelling and the path one the router would serve
+    unchanged (BadParam and UnsafePath otherwise); the engine fails closed
+    (EngineUnavailable) when it cannot decide.
+    """
+    named = params.subject(subject)
+    obj, act = canonical_object(path), canonical_action(method)
+    as_subject = users.decided_as([named]).get(named)
+    decision = users.engine().decide(as_subject or named, obj, act)
+    return Tried(decision, named, as_subject)
 
 
 # -- rules and role assignments ---------------------------------------------------------

@@ -725,12 +725,10 @@ def try_request() -> str:
     subject = request.args.get("subject", "").strip()
     path = request.args.get("path", "").strip()
     method = request.args.get("method", "GET").strip() or "GET"
-    decision = error = None
+    tried = error = None
     if subject and path:
         try:
-            decision = users.engine().decide(
-                params.subject(subject), canonical_object(path), canonical_action(method)
-            )
+            tried = editing.try_request(subject, path, method)
         except UnsafePath as e:
             error = f"refused path: {e}"
         except params.BadParam as e:
@@ -740,7 +738,8 @@ def try_request() -> str:
         subject=subject,
         path=path,
         method=method,
-        decision=decision,
+        decision=tried.decision if tried else None,
+        note=tried.note if tried else "",
         error=error,
     )
 

@@ -8,8 +8,7 @@ from flask import Response
 from flask import request
 
 from authz import AuditEntry
-from service import params
-from service.api import schemas
+from service import editing
 from service.api.views import bp
 from service.api.views import ok
 from service.users import engine
@@ -33,26 +32,20 @@ def entry_item(entry: AuditEntry) -> dict[str, Any]:
 
 @bp.get("/audit")
 def audit() -> Response:
-    """List audit entries, filtered by actor and time (``since`` inclusive, ``until`` not)."""
-    page, per_page = schemas.paging(request.args)
-    since = schemas.instant(request.args.get("since"), "since")
-    until = schemas.instant(request.args.get("until"), "until")
-    policy = engine()
-    revision = policy.revision
-    # One entry more than the page tells whether another page follows, without a count.
-    entries = policy.store.audit_entries(
-        limit=per_page + 1,
-        offset=(page - 1) * per_page,
-        actor=params.text(request.args.get("actor"), "actor"),
-        since=since,
-        until=until,
-    )
+    """List audit entries, filtered by actor and time, newest first.
+
+    ``since`` is inclusive; ``until`` is exclusive for a date-time and covers the whole
+    day for a bare date (as in the editor: one parser, service.editing.AuditQuery).
+    """
+    query = editing.AuditQuery.parse(request.args)
+    revision = engine().revision
+    entries, more = query.entries()
     return ok(
         {
             "revision": revision,
-            "page": page,
-            "per_page": per_page,
-            "has_more": len(entries) > per_page,
-            "items": [entry_item(e) for e in entries[:per_page]],
+            "page": query.page,
+            "per_page": query.per_page,
+            "has_more": more,
+            "items": [entry_item(e) for e in entries],
         }
     )

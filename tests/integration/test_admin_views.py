@@ -587,3 +587,28 @@ def test_the_role_dropdown_never_offers_anonymous(app: Flask, admin: FlaskClient
     assert 'value="anonymous"' not in html
     html = admin.get("/admin/users/new").get_data(as_text=True)
     assert 'value="anonymous"' not in html and 'value="admin"' in html
+
+
+def test_try_decides_a_deactivated_account_as_anonymous(app: Flask, admin: FlaskClient) -> None:
+    """The editor's "try" decides as the middleware would, and says so."""
+    with app.app_context():
+        users.set_active(USER, False, actor="test", source="cli")
+    html = admin.get(f"/admin/try?subject={USER}&path=/&method=GET").get_data(as_text=True)
+    assert f"{USER}&#39;s requests are decided as anonymous" in html
+    assert 'id="verdict" class="deny"' in html
+
+
+def test_the_audit_until_date_covers_that_whole_day_in_editor_and_api(
+    app: Flask, admin: FlaskClient
+) -> None:
+    """One parser: a bare ``until`` date includes the day, on both surfaces."""
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    html = admin.get(f"/admin/audit?until={today}").get_data(as_text=True)
+    assert "user.create" in html
+    listing = admin.get(f"/api/v1/audit?until={today}").json
+    assert "user.create" in [item["action"] for item in listing["items"]]
+    for bad in ("2026-13-01", "yesterday"):
+        assert admin.get(f"/admin/audit?until={bad}").status_code == 400
+        assert admin.get(f"/api/v1/audit?until={bad}").status_code == 400
