@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
 import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
@@ -59,7 +60,7 @@ def prepare(folder: Path, database: str | None) -> Any:
         with engine.store.transaction() as session:
             engine.store.insert_rules(session, shape.rows())
         hashed = users.passwords().hash(PASSWORD)
-        now = sa.func.now()
+        now = dt.datetime.now(dt.UTC)
         rows = [
             {
                 "email": f"user{u}@example.com",

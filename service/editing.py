@@ -247,14 +247,17 @@ def try_request(subject: str, path: str, method: str) -> Tried:
 # -- rules and role assignments ---------------------------------------------------------
 
 
-def _apply(change: Change, who: Who, action: str, *, detail: str = "", force: bool) -> Applied:
+def _apply(
+    change: Change, who: Who, action: str, *, detail: str = "", force: bool, strict: bool = True
+) -> Applied:
+    """Apply one edit through the engine's write path, as ``who``."""
     return users.engine().apply(
         change,
         actor=who.actor,
         source=who.source,
         action=action,
         detail=detail,
-        strict=True,
+        strict=strict,
         force=force,
     )
 
@@ -377,13 +380,8 @@ def assign(subject: str, role: str, who: Who, *, force: bool = False) -> bool:
         )
     if rule in snapshot().ruleset:
         return False
-    applied = users.engine().apply(
-        Change.adding(rule),
-        actor=who.actor,
-        source=who.source,
-        action="role.assign",
-        detail=member,
-        force=force,
+    applied = _apply(
+        Change.adding(rule), who, "role.assign", detail=member, force=force, strict=False
     )
     return applied.changed
 
@@ -396,13 +394,8 @@ def unassign(subject: str, role: str, who: Who, *, force: bool = False) -> bool:
     rule = Rule("g", (member, role.strip()))
     if rule not in snapshot().stored_rows:
         return False
-    applied = users.engine().apply(
-        Change.removing(rule),
-        actor=who.actor,
-        source=who.source,
-        action="role.remove",
-        detail=member,
-        force=force,
+    applied = _apply(
+        Change.removing(rule), who, "role.remove", detail=member, force=force, strict=False
     )
     return applied.changed
 
@@ -419,15 +412,7 @@ def create_role(role: str, first: Rule, who: Who) -> Applied:
         raise EditError(f"the role {role!r} exists already", field="role")
     if first.ptype != "p" or first.values[0] != role:
         raise EditError("the first rule must name the new role as its subject", field="subject")
-    new = validate(first)
-    return users.engine().apply(
-        Change.adding(new),
-        actor=who.actor,
-        source=who.source,
-        action="role.create",
-        detail=role,
-        strict=True,
-    )
+    return _apply(Change.adding(validate(first)), who, "role.create", detail=role, force=False)
 
 
 # -- accounts ---------------------------------------------------------------------------

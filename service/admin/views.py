@@ -223,24 +223,34 @@ def _rule_form(rule_id: str | None) -> BaseResponse | str:
                     flash(f"{verb} rule [{new}].", "success")
                     warn(new)
                     return redirect(url_for("admin.rules"))
+    return _rule_page(form, rule, status, conflict=conflict, warn_self=warn_self)
+
+
+def _rule_page(
+    form: RuleForm,
+    rule: Rule | None,
+    status: int,
+    *,
+    conflict: editing.Conflict | None = None,
+    warn_self: bool = False,
+) -> Response:
+    """The rule form; after a conflict it posts over the current version, or adds anew."""
+    target = None
+    if conflict is not None:
+        target = (
+            url_for("admin.rule_edit", rule_id=conflict.current.id)
+            if conflict.current is not None
+            else url_for("admin.rule_new")
+        )
     html = render_template(
         "admin/rule_form.html",
         form=form,
         rule=rule,
         warn_self=warn_self,
         conflict=conflict,
-        target=_conflict_target(conflict),
+        target=target,
     )
     return Response(html, status=status)
-
-
-def _conflict_target(conflict: editing.Conflict | None) -> str | None:
-    """Where the form posts after a conflict: over the current version, or as a new rule."""
-    if conflict is None:
-        return None
-    if conflict.current is not None:
-        return url_for("admin.rule_edit", rule_id=conflict.current.id)
-    return url_for("admin.rule_new")
 
 
 @bp.route("/rules/new", methods=["GET", "POST"])
@@ -275,17 +285,7 @@ def _rule_form_gone(rule_id: str) -> Response:
         abort(404, description="No such rule (it may have been changed or removed).")
     old, current, entry = found
     conflict = editing.Conflict(old, mine, current, entry)
-    if current is not None:
-        form.revision.data = str(users.engine().revision)
-    html = render_template(
-        "admin/rule_form.html",
-        form=form,
-        rule=old,
-        warn_self=False,
-        conflict=conflict,
-        target=_conflict_target(conflict),
-    )
-    return Response(html, status=409)
+    return _rule_page(form, old, 409, conflict=conflict)
 
 
 @bp.route("/rules/<rule_id:rule_id>/delete", methods=["GET", "POST"])
