@@ -117,10 +117,7 @@ def main() -> None:
         from service import users
 
         client = app.test_client()
-        page = [
-            timed(lambda: client.get("/login"), lambda r: r.status_code == 200)
-            for _ in range(args.rounds)
-        ]
+        page = [timed(client, "GET", "/login", 200) for _ in range(args.rounds)]
         base = statistics.median(page)
 
         with app.app_context():

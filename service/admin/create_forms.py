@@ -45,3 +45,9 @@ class StateForm(FlaskForm):
     """Set an account to a state: the state is chosen when the page is shown, never a toggle."""
 
     active = HiddenField(validators=[AnyOf(["0", "1"], message="say which state to set")])
+
+
+class PasswordForm(FlaskForm):
+    """A new password an admin sets for an account (every session of it ends)."""
+
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)])

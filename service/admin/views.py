@@ -35,6 +35,7 @@ from service import params
 from service import tokens
 from service import users
 from service.admin.create_forms import AccountForm
+from service.admin.create_forms import PasswordForm
 from service.admin.create_forms import RoleForm
 from service.admin.create_forms import StateForm
 from service.admin.forms import AssignRoleForm
@@ -579,6 +580,30 @@ def user_active(email: str) -> BaseResponse | str:
         warning="",
         back=back,
     )
+
+
+@bp.route("/users/<email:email>/password", methods=["GET", "POST"])
+def user_password(email: str) -> BaseResponse | str:
+    """Set an account's password (its sessions end at once)."""
+    user = find_user(email)
+    form = PasswordForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            users.set_password(user.email, form.password.data or "", actor=actor(), source="web")
+        except users.AccountError as e:
+            form.password.errors = [*form.password.errors, e.message]
+            status = 400
+        except AuthzError as e:
+            status = editing.http_outcome(e)[0]
+            refused(e)
+        else:
+            flash(f"Set a new password for {user.email}; its sessions are ended.", "success")
+            return redirect(url_for("admin.user_detail", email=user.email))
+    elif request.method == "POST":
+        status = 400
+    html = render_template("admin/user_password.html", form=form, user=user)
+    return Response(html, status=status)
 
 
 @bp.route("/users/<email:email>/sessions/end", methods=["GET", "POST"])

@@ -612,3 +612,23 @@ def test_the_audit_until_date_covers_that_whole_day_in_editor_and_api(
     for bad in ("2026-13-01", "yesterday"):
         assert admin.get(f"/admin/audit?until={bad}").status_code == 400
         assert admin.get(f"/api/v1/audit?until={bad}").status_code == 400
+
+
+def test_an_admin_sets_an_accounts_password(app: Flask, admin: FlaskClient) -> None:
+    path = f"/admin/users/{USER}/password"
+    token, _ = form_token(admin, path)
+    weak = admin.post(path, data={"csrf_token": token, "password": "short"})
+    assert weak.status_code == 400
+    with app.app_context():
+        assert users.authenticate(USER, "short") is None
+    response = admin.post(path, data={"csrf_token": token, "password": "brand-new-password-1"})
+    assert response.status_code == 302
+    with app.app_context():
+        assert users.authenticate(USER, "brand-new-password-1") is not None
+    entry = app.extensions["authz"].store.audit_entries()[0]
+    assert (entry.action, entry.actor, entry.source, entry.detail) == (
+        "user.password",
+        ADMIN,
+        "web",
+        USER,
+    )
