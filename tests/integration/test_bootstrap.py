@@ -9,6 +9,7 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 
 from service import create_app
+from service import editing
 from service import users
 from service.bootstrap import init_database
 from tests.conftest import ADMIN
@@ -32,7 +33,7 @@ def test_restart_with_admin_email_does_not_undo_a_revocation(
         users.create(
             "second@example.com", "second-password-1", roles=["admin"], actor="t", source="cli"
         )
-        users.remove_role(ADMIN, "admin", actor="second@example.com", source="web")
+        editing.unassign(ADMIN, "admin", editing.Who("second@example.com", "web"))
         users.set_active(ADMIN, False, actor="second@example.com", source="web")
     # A restart with AUTHZ_ADMIN_EMAIL naming the revoked admin (db init, and serve's init).
     restarted = create_app(app_config(tmp_path, admin_email=ADMIN, admin_password=ADMIN_PASSWORD))
@@ -54,7 +55,7 @@ def test_no_promotion_of_an_existing_account_even_when_nobody_is_admin(
     app: Flask, runner: FlaskCliRunner
 ) -> None:
     with app.app_context():
-        users.remove_role(ADMIN, "admin", actor="test", source="cli", force=True)
+        editing.unassign(ADMIN, "admin", editing.Who("test", "cli"), force=True)
     result = runner.invoke(args=["db", "init", "--admin-email", USER])
     assert result.exit_code == 0, result.output
     assert "users recover-admin user@example.com" in result.output

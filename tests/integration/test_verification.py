@@ -13,6 +13,7 @@ from flask.testing import FlaskCliRunner
 
 from authz import Change
 from authz import Rule
+from service import editing
 from service import migrations
 from service import users
 from service.extensions import db
@@ -94,7 +95,7 @@ def test_an_unverified_account_does_not_count_as_an_editor_for_the_lockout_guard
     with app.app_context():
         # Taking the only verified admin's role is refused: mallory is no editor yet.
         with pytest.raises(Exception, match="editor"):
-            users.remove_role(ADMIN, "admin", actor="test", source="cli")
+            editing.unassign(ADMIN, "admin", editing.Who("test", "cli"))
 
 
 def test_the_verification_link_works_once(
