@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from casbin.effect import AllowAndDenyEffector
 from casbin.effect import AllowOverrideEffector
@@ -35,9 +36,12 @@ from authz.decision import Reason
 from authz.model import PolicyModel
 from authz.patterns import PatternError
 from authz.rules import Rule
+from authz.rules import is_role
 
 #: Casbin's default role manager follows at most this many levels (the subject is level 1).
 MAX_HIERARCHY_LEVEL = 10
+#: Not in the link overlay (a member whose links did not change since the last compaction).
+_MISSING: Any = object()
 _METACHARS = frozenset(".^$*+?{}[]\\|():")
 
 _G_TERM = re.compile(r"g\(\s*r_(\w+)\s*,\s*p_(\w+)\s*\)\Z")
@@ -219,15 +223,26 @@ class DecisionIndex:
         links: dict[str, Roles],
         predicates: dict[tuple[str, str], Predicate],
         closures: dict[str, tuple[str, ...]] | None = None,
+        *,
+        link_overlay: dict[str, Roles | tuple[()]] | None = None,
+        role_buckets: dict[str, tuple[Bucket, ...]] | None = None,
     ) -> None:
         self.plan = plan
         self._buckets = buckets
+        #: member -> roles, shared between indexes and never mutated once built ...
         self._links = links
+        #: ... and the members whose links changed since (``()``: no roles any more), so a
+        #: change copies this small dict, not a link per account (see with_changes).
+        self._link_overlay: dict[str, Roles | tuple[()]] = (
+            link_overlay if link_overlay is not None else {}
+        )
         self._predicates = predicates
         #: role -> the names it reaches within the levels left below a direct role.
         self._closures: dict[str, tuple[str, ...]] = closures if closures is not None else {}
-        #: role -> the buckets of those names (dropped whenever rows change).
-        self._role_buckets: dict[str, tuple[Bucket, ...]] = {}
+        #: role -> the buckets of those names (kept while neither rows nor role links change).
+        self._role_buckets: dict[str, tuple[Bucket, ...]] = (
+            role_buckets if role_buckets is not None else {}
+        )
         #: ``decide(request) -> (allowed, explaining rule)``, exactly as Casbin's enforce_ex;
         #: ``decide_full(sub, obj, act) -> Decision``: closures specialised for this index.
         self.decide_full: Callable[[str, str, str], Decision]
@@ -294,17 +309,35 @@ class DecisionIndex:
                     buckets[key] = self._make_bucket(sorted(entries, key=lambda e: e[0]))
                 else:
                     buckets.pop(key, None)
-        links = self._links
+        links, overlay = self._links, self._link_overlay
         if link_changes:
-            links = dict(links)
+            overlay = dict(overlay)
             for member, role, add in link_changes:
-                if add:
-                    _link(links, member, role)
-                else:
-                    _unlink(links, member, role)
-        # Role closures depend on the links only: keep them when no g row changed.
-        closures = self._closures if not link_changes else None
-        return DecisionIndex(self.plan, buckets, links, self._predicates, closures)
+                current = overlay[member] if member in overlay else links.get(member)
+                overlay[member] = _linked(current or None, role, add) or ()
+            if len(overlay) > max(256, len(links) // 32):
+                links = dict(links)  # compact: the overlay goes into a new base
+                for member, roles in overlay.items():
+                    if roles:
+                        links[member] = roles
+                    else:
+                        links.pop(member, None)
+                overlay = {}
+        # Closures follow links between roles only: a link of an account (an email) or of a
+        # token never lies on a path from one role to another.
+        roles_relinked = any(is_role(member) for member, _role, _add in link_changes)
+        closures = self._closures if not roles_relinked else None
+        # A role's buckets depend on its closure and on the rows of the names in it.
+        role_buckets = self._role_buckets if not (roles_relinked or touched or gone) else None
+        return DecisionIndex(
+            self.plan,
+            buckets,
+            links,
+            self._predicates,
+            closures,
+            link_overlay=overlay,
+            role_buckets=role_buckets,
+        )
 
     def _bucket_key(self, rule: Rule) -> str:
         key = self.plan.key
@@ -345,9 +378,16 @@ class DecisionIndex:
 
     # -- subjects -----------------------------------------------------------------------
 
+    def _roles_of(self, member: str) -> Roles | None:
+        """The roles linked to a member (one name or a tuple), or None."""
+        overlay = self._link_overlay
+        if member in overlay:
+            return overlay[member] or None
+        return self._links.get(member)
+
     def direct_roles(self, subject: str) -> tuple[str, ...]:
         """The roles a subject is linked to directly."""
-        roles = self._links.get(subject)
+        roles = self._roles_of(subject)
         if roles is None:
             return ()
         return (roles,) if isinstance(roles, str) else roles
@@ -397,7 +437,7 @@ class DecisionIndex:
     def buckets_for(self, subject: str) -> tuple[Bucket, ...]:
         """The buckets of every name the subject holds (a subject in a role cycle may
         see a bucket twice, which changes neither the effect nor the explaining row)."""
-        roles = self._links.get(subject)
+        roles = self._roles_of(subject)
         own = self._buckets.get(subject)
         if roles is None:
             return (own,) if own is not None else ()
@@ -437,6 +477,10 @@ class DecisionIndex:
         fast_subject = key is not None and key.kind == "g"
         key_r = key.r if key is not None else 0
         links_get = self._links.get
+        # Members relinked since the links were last compacted: one more lookup, and only
+        # while there are any.
+        overlay_get = self._link_overlay.get if self._link_overlay else None
+        missing = _MISSING
         buckets_get = self._buckets.get
         role_buckets_get = self._role_buckets.get
         buckets_of_role = self._buckets_of_role
@@ -447,7 +491,14 @@ class DecisionIndex:
             request = (sub, obj, act)
             if fast_subject:
                 subject = request[key_r]
-                roles = links_get(subject)
+                if overlay_get is None:
+                    roles = links_get(subject)
+                else:
+                    roles = overlay_get(subject, missing)
+                    if roles is missing:
+                        roles = links_get(subject)
+                    elif not roles:
+                        roles = None
                 own = buckets_get(subject)
                 if roles is None:
                     found_groups: tuple[Bucket, ...] = (own,) if own is not None else ()
@@ -519,27 +570,16 @@ class DecisionIndex:
         return decide
 
 
-def _link(links: dict[str, Roles], member: str, role: str) -> None:
-    current = links.get(member)
-    if current is None:
-        links[member] = role
-    elif isinstance(current, str):
-        links[member] = (current, role)
-    else:
-        links[member] = (*current, role)
-
-
-def _unlink(links: dict[str, Roles], member: str, role: str) -> None:
-    current = links.get(member)
-    if current is None:
-        return
-    roles = [current] if isinstance(current, str) else list(current)
-    if role in roles:
+def _linked(current: Roles | None, role: str, add: bool) -> Roles | None:
+    """A member's roles after linking (``add``) or unlinking one role."""
+    roles = [] if current is None else [current] if isinstance(current, str) else list(current)
+    if add:
+        roles.append(role)
+    elif role in roles:
         roles.remove(role)
     if not roles:
-        del links[member]
-    else:
-        links[member] = roles[0] if len(roles) == 1 else tuple(roles)
+        return None
+    return roles[0] if len(roles) == 1 else tuple(roles)
 
 
 def _entries(bucket: Bucket | None) -> list[Entry]:

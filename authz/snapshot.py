@@ -40,6 +40,7 @@ from authz.index import Unsupported
 from authz.index import plan_for
 from authz.model import PolicyModel
 from authz.patterns import MAX_VALUE
+from authz.rows import Rows
 from authz.rules import Rule
 from authz.rules import validate
 
@@ -366,14 +367,14 @@ class Snapshot:
         self,
         revision: int,
         model: PolicyModel,
-        rows: dict[Rule, None],
+        rows: Rows | dict[Rule, None],
         next_seq: int,
         decider: Decider | None = None,
         bad_rows: tuple[BadRow, ...] = (),
     ) -> None:
         self.revision = revision
         self.model = model
-        self._rows = rows
+        self._rows = rows if isinstance(rows, Rows) else Rows(rows)
         self._next_seq = next_seq
         #: Stored rows that failed validation, skipped (or the reason for ``refused``).
         self.bad_rows = bad_rows
@@ -455,21 +456,25 @@ class Snapshot:
         return self.decider.kind
 
     def with_changes(self, revision: int, add: Iterable[Rule], remove: Iterable[Rule]) -> Snapshot:
-        """Return a new snapshot with rows added and removed (this one is untouched)."""
-        rows = dict(self._rows)
+        """Return a new snapshot with rows added and removed (this one is untouched).
+
+        The rows are shared with this snapshot (authz.rows): the cost is the change's.
+        """
+        current = self._rows
         remove = dict.fromkeys(remove)
-        removed = [r for r in remove if r in rows]
-        for r in removed:
-            del rows[r]
+        removed = [r for r in remove if r in current]
+        gone = set(removed)
         bad_rows = tuple(b for b in self.bad_rows if b.rule not in remove)
         added: list[tuple[Rule, int]] = []
+        fresh: set[Rule] = set()
         seq = self._next_seq
         for rule in add:
-            if rule not in rows:
-                rows[rule] = None
+            if (rule not in current or rule in gone) and rule not in fresh:
+                fresh.add(rule)
                 added.append((rule, seq))
                 seq += 1
-        if not any(r.ptype == "p" for r in rows) or self.decider.kind != "index":
+        rows = current.changed([r for r, _ in added], removed)
+        if self.decider.kind != "index" or not any(r.ptype == "p" for r in rows):
             decider = None  # built from scratch by the new snapshot
         else:
             decider = self.decider.with_changes(rows, added, removed)
