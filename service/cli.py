@@ -6,6 +6,8 @@ import getpass
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from typing import Literal
@@ -469,7 +471,7 @@ def policy_load(
         if given and not replace:
             raise click.UsageError(f"{flag} goes with --replace")
     engine = users.engine()
-    with errors():
+    with errors(), _empty_file(replace):
         policy = csvio.read_file(file, engine.model)
         if dry_run:
             _dry_run(engine, policy, replace, include_assignments, allow_empty, force)
@@ -494,6 +496,19 @@ def policy_load(
         f"Loaded {file} ({planned.mode}): {len(applied.added)} added, "
         f"{len(applied.removed)} removed, revision {applied.revision}."
     )
+
+
+@contextmanager
+def _empty_file(replace: bool) -> Iterator[None]:
+    """Say what ``--allow-empty`` would do when a file has no rows to load."""
+    try:
+        yield
+    except loading.EmptyFile as e:
+        if replace:
+            hint = f"--replace --allow-empty would remove {len(e.would_remove)} row(s)"
+        else:
+            hint = "to remove every rule and role link: --replace --allow-empty"
+        raise failure(f"{e.message} ({hint})", editing.EXIT_INVALID) from e
 
 
 def _dry_run(

@@ -157,6 +157,8 @@ def _refuse_cycles(
         if not mine:
             continue  # an old cycle (the engine refused the stored policy already)
         lines = sorted(n for n in (policy.line_of(r) for r in mine) if n is not None)
+        at = cycle.index(mine[-1])
+        cycle = cycle[at:] + cycle[:at]  # read from the file's row that closes it
         stored = [f"[{r}]" for r in cycle if r not in added]
         errors.append(
             RuleError(
