@@ -442,3 +442,37 @@ def test_a_replace_gives_up_after_a_few_stale_plans(
     assert len(audit(app)) == before + loading.ATTEMPTS  # only the other instance's writes
     assert engine_of(app).rules()  # nothing of the load was written
     assert REPORTS not in rules(app)
+
+
+def test_a_large_replace_is_staged_and_also_planned_again(
+    app: Flask,
+    runner: FlaskCliRunner,
+    tmp_path: Path,
+    other_instance: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A change of STAGE_FROM rows or more takes the engine's staged path: the revision
+    it was planned on is checked there too."""
+    from authz.engine import STAGE_FROM
+
+    path = edited_rules(runner, tmp_path)
+    many = "".join(f"p, user, /bulk/{i}, GET, allow\n" for i in range(STAGE_FROM + 10))
+    path.write_text(path.read_text() + many, encoding="utf-8")
+    late_rule = Rule.of("p", "user", "/late", "GET", "allow")
+    real_plan = loading.plan
+    plans: list[int] = []
+
+    def plan_then_someone_writes(*args: Any, **kwargs: Any) -> loading.Plan:
+        planned = real_plan(*args, **kwargs)
+        plans.append(planned.revision)
+        if len(plans) == 1:
+            other_instance.extensions["authz"].apply(
+                Change.adding(late_rule), actor="t", source="api"
+            )
+        return planned
+
+    monkeypatch.setattr(loading, "plan", plan_then_someone_writes)
+    out = assert_ok(invoke(runner, "policy", "load", str(path), "--replace"))
+    assert f"{STAGE_FROM + 11} added, 2 removed" in out  # the late rule and the favicon
+    assert len(plans) == 2
+    assert rules_part(app) == read_policy(app, path)
