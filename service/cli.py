@@ -486,11 +486,13 @@ def policy_load(
             force=force,
         )
     _left_out(planned)
-    if not policy.rules or (
-        replace and not loading.select(policy.rules, engine.model, planned.parts)
+    if (
+        replace
+        and applied.removed
+        and not loading.select(policy.rules, engine.model, planned.parts)
     ):
-        if applied.removed:  # --allow-empty: say what went
-            click.echo(csvio.describe(Change(remove=applied.removed)))
+        # --allow-empty emptied the scope: say what went.
+        click.echo(csvio.describe(Change(remove=applied.removed)))
     warn_risks(list(applied.added), policy)
     ok(
         f"Loaded {file} ({planned.mode}): {len(applied.added)} added, "
