@@ -533,7 +533,9 @@ def _dry_run(
     try:
         loading.check(engine, planned, force=force)
     except AuthzError as e:
-        raise failure(f"dry run: the load would be refused: {e}", editing.exit_code(e)) from e
+        raise failure(
+            f"dry run (nothing changed): the load would fail: {e}", editing.exit_code(e)
+        ) from e
     ok(
         f"Dry run: would add {len(change.add)} and remove {len(change.remove)} row(s); "
         "nothing changed."

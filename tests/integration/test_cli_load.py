@@ -251,7 +251,7 @@ def test_replace_allow_empty_removes_the_rules_and_says_which(
     dry = invoke(runner, "policy", "load", str(path), "--replace", "--allow-empty", "--dry-run")
     assert dry.exit_code == 1
     assert f"- {'p, admin, /admin/*, .*, allow'}" in dry.stdout
-    assert f"Error: dry run: the load would be refused: {LOCKOUT}" in dry.output
+    assert f"Error: dry run (nothing changed): the load would fail: {LOCKOUT}" in dry.output
     assert state(app) == before
 
     result = invoke(runner, "policy", "load", str(path), "--replace", "--allow-empty", "--force")
@@ -276,7 +276,7 @@ def test_dry_run_predicts_a_lockout_refusal(
     assert_clean(dry)
     assert dry.exit_code == 1
     assert "- p, admin, /admin/*, .*, allow" in dry.stdout  # the diff, then the refusal
-    assert f"Error: dry run: the load would be refused: {LOCKOUT}" in dry.output
+    assert f"Error: dry run (nothing changed): the load would fail: {LOCKOUT}" in dry.output
     real = invoke(runner, "policy", "load", str(path), "--replace")
     assert real.exit_code == 1 and LOCKOUT in real.output
     assert state(app) == before
