@@ -6,6 +6,7 @@ comment line; a value holding a comma or a quote is written in double quotes.
 
 from __future__ import annotations
 
+import codecs
 import csv
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from authz.errors import PolicyFileError
 from authz.errors import RuleError
 from authz.model import PolicyModel
 from authz.rules import Rule
+from authz.rules import is_role
 from authz.rules import validate
 
 #: Bad lines listed by name; beyond these they are only counted.
@@ -46,12 +48,26 @@ def read_file(path: str | Path, model: PolicyModel) -> PolicyFile:
     except OSError as e:
         reason = f"cannot read the file: {e.strerror}"
         raise PolicyFileError([RuleError(reason)], str(path), message=reason) from e
+    return parse(decode(raw, path=str(path)), model, path=str(path))
+
+
+def decode(raw: bytes, *, path: str | None = None) -> str:
+    """Decode a policy file's bytes (UTF-8, with or without a BOM).
+
+    :raises PolicyFileError: naming the first byte that is not UTF-8, by its offset in
+        the file and by its line and column (in characters, as a text editor counts).
+    """
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = raw.decode("utf-8-sig")
+        return raw[bom:].decode("utf-8")
     except UnicodeDecodeError as e:
-        reason = f"not UTF-8 text (byte {e.start})"
-        raise PolicyFileError([RuleError(reason)], str(path), message=reason) from e
-    return parse(text, model, path=str(path))
+        at = bom + e.start
+        before = raw[bom:at].decode("utf-8")  # valid: decoding failed only at ``at``
+        head = before.replace("\r\n", "\n").replace("\r", "\n")
+        line = head.count("\n") + 1
+        column = len(head) - (head.rfind("\n") + 1) + 1
+        reason = f"not UTF-8 at byte {at} (line {line}, column {column})"
+        raise PolicyFileError([RuleError(reason, line=line)], path, message=reason) from e
 
 
 def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFile:
@@ -102,9 +118,107 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
             continue
         seen[rule] = line
         rules.append(rule)
+    for cycle in role_cycles(rules, model):
+        lines = sorted(seen[r] for r in cycle)
+        bad(
+            RuleError(
+                f"closes a role cycle: {cycle_text(cycle)} (lines {', '.join(map(str, lines))})",
+                line=lines[-1],
+                field="role",
+            )
+        )
     if errors:
+        errors.sort(key=lambda e: e.line or 0)
         raise PolicyFileError(errors, path, more=more)
     return PolicyFile(tuple(rules), path, tuple(seen.values()))
+
+
+def role_cycles(rules: Iterable[Rule], model: PolicyModel) -> list[tuple[Rule, ...]]:
+    """Return one cycle of role-to-role links per tangle of roles that inherit in a ring.
+
+    Each cycle lists its rows in inheritance order (``a -> b``, ``b -> c``, ``c -> a``).
+    Only links whose member is a role count: a user or a token closes no cycle. Runs in
+    time linear in the number of links (Tarjan's strongly connected components).
+    """
+    graphs: dict[str, dict[str, list[Rule]]] = {}
+    for rule in rules:
+        if rule.ptype in model.roles and len(rule.values) >= 2 and is_role(rule.values[0]):
+            graph = graphs.setdefault(rule.ptype, {})
+            graph.setdefault(rule.values[0], []).append(rule)
+    found: list[tuple[Rule, ...]] = []
+    for graph in graphs.values():
+        for component in _components(graph):
+            found.append(_one_cycle(graph, component))
+    return found
+
+
+def cycle_text(cycle: Iterable[Rule]) -> str:
+    """``a -> b -> a`` for the rows of a cycle."""
+    rows = list(cycle)
+    return " -> ".join([r.values[0] for r in rows] + [rows[0].values[0]])
+
+
+def _components(graph: dict[str, list[Rule]]) -> list[set[str]]:
+    """The strongly connected components of more than one role (iterative Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[set[str]] = []
+    for root in list(graph):
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, at = work.pop()
+            if at == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            edges = graph.get(node, [])
+            if at < len(edges):
+                work.append((node, at + 1))
+                nxt = edges[at].values[1]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if low[node] == index[node]:
+                component: set[str] = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or any(e.values[1] == node for e in edges):
+                    out.append(component)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return out
+
+
+def _one_cycle(graph: dict[str, list[Rule]], component: set[str]) -> tuple[Rule, ...]:
+    """A cycle through the component's first role (breadth-first: a shortest one)."""
+    start = min(component)
+    came: dict[str, Rule] = {}
+    queue = [start]
+    for node in queue:
+        for edge in graph.get(node, []):
+            nxt = edge.values[1]
+            if nxt not in component:
+                continue
+            if nxt == start:
+                path = [edge]
+                while path[0].values[0] != start:
+                    path.insert(0, came[path[0].values[0]])
+                return tuple(path)
+            if nxt not in came:
+                came[nxt] = edge
+                queue.append(nxt)
+    raise AssertionError("a strongly connected component always holds a cycle")
 
 
 def plan(current: Iterable[Rule], wanted: Iterable[Rule], *, replace: bool) -> Change:

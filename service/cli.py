@@ -6,6 +6,8 @@ import getpass
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from typing import Literal
@@ -20,13 +22,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from authz import AuthzError
 from authz import Change
+from authz import PolicyEngine
 from authz import Rule
 from authz import csvio
 from authz.errors import database_reason
-from authz.paths import canonical_action
-from authz.paths import canonical_object
-from authz.rules import is_token
 from service import editing
+from service import loading
 from service import mail
 from service import migrations
 from service import params
@@ -35,6 +36,15 @@ from service import users
 from service.bootstrap import init_database
 from service.bootstrap import upgrade_database
 from service.config import ConfigError
+
+#: Exit statuses every command shares (``policy check`` has its own: see its help).
+EXIT_STATUSES = (
+    "Exit status: 0 done (or nothing to do), 1 refused or invalid input, "
+    "2 usage error (unknown option, missing argument, conflicting options), "
+    "3 the service cannot decide (database unreachable or not initialised, policy "
+    "not loaded, configuration error)."
+)
+
 
 db_cli = AppGroup("db", help="Upgrade (migrate) and initialise the database.")
 users_cli = AppGroup("users", help="Manage accounts.")
@@ -70,21 +80,64 @@ def warn_risks(rules: list[Rule], where: csvio.PolicyFile | None = None) -> None
             click.secho(f"warning: {head}[{rule}] {message}", fg="yellow", err=True)
 
 
+class Failed(click.ClickException):
+    """A one-line error (exit status 1: refused or invalid input)."""
+
+    exit_code = editing.EXIT_INVALID
+
+
+class CheckFailed(Failed):
+    """``policy check`` could not decide (exit status 2, apart from 1 for deny)."""
+
+    exit_code = 2
+
+
+class Unavailable(Failed):
+    """The service cannot decide: database unreachable, policy not loaded (exit status 3)."""
+
+    exit_code = editing.EXIT_UNAVAILABLE
+
+
+#: The error class of each exit status.
+BY_STATUS: dict[int, type[Failed]] = {
+    cls.exit_code: cls for cls in (Failed, CheckFailed, Unavailable)
+}
+
+
+def failure(message: str, status: int) -> Failed:
+    """A one-line error ending the command with ``status``."""
+    return BY_STATUS[status](message)
+
+
 class _Errors:
-    """Turn user errors into one-line ClickExceptions, never tracebacks."""
+    """Turn user errors into one-line ClickExceptions, never tracebacks.
+
+    :param status: the exit status of every error (``policy check`` answers 2 for all);
+        by default 1 for a refusal or invalid input and 3 when the service cannot decide.
+    """
+
+    def __init__(self, status: int | None = None) -> None:
+        self.status = status
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: Any, error: Any, _tb: Any) -> Literal[False]:
-        if error is None or isinstance(error, click.ClickException):
+        if error is None or isinstance(error, click.UsageError):
             return False
-        if isinstance(error, users.AccountError | AuthzError | ConfigError | params.BadParam):
-            raise click.ClickException(str(error)) from error
+        if isinstance(error, click.ClickException):
+            if self.status is not None and error.exit_code != self.status:
+                raise failure(error.message, self.status) from error
+            return False
+        known = users.AccountError | AuthzError | ConfigError | params.BadParam | editing.EditError
+        if isinstance(error, known):
+            status = editing.exit_code(error) if self.status is None else self.status
+            raise failure(str(error), status) from error
         if isinstance(error, SQLAlchemyError):
-            raise click.ClickException(
+            raise failure(
                 f"the database is unreachable or not initialised (run `db init`): "
-                f"{database_reason(error)}"
+                f"{database_reason(error)}",
+                editing.EXIT_UNAVAILABLE if self.status is None else self.status,
             ) from error
         return False
 
@@ -102,6 +155,7 @@ class FriendlyCommand(click.Command):
 
 for _group in (db_cli, users_cli, roles_cli, policy_cli, tokens_cli):
     _group.command_class = FriendlyCommand
+    _group.epilog = EXIT_STATUSES
 
 
 # -- db ---------------------------------------------------------------------------------
@@ -226,10 +280,10 @@ def users_list() -> None:
 @users_cli.command("activate")
 @click.argument("email")
 def users_activate(email: str) -> None:
-    """Let an account log in again."""
+    """Let an account log in again (an active account is left as it is: exit status 0)."""
     with errors():
         email = users.require(email).email
-        changed = users.set_active(email, True, actor=actor(), source="cli")
+        changed = editing.set_active(email, True, editing.Who(actor(), "cli"))
     ok(f"Activated {email}." if changed else f"{email} is already active; nothing changed.")
 
 
@@ -237,10 +291,13 @@ def users_activate(email: str) -> None:
 @click.argument("email")
 @click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
 def users_deactivate(email: str, force: bool) -> None:
-    """Stop an account: its sessions end now and it is treated as anonymous."""
+    """Stop an account: its sessions end now and it is treated as anonymous.
+
+    An inactive account is left as it is (exit status 0, no audit entry).
+    """
     with errors():
         email = users.require(email).email
-        changed = users.set_active(email, False, actor=actor(), source="cli", force=force)
+        changed = editing.set_active(email, False, editing.Who(actor(), "cli"), force=force)
     ok(
         f"Deactivated {email}; its sessions are ended."
         if changed
@@ -317,31 +374,18 @@ def roles_add(subject: str, role: str) -> None:
     """Give a user (EMAIL, lower-case), a role or a token (token:NAME) a role.
 
     An email with no account yet is accepted, with a warning: the role applies once
-    that address registers.
+    that address registers. Giving a role the subject already has changes nothing
+    (exit status 0, no audit entry).
     """
-    engine = users.engine()
     with errors():
-        # The row is validated as every surface validates it: an email in another
-        # spelling ("Dave@Example.com") is refused with the one to write, never folded.
-        rule = engine.validate([Rule("g", (subject, role))])[0]
-        known = users.known_roles()
-        if role not in known:
-            fail(f"unknown role {role!r} (known: {', '.join(known) or 'none'})")
-        if is_token(subject):
-            # Unlike an email, a token name is ours to hand out: a row for a token that
-            # does not exist yet would arm whichever token is later created by that name.
-            token = tokens.require(subject)
-            if token.revoked_at is not None:
-                fail(f"token {token.name!r} is revoked")
-        engine.refresh()
-        applied = engine.apply(
-            Change.adding(rule), actor=actor(), source="cli", action="role.assign"
-        )
-    warn_risks([rule])
+        users.engine().refresh()
+        changed = editing.assign(subject, role, editing.Who(actor(), "cli"))
+    if changed:
+        warn_risks([Rule("g", (subject, role))])
     ok(
         f"{subject} now has role {role}."
-        if applied.changed
-        else f"{subject} already had role {role}."
+        if changed
+        else f"{subject} already has role {role}; nothing changed."
     )
 
 
@@ -350,8 +394,12 @@ def roles_add(subject: str, role: str) -> None:
 @click.argument("role")
 @click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
 def roles_remove(subject: str, role: str, force: bool) -> None:
-    """Take a role away from a user (EMAIL, lower-case), a role or a token (token:NAME)."""
+    """Take a role away from a user (EMAIL, lower-case), a role or a token (token:NAME).
+
+    Taking away a role the subject does not have changes nothing (exit status 0).
+    """
     with errors():
+        users.engine().refresh()
         who = editing.Who(actor(), "cli")
         changed = editing.unassign(params.subject(subject), role, who, force=force)
     ok(
@@ -366,41 +414,140 @@ def roles_remove(subject: str, role: str, force: bool) -> None:
 
 @policy_cli.command("load")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--merge", is_flag=True, help="Add the file's missing rows, remove none (default).")
 @click.option(
-    "--merge", "mode", flag_value="merge", default=True, help="Add missing rows (default)."
+    "--replace",
+    is_flag=True,
+    help="Make the table's rules and role links equal to the file's; keep role assignments.",
 )
-@click.option("--replace", "mode", flag_value="replace", help="Make the table equal to the file.")
-@click.option("--dry-run", is_flag=True, help="Print the diff; change nothing.")
+@click.option(
+    "--include-assignments",
+    is_flag=True,
+    help="With --replace: make role assignments (email and token:NAME members) equal too.",
+)
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="With --replace: accept a file with no rows in scope (removes every one).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Run every check of a real load; print the diff or what would be refused.",
+)
 @click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
-def policy_load(file: Path, mode: str, dry_run: bool, force: bool) -> None:
-    """Validate a policy CSV, then apply it in one transaction."""
+def policy_load(
+    file: Path,
+    merge: bool,
+    replace: bool,
+    include_assignments: bool,
+    allow_empty: bool,
+    dry_run: bool,
+    force: bool,
+) -> None:
+    """Validate a policy CSV, then apply it in one transaction.
+
+    \b
+    --merge (default)  add the file's rows the table lacks; remove nothing.
+    --replace          make the rules (p rows) and role links (g rows whose member
+                       is a role) equal to the file; role assignments (g rows whose
+                       member is an email or token:NAME) are kept, and the file's
+                       assignment rows left out, unless --include-assignments.
+
+    A file with no rows (none in scope, for --replace) is refused unless --replace
+    --allow-empty. Every bad line is reported, with its number, before anything is
+    written. Exit status: 0 loaded (or, with --dry-run, the load would pass),
+    1 invalid file or refused (by validation, a role cycle or the lockout guard),
+    2 usage error, 3 the service cannot decide.
+    """
+    if merge and replace:
+        raise click.UsageError("--merge and --replace exclude each other: choose one")
+    for flag, given in (
+        ("--include-assignments", include_assignments),
+        ("--allow-empty", allow_empty),
+    ):
+        if given and not replace:
+            raise click.UsageError(f"{flag} goes with --replace")
     engine = users.engine()
-    with errors():
+    with errors(), _empty_file(replace):
         policy = csvio.read_file(file, engine.model)
-        engine.refresh()
-        change = csvio.plan(engine.rules(), policy.rules, replace=mode == "replace")
         if dry_run:
-            if change:
-                click.echo(csvio.describe(change))
-            warn_risks(list(change.add), policy)
-            ok(
-                f"Dry run: would add {len(change.add)} and remove {len(change.remove)} row(s); "
-                "nothing changed."
-            )
+            _dry_run(engine, policy, replace, include_assignments, allow_empty, force)
             return
-        applied = engine.apply(
-            change,
-            actor=actor(),
-            source="cli",
-            action=f"policy.load.{mode}",
-            detail=str(file),
+        planned, applied = loading.load(
+            engine,
+            policy,
+            editing.Who(actor(), "cli"),
+            replace=replace,
+            assignments=include_assignments,
+            allow_empty=allow_empty,
             force=force,
         )
+    _left_out(planned)
+    if (
+        replace
+        and applied.removed
+        and not loading.select(policy.rules, engine.model, planned.parts)
+    ):
+        # --allow-empty emptied the scope: say what went.
+        click.echo(csvio.describe(Change(remove=applied.removed)))
     warn_risks(list(applied.added), policy)
     ok(
-        f"Loaded {file} ({mode}): {len(applied.added)} added, {len(applied.removed)} removed, "
-        f"revision {applied.revision}."
+        f"Loaded {file} ({planned.mode}): {len(applied.added)} added, "
+        f"{len(applied.removed)} removed, revision {applied.revision}."
     )
+
+
+@contextmanager
+def _empty_file(replace: bool) -> Iterator[None]:
+    """Say what ``--allow-empty`` would do when a file has no rows to load."""
+    try:
+        yield
+    except loading.EmptyFile as e:
+        if replace:
+            hint = f"--replace --allow-empty would remove {len(e.would_remove)} row(s)"
+        else:
+            hint = "to remove every rule and role link: --replace --allow-empty"
+        raise failure(f"{e.message} ({hint})", editing.EXIT_INVALID) from e
+
+
+def _dry_run(
+    engine: PolicyEngine,
+    policy: csvio.PolicyFile,
+    replace: bool,
+    assignments: bool,
+    allow_empty: bool,
+    force: bool,
+) -> None:
+    """Print the diff of a load and run its checks; fail as the real load would."""
+    planned = loading.plan(
+        engine, policy, replace=replace, assignments=assignments, allow_empty=allow_empty
+    )
+    change = planned.change
+    if change:
+        click.echo(csvio.describe(change))
+    _left_out(planned)
+    warn_risks(list(change.add), policy)
+    try:
+        loading.check(engine, planned, force=force)
+    except AuthzError as e:
+        raise failure(
+            f"dry run (nothing changed): the load would fail: {e}", editing.exit_code(e)
+        ) from e
+    ok(
+        f"Dry run: would add {len(change.add)} and remove {len(change.remove)} row(s); "
+        "nothing changed."
+    )
+
+
+def _left_out(planned: loading.Plan) -> None:
+    if planned.left_out:
+        click.secho(
+            f"note: {len(planned.left_out)} role assignment row(s) of the file left out "
+            "(--replace keeps the table's assignments; see --include-assignments)",
+            fg="yellow",
+            err=True,
+        )
 
 
 @policy_cli.command("add")
@@ -425,12 +572,32 @@ def policy_add(ptype: str, values: tuple[str, ...], force: bool) -> None:
 
 @policy_cli.command("export")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-def policy_export(file: Path | None) -> None:
-    """Write the policy as CSV (to FILE, or standard output)."""
+@click.option(
+    "--rules-only",
+    is_flag=True,
+    help="Only rules (p rows) and role links (g rows whose member is a role).",
+)
+@click.option(
+    "--assignments-only",
+    is_flag=True,
+    help="Only role assignments (g rows whose member is an email or token:NAME).",
+)
+def policy_export(file: Path | None, rules_only: bool, assignments_only: bool) -> None:
+    """Write the policy as CSV (to FILE, or standard output): by default every row.
+
+    The file loads back to the same rows (``policy load --replace
+    --include-assignments`` for a full export; ``--replace`` for --rules-only).
+    """
+    if rules_only and assignments_only:
+        raise click.UsageError("--rules-only and --assignments-only exclude each other")
+    parts = loading.BOTH
+    if rules_only:
+        parts = frozenset({loading.Part.RULES})
+    elif assignments_only:
+        parts = frozenset({loading.Part.ASSIGNMENTS})
     engine = users.engine()
     with errors():
-        engine.refresh()
-        text = csvio.export(engine.rules())
+        text, count = loading.export(engine, parts)
     if file is None:
         click.echo(text, nl=False)
         return
@@ -438,7 +605,11 @@ def policy_export(file: Path | None) -> None:
         file.write_text(text, encoding="utf-8")
     except OSError as e:
         fail(f"cannot write {file}: {e.strerror}")
-    ok(f"Exported {len(engine.rules())} rows to {file}.")
+    ok(f"Exported {count} rows to {file}.")
+
+
+#: ``policy check`` exit statuses beyond 0 (allow).
+CHECK_DENY, CHECK_ERROR = 1, 2
 
 
 @policy_cli.command("check")
@@ -446,26 +617,26 @@ def policy_export(file: Path | None) -> None:
 @click.argument("path")
 @click.argument("method")
 @click.option("--explain", is_flag=True, help="Name the rule that decided.")
-def policy_check(subject: str, path: str, method: str, explain: bool) -> None:
-    """Decide a request as the middleware would: EMAIL or anonymous, PATH, METHOD."""
-    engine = users.engine()
-    with errors():
-        engine.refresh()
-        decision = engine.decide(
-            params.subject(subject), canonical_object(path), canonical_action(method)
-        )
+@click.pass_context
+def policy_check(ctx: click.Context, subject: str, path: str, method: str, explain: bool) -> None:
+    """Decide a request as the middleware would: EMAIL or anonymous, PATH, METHOD.
+
+    Prints allow or deny. Exit status: 0 allow, 1 deny, 2 error (bad input, the
+    service cannot decide), so a script can branch on it. A configuration error stops
+    every command before it runs, with status 3.
+    """
+    with errors(status=CHECK_ERROR):
+        users.engine().refresh()
+        tried = editing.try_request(subject, path, method)
+    decision = tried.decision
     verdict = "allow" if decision.allowed else "deny"
-    account = users.get(subject) if "@" in subject else None
-    if account is not None and not account.active:
-        click.echo(f"note: {account.email} is deactivated; its requests are decided as anonymous")
-    elif account is not None and not users.is_verified(account):
-        role = current_app.config["AUTHZ"].default_role
-        click.echo(
-            f"note: {account.email} has not verified its email; its requests are decided as {role}"
-        )
+    if tried.note:
+        click.echo(f"note: {tried.note}")
     click.secho(
         decision.explain() if explain else verdict, fg="green" if decision.allowed else "red"
     )
+    if not decision.allowed:
+        ctx.exit(CHECK_DENY)
 
 
 # -- tokens -----------------------------------------------------------------------------
@@ -608,6 +779,7 @@ cli = _Script(
     create_app=_create_app,
     add_default_commands=False,
     help="The authorization service: serve, db, users, roles, policy, tokens.",
+    epilog=EXIT_STATUSES,
 )
 for _command in (*GROUPS, serve):
     cli.add_command(_command)

@@ -74,6 +74,16 @@ def error_line(result: Result) -> str:
     return lines[0]
 
 
+def decided(result: Result) -> str:
+    """A ``policy check`` ran cleanly, exiting 0 for allow and 1 for deny; return its output."""
+    assert_clean(result)
+    last = result.output.splitlines()[-1] if result.output.strip() else ""
+    verdict = last.split(":")[0].strip()
+    assert verdict in ("allow", "deny"), result.output
+    assert result.exit_code == (0 if verdict == "allow" else 1), result.output
+    return result.output
+
+
 def engine_of(app: Flask) -> PolicyEngine:
     engine: PolicyEngine = app.extensions["authz"]
     engine.refresh()
@@ -553,7 +563,7 @@ def test_roles_add_gives_the_role_once(app: Flask, runner: FlaskCliRunner) -> No
 
     before = state(app)
     again = assert_ok(invoke(runner, "roles", "add", USER, "admin"))
-    assert again.strip() == f"{USER} already had role admin."
+    assert again.strip() == f"{USER} already has role admin; nothing changed."
     assert state(app) == before
 
 
@@ -619,7 +629,7 @@ def test_removing_the_last_admin_role_is_refused_unless_forced(
             "subject: write it as user@example.com",
             id="remove-email-not-lower-case",
         ),
-        pytest.param(["add", USER, "editor"], "unknown role 'editor'", id="add-unknown-role"),
+        pytest.param(["add", USER, "editor"], "no role 'editor'", id="add-unknown-role"),
         pytest.param(["add", USER, "Admins"], "'Admins' is not a role name", id="add-bad-role"),
         pytest.param(
             ["add", USER, "ad min"], "'ad min' is not a role name", id="add-role-with-space"
@@ -627,26 +637,6 @@ def test_removing_the_last_admin_role_is_refused_unless_forced(
         pytest.param(["add", USER, ADMIN], "is not a role name", id="add-user-as-role"),
         pytest.param(
             ["add", "admin", "admin"], "cannot inherit from itself", id="add-role-to-itself"
-        ),
-        pytest.param(
-            ["remove", USER, "admin"],
-            f"{USER} does not have role 'admin'",
-            id="remove-role-user-lacks",
-        ),
-        pytest.param(
-            ["remove", ADMIN, "user"],
-            f"{ADMIN} does not have role 'user'",
-            id="remove-inherited-role",
-        ),
-        pytest.param(
-            ["remove", USER, "editor"],
-            f"{USER} does not have role 'editor'",
-            id="remove-unknown-role",
-        ),
-        pytest.param(
-            ["remove", "nobody@example.com", "user"],
-            "nobody@example.com does not have role 'user'",
-            id="remove-unknown-user",
         ),
         pytest.param(["remove", ADMIN, "admin"], LOCKOUT, id="remove-last-admin"),
     ],
@@ -750,7 +740,7 @@ def test_policy_load_of_a_file_that_is_not_utf8(
     result = invoke(runner, "policy", "load", str(latin))
     assert_clean(result)
     assert result.exit_code == 1
-    assert "not UTF-8 text" in result.output
+    assert f"{latin}: not UTF-8 at byte 13 (line 1, column 14)" in result.output
     assert state(app) == before
 
 
@@ -798,8 +788,9 @@ def test_policy_load_dry_run_prints_the_diff_and_changes_nothing(
 ) -> None:
     edited = _edited_policy(runner, tmp_path)
     before = state(app)
-    out = assert_ok(invoke(runner, "policy", "load", str(edited), *mode, "--dry-run"))
-    assert out.splitlines() == [*diff, summary]
+    result = invoke(runner, "policy", "load", str(edited), *mode, "--dry-run")
+    assert_ok(result)
+    assert result.stdout.splitlines() == [*diff, summary]
     assert state(app) == before
 
 
@@ -809,8 +800,11 @@ def test_policy_load_dry_run_of_an_identical_file_prints_no_diff(
     same = tmp_path / "same.csv"
     same.write_text(current_policy_text(runner), encoding="utf-8")
     before = state(app)
-    out = assert_ok(invoke(runner, "policy", "load", str(same), "--replace", "--dry-run"))
-    assert out.splitlines() == ["Dry run: would add 0 and remove 0 row(s); nothing changed."]
+    result = invoke(runner, "policy", "load", str(same), "--replace", "--dry-run")
+    assert_ok(result)
+    assert result.stdout.splitlines() == [
+        "Dry run: would add 0 and remove 0 row(s); nothing changed."
+    ]
     assert state(app) == before
 
 
@@ -855,22 +849,26 @@ def test_policy_load_replace_with_quoted_values(
     text += "g, admin@example.com, admin\np, admin, /admin/*, .*, allow\n"
     quoted = tmp_path / "quoted.csv"
     quoted.write_text(text, encoding="utf-8")
-    assert_ok(invoke(runner, "policy", "load", str(quoted), "--replace"))
+    assert_ok(invoke(runner, "policy", "load", str(quoted), "--replace", "--include-assignments"))
     assert rules(app) == read_policy(app, quoted)
     assert Rule.of("p", "user", "/a,b", "GET", "allow") in rules(app)
     assert Rule.of("p", "user", '/say/"hi"', "GET|POST", "deny") in rules(app)
 
 
 def test_policy_load_replace_that_locks_everyone_out_needs_force(
-    app: Flask, runner: FlaskCliRunner
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path
 ) -> None:
-    small = DATA / "good_small.csv"  # has no row making anybody an admin
+    # No rule lets the admin role open the editor any more.
+    small = tmp_path / "small.csv"
+    text = (DATA / "good_small.csv").read_text(encoding="utf-8")
+    small.write_text(text.replace("p, admin, /admin/*, .*, allow\n", ""), encoding="utf-8")
     before = state(app)
     assert LOCKOUT in error_line(invoke(runner, "policy", "load", str(small), "--replace"))
     assert state(app) == before
 
     assert_ok(invoke(runner, "policy", "load", str(small), "--replace", "--force"))
-    assert rules(app) == read_policy(app, small)
+    assigned = [r for r in before["rules"] if r.ptype == "g" and "@" in r.values[0]]
+    assert rules(app) == sorted([*read_policy(app, small), *assigned])
     entry = audit(app)[0]
     assert (entry.action, entry.forced) == ("policy.load.replace", True)
 
@@ -900,7 +898,7 @@ def test_policy_export_then_load_replace_round_trips(
     assert_ok(invoke(runner, "users", "create", NEW, "--password", NEW_PASSWORD))
     assert_ok(invoke(runner, "policy", "load", str(DATA / "good_small.csv")))
     assert rules(app) != original
-    assert_ok(invoke(runner, "policy", "load", str(exported), "--replace"))
+    assert_ok(invoke(runner, "policy", "load", str(exported), "--replace", "--include-assignments"))
     assert rules(app) == original
 
 
@@ -953,10 +951,10 @@ def test_policy_export_to_an_unwritable_place_fails_cleanly(
 def test_policy_check(
     runner: FlaskCliRunner, subject: str, path: str, method: str, verdict: str, rule: str | None
 ) -> None:
-    plain = assert_ok(invoke(runner, "policy", "check", subject, path, method))
+    plain = decided(invoke(runner, "policy", "check", subject, path, method))
     assert plain.strip() == verdict
 
-    explained = assert_ok(invoke(runner, "policy", "check", subject, path, method, "--explain"))
+    explained = decided(invoke(runner, "policy", "check", subject, path, method, "--explain"))
     lines = explained.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"{verdict}: {subject.lower()} {method.upper()} {path} ")
@@ -972,17 +970,15 @@ def test_policy_check_explain_names_a_deny_rule(runner: FlaskCliRunner, tmp_path
         "p, user, /reports/*, GET, allow\np, user, /reports/secret, GET, deny\n", encoding="utf-8"
     )
     assert_ok(invoke(runner, "policy", "load", str(deny)))
-    out = assert_ok(invoke(runner, "policy", "check", USER, "/reports/secret", "GET", "--explain"))
+    out = decided(invoke(runner, "policy", "check", USER, "/reports/secret", "GET", "--explain"))
     assert out.strip() == (
         f"deny: {USER} GET /reports/secret is denied by rule [p, user, /reports/secret, GET, deny]"
     )
     assert (
-        assert_ok(invoke(runner, "policy", "check", ADMIN, "/reports/secret", "HEAD")).strip()
+        decided(invoke(runner, "policy", "check", ADMIN, "/reports/secret", "HEAD")).strip()
         == "deny"
     )
-    assert (
-        assert_ok(invoke(runner, "policy", "check", USER, "/reports/x", "GET")).strip() == "allow"
-    )
+    assert decided(invoke(runner, "policy", "check", USER, "/reports/x", "GET")).strip() == "allow"
 
 
 @pytest.mark.parametrize(
@@ -999,11 +995,11 @@ def test_policy_check_explain_names_a_deny_rule(runner: FlaskCliRunner, tmp_path
 def test_policy_check_decides_head_as_get(
     runner: FlaskCliRunner, subject: str, path: str, verdict: str, head: str
 ) -> None:
-    as_head = assert_ok(invoke(runner, "policy", "check", subject, path, head, "--explain"))
-    as_get = assert_ok(invoke(runner, "policy", "check", subject, path, "GET", "--explain"))
+    as_head = decided(invoke(runner, "policy", "check", subject, path, head, "--explain"))
+    as_get = decided(invoke(runner, "policy", "check", subject, path, "GET", "--explain"))
     assert as_head == as_get
     assert as_head.startswith(f"{verdict}: {subject} GET {path} ")
-    plain = assert_ok(invoke(runner, "policy", "check", subject, path, head))
+    plain = decided(invoke(runner, "policy", "check", subject, path, head))
     assert plain.strip() == verdict
 
 

@@ -514,3 +514,101 @@ def test_a_large_text_file_that_is_no_policy_gets_a_short_answer_quickly(
     assert len(lines) <= 103 and len(message) < 20_000
     assert lines[-1].endswith("not checked: this is not a policy file")
     assert info.value.unchecked == 5_000_000 // len(prose) - 100
+
+
+# -- where a file stops being UTF-8 ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "at", "line", "column"),
+    [
+        pytest.param(b"p, user, /caf\xe9, GET\n", 13, 1, 14, id="latin-1"),
+        pytest.param(
+            b"\xef\xbb\xbfp, a, /, GET\np, user, /\xc3\xa9t\xe9\n", 29, 2, 13, id="bom-multibyte"
+        ),
+        pytest.param(b"# c\r\np, user, /x\xff\r\n", 16, 2, 12, id="crlf"),
+        pytest.param(b"# c\rp\xff", 5, 2, 2, id="lone-cr"),
+        pytest.param(b"p, user, /\xc3", 10, 1, 11, id="cut-multibyte"),
+        pytest.param(b"\xfe", 0, 1, 1, id="first-byte"),
+    ],
+)
+def test_not_utf8_names_the_byte_line_and_column(
+    model: PolicyModel, tmp_path: Path, raw: bytes, at: int, line: int, column: int
+) -> None:
+    """The byte offset counts from 0 in the file (BOM included); the column counts
+    characters from 1, as a text editor does, so multi-byte characters count once."""
+    path = tmp_path / "policy.csv"
+    path.write_bytes(raw)
+    with pytest.raises(PolicyFileError) as info:
+        csvio.read_file(path, model)
+    assert str(info.value) == f"{path}: not UTF-8 at byte {at} (line {line}, column {column})"
+    assert bad_lines(info.value) == [(line, None)]
+
+
+# -- role cycles ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("g, a, b\ng, b, a\n", [(2, "a -> b -> a (lines 1, 2)")], id="two-roles"),
+        pytest.param(
+            "p, a, /, GET\ng, a, b\n# note\ng, b, c\ng, c, a\n",
+            [(5, "a -> b -> c -> a (lines 2, 4, 5)")],
+            id="three-roles",
+        ),
+        pytest.param(
+            "g, x, y\ng, a, b\ng, y, x\ng, b, a\n",
+            [(3, "x -> y -> x (lines 1, 3)"), (4, "a -> b -> a (lines 2, 4)")],
+            id="two-cycles",
+        ),
+        pytest.param(
+            "g, a, b\np, a, /, GET|(\ng, b, a\n",
+            [(2, None), (3, "a -> b -> a (lines 1, 3)")],
+            id="with-a-bad-line",
+        ),
+    ],
+)
+def test_a_role_cycle_names_its_lines(
+    model: PolicyModel, text: str, expected: list[tuple[int, str | None]]
+) -> None:
+    """Every row of the cycle is named by line; the error sits on the line that closes it."""
+    with pytest.raises(PolicyFileError) as info:
+        csvio.parse(text, model, path="deploy.csv")
+    found = [(e.line, e.message) for e in info.value.errors]
+    assert [line for line, _ in found] == [line for line, _ in expected]
+    for (_, message), (_, cycle) in zip(found, expected, strict=True):
+        if cycle is not None:
+            assert message == f"closes a role cycle: {cycle}"
+    assert str(info.value).startswith("deploy.csv: ")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("g, alice@example.com, a\ng, a, b\n", id="a-user-closes-none"),
+        pytest.param("g, a, b\ng, b, c\ng, a, c\n", id="a-diamond-is-no-cycle"),
+        pytest.param("g, token:ci, a\ng, a, b\n", id="a-token-closes-none"),
+    ],
+)
+def test_links_without_a_cycle_pass(model: PolicyModel, text: str) -> None:
+    assert len(csvio.parse(text, model).rules) == text.count("\n")
+
+
+def test_cycles_are_per_role_type(data_dir: Path) -> None:
+    """``g`` and ``g2`` are separate hierarchies: a ring across them is no cycle."""
+    two = PolicyModel.from_file(data_dir / "model_two_role_types.conf")
+    assert csvio.parse("g, a, b\ng2, b, a, d1\n", two).rules
+    with pytest.raises(PolicyFileError, match=r"line 2: role: closes a role cycle: a -> b -> a"):
+        csvio.parse("g2, a, b, d1\ng2, b, a, d1\n", two)
+
+
+def test_role_cycles_on_a_long_chain(model: PolicyModel) -> None:
+    """A chain far deeper than Python's recursion limit is checked, and its ring found."""
+    chain = [g(f"r{i}", f"r{i + 1}") for i in range(20_000)]
+    assert csvio.role_cycles(chain, model) == []
+    closing = g("r20000", "r0")
+    cycles = csvio.role_cycles([*chain, closing], model)
+    assert len(cycles) == 1 and len(cycles[0]) == 20_001
+    assert closing in cycles[0]
+    assert csvio.cycle_text(cycles[0]).startswith("r0 -> r1 -> ")
