@@ -23,6 +23,7 @@ from authz import PolicyEngine
 from authz import Rule
 from authz import StaleRevision
 from authz import csvio
+from authz.engine import STAGE_FROM
 from authz.errors import PolicyFileError
 from authz.errors import RuleError
 from authz.model import PolicyModel
@@ -201,10 +202,15 @@ def load(
     :raises StaleRevision: when the policy moved on before each of ATTEMPTS writes.
     """
     stale: StaleRevision | None = None
+    done: list[Applied] = []
+    first: Plan | None = None
     for _attempt in range(ATTEMPTS):
         planned = plan(
             engine, policy, replace=replace, assignments=assignments, allow_empty=allow_empty
         )
+        first = first or planned
+        if done and not planned.change:
+            break  # the table in scope equals the file
         try:
             applied = engine.apply(
                 planned.change,
@@ -218,6 +224,17 @@ def load(
         except StaleRevision as e:
             stale = e
             continue
-        return planned, applied
+        done.append(applied)
+        if not replace or len(planned.change.add) + len(planned.change.remove) < STAGE_FROM:
+            break
+        # A large change is staged, and writes landing meanwhile are kept on top of it:
+        # plan again, and write what now differs from the file (usually nothing).
+    if done:
+        assert first is not None
+        return first, Applied(
+            tuple(r for a in done for r in a.added),
+            tuple(r for a in done for r in a.removed),
+            done[-1].revision,
+        )
     assert stale is not None
     raise stale

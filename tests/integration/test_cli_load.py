@@ -474,5 +474,40 @@ def test_a_large_replace_is_staged_and_also_planned_again(
     monkeypatch.setattr(loading, "plan", plan_then_someone_writes)
     out = assert_ok(invoke(runner, "policy", "load", str(path), "--replace"))
     assert f"{STAGE_FROM + 11} added, 2 removed" in out  # the late rule and the favicon
-    assert len(plans) == 2
+    # Stale once, applied (staged), then planned once more to find nothing left to write.
+    assert len(plans) == 3
+    assert rules_part(app) == read_policy(app, path)
+
+
+def test_a_write_landing_while_a_large_replace_is_staged_is_replaced_too(
+    app: Flask,
+    runner: FlaskCliRunner,
+    tmp_path: Path,
+    other_instance: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The staged path keeps writes that land during staging; the load then plans again
+    and writes what differs, so the rules still end equal to the file."""
+    from authz.engine import STAGE_FROM
+
+    path = edited_rules(runner, tmp_path)
+    many = "".join(f"p, user, /bulk/{i}, GET, allow\n" for i in range(STAGE_FROM + 10))
+    path.write_text(path.read_text() + many, encoding="utf-8")
+    late_rule = Rule.of("p", "user", "/late", "GET", "allow")
+    engine = app.extensions["authz"]
+    real_commit = engine._commit_staged
+    calls: list[int] = []
+
+    def someone_writes_first(*args: Any, **kwargs: Any) -> Any:
+        if not calls:
+            other_instance.extensions["authz"].apply(
+                Change.adding(late_rule), actor="t", source="api"
+            )
+        calls.append(1)
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_commit_staged", someone_writes_first)
+    assert_ok(invoke(runner, "policy", "load", str(path), "--replace"))
+    assert calls  # the change was staged
+    assert late_rule not in rules(app)
     assert rules_part(app) == read_policy(app, path)
