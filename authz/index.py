@@ -40,6 +40,8 @@ from authz.rules import is_role
 
 #: Casbin's default role manager follows at most this many levels (the subject is level 1).
 MAX_HIERARCHY_LEVEL = 10
+#: The changed links are compacted into a new base beyond max(MIN, links / SHARE) members.
+LINK_OVERLAY_MIN, LINK_OVERLAY_SHARE = 256, 32
 #: Not in the link overlay (a member whose links did not change since the last compaction).
 _MISSING: Any = object()
 _METACHARS = frozenset(".^$*+?{}[]\\|():")
@@ -315,7 +317,7 @@ class DecisionIndex:
             for member, role, add in link_changes:
                 current = overlay[member] if member in overlay else links.get(member)
                 overlay[member] = _linked(current or None, role, add) or ()
-            if len(overlay) > max(256, len(links) // 32):
+            if len(overlay) > max(LINK_OVERLAY_MIN, len(links) // LINK_OVERLAY_SHARE):
                 links = dict(links)  # compact: the overlay goes into a new base
                 for member, roles in overlay.items():
                     if roles:

@@ -842,8 +842,23 @@ def random_change(
     return list(dict.fromkeys(add)), list(dict.fromkeys(remove))
 
 
+@pytest.fixture(params=["shared", "compacting"])
+def overlays(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Snapshots share rows and links through overlays, compacted once they grow: run the
+    incremental tests with the usual thresholds, and with tiny ones that compact often."""
+    if request.param == "compacting":
+        import authz.index
+        import authz.rows
+
+        monkeypatch.setattr(authz.rows, "MIN_OVERLAY", 2)
+        monkeypatch.setattr(authz.rows, "SHARE", 1_000_000)
+        monkeypatch.setattr(authz.index, "LINK_OVERLAY_MIN", 2)
+        monkeypatch.setattr(authz.index, "LINK_OVERLAY_SHARE", 1_000_000)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("seed", range(3))
-def test_incremental_changes_match_casbin_from_scratch(seed: int) -> None:
+def test_incremental_changes_match_casbin_from_scratch(seed: int, overlays: str) -> None:
     """After each with_changes the snapshot answers as Casbin and Snapshot.of on its rows."""
     rng = random.Random(1000 + seed)
     policy = shipped_policy(rng, size=110)
@@ -874,7 +889,7 @@ def test_incremental_changes_match_casbin_from_scratch(seed: int) -> None:
 @pytest.mark.parametrize(
     "spec", [COMPILED[0], COMPILED[-1]], ids=lambda s: s.file.removesuffix(".conf")
 )
-def test_incremental_changes_on_other_models(spec: Spec) -> None:
+def test_incremental_changes_on_other_models(spec: Spec, overlays: str) -> None:
     """with_changes on models keyed by equality, or with the row fields reordered."""
     text, model = load_model(spec.file)
     rng = random.Random(f"incremental-{spec.file}")
@@ -893,7 +908,7 @@ def test_incremental_changes_on_other_models(spec: Spec) -> None:
         compare(snapshot, reference(text, snapshot.rules), requests, label="incremental")
 
 
-def test_incremental_change_naming_a_row_twice() -> None:
+def test_incremental_change_naming_a_row_twice(overlays: str) -> None:
     """A row named twice in one change is removed (or added) once, as if named once."""
     rules = [
         Rule.of("g", "ann@example.com", "ops"),
@@ -908,7 +923,7 @@ def test_incremental_change_naming_a_row_twice() -> None:
     compare(twice, reference(SHIPPED_TEXT, once.rules), requests, label="incremental")
 
 
-def test_incremental_through_an_empty_policy() -> None:
+def test_incremental_through_an_empty_policy(overlays: str) -> None:
     """Removing every p row hands over to Casbin; adding rows back compiles the index again."""
     rng = random.Random("empty")
     policy = shipped_policy(rng, size=60)
