@@ -443,29 +443,41 @@ def user_new() -> BaseResponse | str:
     form = AccountForm()
     form.roles.choices = assignable_roles()
     status = 200
-    if form.validate_on_submit():
-        try:
-            user = users.create(
-                form.email.data or "",
-                form.password.data or "",
-                roles=form.roles.data or None,
-                actor=actor(),
-                source="web",
-            )
-        except users.AccountError as e:
-            field = form.password if e.field == "password" else form.email
-            if e.field == "role":
-                field = form.roles
-            field.errors = [*field.errors, e.message]
-            status = 400
-        except AuthzError as e:
-            status = editing.http_outcome(e)[0]
-            refused(e)
-        else:
-            flash(f"Created the account {user.email}.", "success")
-            return redirect(url_for("admin.user_detail", email=user.email))
-    elif request.method == "POST":
+    if request.method == "POST":
         status = 400
+        valid = form.validate_on_submit()
+        # Every field's error at once: the address and the password are checked apart.
+        checks = (
+            (form.email, lambda: users.normalize_email(form.email.data or "")),
+            (form.password, lambda: users.check_password(form.password.data or "")),
+        )
+        for field, check in checks:
+            try:
+                if field.data:
+                    check()
+            except users.AccountError as e:
+                field.errors = [*field.errors, e.message]
+                valid = False
+        if valid:
+            try:
+                user = users.create(
+                    form.email.data or "",
+                    form.password.data or "",
+                    roles=form.roles.data or None,
+                    actor=actor(),
+                    source="web",
+                )
+            except users.AccountError as e:
+                target = {"password": form.password, "role": form.roles}.get(
+                    e.field or "", form.email
+                )
+                target.errors = [*target.errors, e.message]
+            except AuthzError as e:
+                status = editing.http_outcome(e)[0]
+                refused(e)
+            else:
+                flash(f"Created the account {user.email}.", "success")
+                return redirect(url_for("admin.user_detail", email=user.email))
     return Response(render_template("admin/user_new.html", form=form), status=status)
 
 

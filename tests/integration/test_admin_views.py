@@ -632,3 +632,14 @@ def test_an_admin_sets_an_accounts_password(app: Flask, admin: FlaskClient) -> N
         "web",
         USER,
     )
+
+
+def test_an_account_form_shows_the_email_and_password_errors_together(
+    app: Flask, admin: FlaskClient
+) -> None:
+    token, _ = form_token(admin, "/admin/users/new")
+    response = admin.post(
+        "/admin/users/new", data={"csrf_token": token, "email": "nope", "password": "short"}
+    )
+    assert response.status_code == 400
+    assert response.get_data(as_text=True).count('aria-invalid="true"') == 2
