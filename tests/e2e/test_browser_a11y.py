@@ -3,8 +3,8 @@
 axe-core (the npm package, ``node_modules/axe-core``) is injected into each page and run
 with the WCAG 2.0, 2.1 and 2.2 A and AA rules; any violation fails the test, listed with
 its rule id, its help text and the nodes it found. At 390 px the page itself must not
-scroll sideways (wide tables stack or scroll inside their own box) and a logged-in
-visitor's Log out button must be on screen.
+scroll sideways (wide tables stack as one card per row), and neither at 320 px (WCAG
+1.4.10's reflow width); a logged-in visitor's Log out button must be on screen.
 
 The pages are visited by three visitors (anonymous, a plain user, an admin) of one app
 served for the whole module; the pages that need data (an inactive account, a token,
@@ -43,6 +43,8 @@ AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 WIDE = {"width": 1280, "height": 800}
 NARROW = {"width": 390, "height": 844}
+#: WCAG 1.4.10's reflow width: 1280 px at 400 % zoom.
+NARROWEST = {"width": 320, "height": 640}
 #: A third account, deactivated before the visits: the users list shows an inactive row.
 INACTIVE = "old@example.com"
 INACTIVE_PASSWORD = "old-password-1"
@@ -260,15 +262,16 @@ def test_no_axe_violation(site: Site, visit: Visit, viewport: dict[str, int]) ->
     assert not violations, f"{page.url} at {viewport['width']} px:\n{describe(violations)}"
 
 
+@pytest.mark.parametrize("viewport", [NARROW, NARROWEST], ids=["390px", "320px"])
 @pytest.mark.parametrize("visit", VISITS, ids=[v.name for v in VISITS])
-def test_the_page_reflows_at_390_px(site: Site, visit: Visit) -> None:
-    page = open_visit(site, visit, NARROW)
+def test_the_page_reflows(site: Site, visit: Visit, viewport: dict[str, int]) -> None:
+    page = open_visit(site, visit, viewport)
     width = page_width(page)
-    assert width <= NARROW["width"], f"{page.url} is {width} px wide at {NARROW['width']} px"
+    assert width <= viewport["width"], f"{page.url} is {width} px wide at {viewport['width']} px"
     if visit.who != "anonymous":
         box = page.locator("#logout").bounding_box()
         assert box is not None, "no Log out button"
-        assert 0 <= box["x"] and box["x"] + box["width"] <= NARROW["width"], box
+        assert 0 <= box["x"] and box["x"] + box["width"] <= viewport["width"], box
 
 
 # -- navigation the policy allows ---------------------------------------------------------
@@ -375,3 +378,14 @@ def test_the_role_picker_starts_empty_and_never_offers_anonymous(site: Site) -> 
     assert options[0] == "Choose a role"
     assert "anonymous" not in options
     assert "admin" in options
+
+
+def test_a_refused_login_focuses_its_error_message(page: Page, live_server: str) -> None:
+    page.goto(f"{live_server}/login")
+    page.fill("input[name=email]", USER)
+    page.fill("input[name=password]", "not-the-password")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log in").click()
+    focused = page.locator(":focus")
+    expect(focused).to_have_class(re.compile(r"\bflash error\b"))
+    expect(focused).to_have_attribute("role", "alert")
