@@ -25,6 +25,7 @@ from service import health
 from service import logs
 from service import metrics
 from service import middleware
+from service import nav
 from service import proxies
 from service import responses
 from service import sessions
@@ -69,6 +70,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     middleware.init_app(app)
     converters.init_app(app)
     register_blueprints(app)
+    nav.init_app(app)
     from service.api.decisions import allow_large_bodies
 
     app.before_request_funcs.setdefault(None, []).insert(0, allow_large_bodies)

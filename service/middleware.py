@@ -189,6 +189,7 @@ def make_authorize(app: Flask) -> Callable[[], BaseResponse | None]:
                 record(DENY, clock() - started)
                 return responses.bad_token()
             decision = engine.decide(subject, obj, act)
+            g.authz_subject = subject  # what the navigation asks the engine about
         except (EngineUnavailable, SQLAlchemyError) as e:
             # Fail closed: when the engine cannot decide, nobody gets in.
             record(ERROR, clock() - started)

@@ -120,9 +120,11 @@ def bad_token() -> Response:
 def forbidden(subject: str) -> Response:
     """The answer to a logged-in request the policy refuses.
 
-    A page of its own, not the full layout: it is the one error page that a busy
-    client may hit at request rate, so it renders without the navigation bar and the
-    session work that comes with it.
+    The page keeps the site's layout and the navigation this subject may follow (the
+    account was resolved by the middleware already; the links are decided from the
+    in-memory snapshot, so rendering costs no database round trip). The answer is the
+    same whether or not a route serves the path: a refused subject cannot map the
+    routes by telling 403 from 404.
     """
     detail = f"Your account ({subject}) and its roles may not {request.method} {request.path}."
     if wants_json():

@@ -6,13 +6,12 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField
 from wtforms import PasswordField
 from wtforms import SelectField
-from wtforms import SelectMultipleField
 from wtforms import StringField
 from wtforms.validators import AnyOf
 from wtforms.validators import DataRequired
 from wtforms.validators import Length
-from wtforms.widgets import CheckboxInput
-from wtforms.widgets import ListWidget
+
+from service.admin.forms import RoleChoicesField
 
 
 class RoleForm(FlaskForm):
@@ -26,19 +25,12 @@ class RoleForm(FlaskForm):
     effect = SelectField("Effect", choices=["allow", "deny"])
 
 
-class RoleChoices(SelectMultipleField):
-    """Roles as a list of checkboxes, each with its own label."""
-
-    widget = ListWidget(prefix_label=False)
-    option_widget = CheckboxInput()
-
-
 class AccountForm(FlaskForm):
     """A new account, created verified by the admin who vouches for the address."""
 
     email = StringField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
-    roles = RoleChoices("Roles (none ticked: the default role)", choices=[])
+    roles = RoleChoicesField("Roles (none ticked: the default role)", choices=[])
 
 
 class StateForm(FlaskForm):

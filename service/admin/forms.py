@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from flask_wtf import FlaskForm
 from wtforms import BooleanField
 from wtforms import HiddenField
@@ -16,7 +19,58 @@ from wtforms.validators import Optional
 from wtforms.widgets import CheckboxInput
 from wtforms.widgets import ListWidget
 
+from authz import ANONYMOUS
 from service.tokens import MAX_DAYS
+
+#: The first entry of a role picker: nothing chosen, and choosing nothing does not validate.
+CHOOSE_A_ROLE = ("", "Choose a role")
+
+
+def assignable(roles: Iterable[Any]) -> list[Any]:
+    """The roles that may be given to an account or a token: every one but ``anonymous``.
+
+    Everyone holds ``anonymous`` already (it is the subject of a request with no account,
+    and roles inherit it); offering it would only add a row that changes nothing.
+    """
+    return [r for r in roles if (r[0] if isinstance(r, tuple) else r) != ANONYMOUS]
+
+
+class RoleField(SelectField):
+    """A role picker that starts on "Choose a role" and never offers ``anonymous``.
+
+    Views set ``choices`` to the roles they know; the field drops ``anonymous`` and puts
+    the placeholder first, so a form submitted without a choice fails validation with
+    a message next to the field rather than assigning the first role in the list.
+    """
+
+    def __init__(self, label: str, **kwargs: Any) -> None:
+        super().__init__(label, validators=[DataRequired(message="choose a role")], **kwargs)
+
+    @property
+    def choices(self) -> list[Any]:
+        """The placeholder, then the assignable roles."""
+        return self._roles
+
+    @choices.setter
+    def choices(self, roles: Iterable[Any] | None) -> None:
+        kept = [r for r in assignable(roles or []) if r != CHOOSE_A_ROLE and r != ""]
+        self._roles = [CHOOSE_A_ROLE, *kept]
+
+
+class RoleChoicesField(SelectMultipleField):
+    """Roles chosen as a list of checkboxes, each with its own label; never ``anonymous``."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+    @property
+    def choices(self) -> list[Any]:
+        """The assignable roles."""
+        return self._roles
+
+    @choices.setter
+    def choices(self, roles: Iterable[Any] | None) -> None:
+        self._roles = assignable(roles or [])
 
 
 class RuleForm(FlaskForm):
@@ -33,7 +87,7 @@ class RuleForm(FlaskForm):
 class AssignRoleForm(FlaskForm):
     """Give a user a role."""
 
-    role = SelectField("Role", choices=[])
+    role = RoleField("Assign a role", choices=[])
     revision = HiddenField()
 
 
@@ -43,18 +97,11 @@ class ConfirmForm(FlaskForm):
     revision = HiddenField()
 
 
-class CheckboxesField(SelectMultipleField):
-    """A multiple choice shown as a list of checkboxes, each with its own label."""
-
-    widget = ListWidget(prefix_label=False)
-    option_widget = CheckboxInput()
-
-
 class TokenForm(FlaskForm):
     """A new service token: its name, its roles and how many days it lives."""
 
     name = StringField("Name", validators=[DataRequired(), Length(max=63)])
-    roles = CheckboxesField("Roles", choices=[])
+    roles = RoleChoicesField("Roles", choices=[])
     expires_days = IntegerField(
         f"Expires after (days, 1 to {MAX_DAYS}; empty: never)",
         validators=[Optional(), NumberRange(min=1, max=MAX_DAYS)],

@@ -419,9 +419,11 @@ def users_list() -> str:
 @bp.get("/users/<email:email>")
 def user_detail(email: str) -> str:
     """One account: state, direct and effective roles, effective permissions."""
-    user = find_user(email)
+    return _user_page(find_user(email), AssignRoleForm())
+
+
+def _user_page(user: User, form: AssignRoleForm) -> str:
     engine = users.engine()
-    form = AssignRoleForm()
     direct = users.direct_roles(user.email)
     form.role.choices = [r for r in assignable_roles() if r not in direct]
     form.revision.data = str(engine.revision)
@@ -489,24 +491,23 @@ def assignable_roles() -> list[str]:
 
 @bp.post("/users/<email:email>/roles")
 def user_assign(email: str) -> BaseResponse:
-    """Give an account a role."""
+    """Give an account a role (no role chosen: the page again, the error on the field)."""
     user = find_user(email)
     form = AssignRoleForm()
     form.role.choices = assignable_roles()
-    if form.validate_on_submit() and form.role.data:
-        try:
-            changed = editing.assign(user.email, form.role.data, who())
-        except (AuthzError, editing.EditError, users.AccountError) as e:
-            refused(e)
-        else:
-            flash(
-                f"{user.email} now has role {form.role.data}."
-                if changed
-                else f"{user.email} already has role {form.role.data}; nothing changed.",
-                "success",
-            )
+    if not (form.validate_on_submit() and form.role.data):
+        return Response(_user_page(user, form), status=400)
+    try:
+        changed = editing.assign(user.email, form.role.data, who())
+    except (AuthzError, editing.EditError, users.AccountError) as e:
+        refused(e)
     else:
-        flash("Not saved: choose a role.", "error")
+        flash(
+            f"{user.email} now has role {form.role.data}."
+            if changed
+            else f"{user.email} already has role {form.role.data}; nothing changed.",
+            "success",
+        )
     return redirect(url_for("admin.user_detail", email=user.email))
 
 

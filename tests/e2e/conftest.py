@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,9 +66,9 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[str]:
-    """The app (admin and user accounts, default policy) served on a free port; its base URL."""
+@contextmanager
+def serve(tmp_path: Path) -> Iterator[str]:
+    """Serve a fresh app (admin and user accounts, default policy) on a free port; its base URL."""
     app = make_app(tmp_path)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(
@@ -81,6 +82,13 @@ def live_server(tmp_path: Path) -> Iterator[str]:
         thread.join(timeout=10)
         server.server_close()
         dispose(app)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[str]:
+    """The app served for one test; its base URL."""
+    with serve(tmp_path) as base:
+        yield base
 
 
 @pytest.fixture

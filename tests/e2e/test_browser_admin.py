@@ -266,7 +266,7 @@ def test_the_roles_page_shows_the_inheritance(
     admin = logged_in(new_page, live_server, ADMIN, ADMIN_PASSWORD)
     assert status_of(admin, f"{live_server}/admin/roles") == 200
     expect(admin.get_by_role("heading", name="Roles")).to_be_visible()
-    names = [t.split()[0] for t in admin.locator("main li").all_inner_texts() if t.strip()]
+    names = [t.split()[0] for t in admin.locator("#role-tree li").all_inner_texts() if t.strip()]
     # g, user, anonymous and g, admin, user: anonymous at the top, then user, then admin.
     assert names[:3] == ["anonymous", "user", "admin"], names
     shot(admin, "admin-roles")

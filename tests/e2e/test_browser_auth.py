@@ -32,7 +32,7 @@ def test_an_anonymous_visitor_is_sent_to_the_login_page(page: Page, live_server:
 def test_a_user_logs_in_and_lands_on_the_home_page(page: Page, live_server: str) -> None:
     login(page, live_server, USER, USER_PASSWORD)
     assert page.url == f"{live_server}/"
-    expect(page.locator("nav.top")).to_contain_text(f"Logged in as {USER}")
+    expect(page.get_by_role("navigation", name="Site")).to_contain_text(f"Logged in as {USER}")
     expect(page.locator("#who")).to_have_text(USER)
     expect(page.get_by_role("heading", name="Home")).to_be_visible()
     shot(page, "home")
@@ -75,7 +75,7 @@ def test_the_logout_button_ends_the_session(
     assert cookies, "no session cookie after login"
 
     with page.expect_navigation():
-        page.locator("nav.top #logout").click()
+        page.locator("#logout").click()
     assert urlsplit(page.url).path == "/login"
     expect(page.locator(".flash.success")).to_contain_text("logged out")
     expect(page.locator("#who")).to_have_count(0)

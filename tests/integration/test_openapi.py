@@ -150,7 +150,7 @@ def test_request_bodies_come_from_the_modules_field_tables(client: FlaskClient) 
     add = document["paths"]["/api/v1/policy/rules"]["post"]["requestBody"]
     schema = add["content"]["application/json"]["schema"]
     assert set(schema["properties"]) == {"subject", "path", "methods", "effect", "revision"}
-    assert set(schema["required"]) == {"subject", "path", "methods", "revision"}
+    assert set(schema["required"]) == {"subject", "path", "methods"}  # revision is optional
     assert schema["additionalProperties"] is False  # unknown fields are refused (schemas.py)
 
 
