@@ -99,7 +99,7 @@ audit_table = sa.Table(
     sa.Column("added", sa.Text, nullable=False),
     sa.Column("removed", sa.Text, nullable=False),
     sa.Column("forced", sa.Boolean, nullable=False, default=False),
-    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False, index=True),
     sa.Column("detail", sa.Text, nullable=False, default=""),
 )
 
@@ -411,14 +411,19 @@ class PolicyStore:
             rows = conn.execute(query.limit(limit).offset(offset)).mappings().all()
         return [_entry(row) for row in rows]
 
-    def audit_since(self, revision: int, *, limit: int = 1000) -> list[AuditEntry]:
-        """Return the entries of changes after ``revision``, oldest first (at most ``limit``)."""
-        query = (
-            sa.select(audit_table)
-            .where(audit_table.c.revision > revision)
-            .order_by(audit_table.c.id)
-            .limit(limit)
-        )
+    def audit_since(
+        self, revision: int, *, max_text: int | None = None, limit: int = 1000
+    ) -> list[AuditEntry]:
+        """Return the entries of changes after ``revision``, oldest first, at most ``limit``.
+
+        :param max_text: only entries whose rows take at most this many characters (the
+            small edits of editors, not bulk loads), so what is read stays bounded.
+        """
+        query = sa.select(audit_table).where(audit_table.c.revision > revision)
+        if max_text is not None:
+            size = sa.func.length(audit_table.c.added) + sa.func.length(audit_table.c.removed)
+            query = query.where(size <= max_text)
+        query = query.order_by(audit_table.c.id).limit(limit)
         with self.engine.connect() as conn:
             return [_entry(row) for row in conn.execute(query).mappings()]
 

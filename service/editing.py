@@ -321,34 +321,52 @@ def _current(rule_id: str, ptype: str | None, since: int | None, *, yours: Rule 
         try:
             return find(rule_id, ptype)
         except Missing:
-            old = removed_since(rule_id, since)
-            if old is None or (ptype is not None and old[0].ptype != ptype):
+            old = removed_since(rule_id, since, ptype=ptype)
+            if old is None:
                 raise
             raise Conflict(old[0], yours, old[1], old[2]) from None
 
 
 def _conflict(old: Rule, yours: Rule | None, since: int | None) -> Conflict:
-    found = removed_since(old.id, since)
+    found = removed_since(old.id, since, ptype=old.ptype)
     if found is None:
         return Conflict(old, yours, None, None)
     return Conflict(old, yours, found[1], found[2])
 
 
-def removed_since(rule_id: str, since: int | None) -> tuple[Rule, Rule | None, AuditEntry] | None:
-    """The row ``rule_id`` named at ``since``, what replaced it (if it still stands), and
-    the audit entry that removed it; None when the audit log does not show it."""
-    if since is None:
-        return None
+#: How far back (in revisions) a conflict is looked up; older forms just find the row gone.
+CONFLICT_HORIZON = 1000
+#: The edits a conflict can come from are small: an entry whose rows take more characters
+#: than this (a bulk load) is not read.
+EDIT_TEXT = 4096
+
+
+def removed_since(
+    rule_id: str, since: int | None, *, ptype: str | None = None
+) -> tuple[Rule, Rule | None, AuditEntry] | None:
+    """What became of a row gone since revision ``since``: the row, what replaced it (if
+    it still stands), and the audit entry that removed it; None when the audit log does
+    not show it (a bulk load removed it, or ``since`` is too old or not given).
+
+    Reads only small edits (EDIT_TEXT) of the last CONFLICT_HORIZON revisions: a bounded
+    read, whatever a client sends.
+    """
     policy = users.engine()
-    entries = policy.store.audit_since(since)
-    for entry in entries:  # oldest first
+    if since is None or not 0 <= since <= policy.revision:
+        return None
+    since = max(since, policy.revision - CONFLICT_HORIZON)
+    try:
+        entries = policy.store.audit_since(since, max_text=EDIT_TEXT, limit=CONFLICT_HORIZON)
+    except DATABASE_ERRORS:
+        return None  # the write path will say what is wrong with the database
+    for at, entry in enumerate(entries):  # oldest first
         for rule in entry.removed:
-            if rule.id != rule_id:
+            if rule.id != rule_id or (ptype is not None and rule.ptype != ptype):
                 continue
             current: Rule | None = None
             same = [r for r in entry.added if r.ptype == rule.ptype]
             if entry.action == "rule.edit" and len(same) == 1:
-                current = _follow(same[0], entries[entries.index(entry) + 1 :])
+                current = _follow(same[0], entries[at + 1 :])
             return rule, current, entry
     return None
 

@@ -123,6 +123,8 @@ def subject(value: str, field: str = "subject") -> str:
     """
     if not value or len(value) > MAX_VALUE_LENGTH:
         raise BadParam(field, f"must be 1 to {MAX_VALUE_LENGTH} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise BadParam(field, "must not contain control characters")
     folded = value.strip().lower()
     if folded != value and "@" in folded and is_user(folded):
         raise BadParam(field, f"write it as {folded}")

@@ -318,9 +318,11 @@ def account_write(
     db.session.rollback()  # end any read transaction before the write
     try:
         with store.transaction() as session:
-            hook(session)
             if sessions_end:
+                # The revision row first, as the engine's writes take it: the same lock
+                # order everywhere, so an account write never deadlocks with one.
                 store.accounts_changed(session)
+            hook(session)
             if audit:
                 store.insert_audit(
                     session,
@@ -430,25 +432,19 @@ def set_active(email: str, active: bool, *, actor: str, source: str, force: bool
         )
         if done.rowcount != 1:  # type: ignore[attr-defined]
             raise _Unchanged  # another admin got there first
-        engine().store.accounts_changed(session)
         if active:
-            return []
-        # Ended, not merely refused while inactive: reactivation revives no session.
+            return []  # account_write bumped the accounts revision before this ran
+        # Ended, not merely refused while inactive: reactivation revives no session. (The
+        # engine took the revision row first; the accounts revision goes up with it.)
         session.execute(sessions.end_statement(user_id))
+        engine().store.accounts_changed(session)
         return [target]
 
     db.session.rollback()
     try:
         if active:
             # Activation takes nothing from anyone: no policy lock, no guard.
-            account_write(
-                "user.activate",
-                update,
-                actor=actor,
-                source=source,
-                detail=target,
-                sessions_end=False,
-            )
+            account_write("user.activate", update, actor=actor, source=source, detail=target)
         else:
             engine().apply(
                 Change(),
@@ -484,6 +480,15 @@ def set_password(email: str, password: str, *, actor: str, source: str) -> User:
         source=source,
         detail=target,
     )
+    if actor != target:
+        # Whoever set it, the owner hears of it (a delegated helpdesk is a risk too).
+        _mail_later(
+            target,
+            "Your password was changed",
+            f"The password of your account {target} was set by {actor} ({source}); every "
+            "session of the account has ended.\nIf you did not expect this, contact your "
+            "administrator.\n",
+        )
     return require(target)
 
 

@@ -100,11 +100,11 @@ def paginate(items: list, page: int) -> tuple[list, int, int]:  # type: ignore[t
 
 
 def since(form_revision: str | None) -> int | None:
-    """The revision a form was built from (None when it does not say)."""
-    try:
-        return int(form_revision or "")
-    except ValueError:
+    """The revision a form was built from (None when it does not say, or says nonsense)."""
+    value = form_revision or ""
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
         return None
+    return int(value)
 
 
 def refused(e: Exception) -> None:
@@ -281,7 +281,7 @@ def _rule_form_gone(rule_id: str) -> Response:
     form = RuleForm()
     form.validate()
     mine = _rule_from(form)
-    found = editing.removed_since(rule_id, since(form.revision.data))
+    found = editing.removed_since(rule_id, since(form.revision.data), ptype="p")
     if found is None:
         abort(404, description="No such rule (it may have been changed or removed).")
     old, current, entry = found
@@ -298,7 +298,7 @@ def rule_delete(rule_id: str) -> BaseResponse | str:
     except editing.Missing:
         if not form.validate_on_submit():
             raise
-        found = editing.removed_since(rule_id, since(form.revision.data))
+        found = editing.removed_since(rule_id, since(form.revision.data), ptype="p")
         if found is None:
             raise
         flash(

@@ -27,6 +27,8 @@ from service import params
 #: Rows per page when the client does not say, and the most it may ask for.
 DEFAULT_PER_PAGE = params.DEFAULT_PER_PAGE
 MAX_PER_PAGE = params.MAX_PER_PAGE
+#: The largest revision a client may name (SQL's BIGINT holds it).
+MAX_REVISION = 2**62
 #: The most requests one batch decision call may carry.
 MAX_BATCH = 1000
 #: An HTTP method is a token (RFC 9110, section 5.6.2).
@@ -113,10 +115,10 @@ def revision(value: Any, field: str = "revision") -> int:
     """Return a policy revision from a body (an integer) or a query string (digits)."""
     if isinstance(value, str) and _DIGITS.match(value):
         value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REVISION:
         raise Invalid(
-            [FieldError(field, "must be the policy revision the change is based on")],
-            "every write names the policy revision it was based on",
+            [FieldError(field, "must be the policy revision the row was read at")],
+            "a revision is a whole number from 0",
         )
     return value
 
