@@ -313,7 +313,8 @@ def users_set_password(email: str, password: str | None) -> None:
     with errors():
         users.require(email)
         user = users.set_password(email, _password(password), actor=actor(), source="cli")
-    ok(f"Password changed for {user.email}; its sessions are ended.")
+        mail.mailer().drain()  # the owner's notice, before the process ends
+    ok(f"Password changed for {user.email}; its sessions are ended and its owner told.")
 
 
 @users_cli.command("unthrottle")

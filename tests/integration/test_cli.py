@@ -33,6 +33,7 @@ from tests.conftest import USER_PASSWORD
 from tests.conftest import AuthActions
 from tests.conftest import app_config
 from tests.conftest import dispose
+from tests.integration import mailbox
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_POLICY = ROOT / "policies" / "default.csv"
@@ -465,9 +466,15 @@ def test_users_set_password(
     assert auth.client.get("/").status_code == 200
 
     result = invoke(runner, "users", "set-password", USER, *options, input=stdin)
-    assert assert_ok(result).strip() == f"Password changed for {USER}; its sessions are ended."
+    # The last line (the development mail backend logs the notice above it).
+    assert assert_ok(result).strip().splitlines()[-1] == (
+        f"Password changed for {USER}; its sessions are ended and its owner told."
+    )
     entry = audit(app)[0]
     assert (entry.action, entry.detail) == ("user.password", USER)
+    notice = mailbox.to(app, USER)[-1]
+    assert notice["Subject"] == "Your password was changed"
+    assert entry.actor in notice.get_content()
     assert auth.client.get("/").status_code == 302  # the old session ended
     assert auth.login(USER, USER_PASSWORD).status_code == 401
     assert auth.login(USER, "brand-new-password").status_code == 302
