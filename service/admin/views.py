@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from flask import Blueprint
 from flask import Response
@@ -107,6 +108,11 @@ def since(form_revision: str | None) -> int | None:
     return int(value)
 
 
+def add_error(field: Any, message: str) -> None:
+    """Show ``message`` under a form field, after the errors it has already."""
+    field.errors = [*field.errors, message]
+
+
 def refused(e: Exception) -> None:
     """Flash why a change was not saved."""
     flash(f"Not saved: {e}.", "error")
@@ -181,7 +187,7 @@ def _field_errors(form: RuleForm | RoleForm, rule: Rule, *, subject: str = "subj
     for name, message in errors.items():
         field = getattr(form, names.get(name, subject))
         if message not in field.errors:
-            field.errors = [*field.errors, message]
+            add_error(field, message)
     return bool(errors)
 
 
@@ -213,7 +219,7 @@ def _rule_form(rule_id: str | None) -> BaseResponse | str:
                     else:
                         editing.edit(rule.id, new, who(), since=since(form.revision.data))
                 except editing.Duplicate:
-                    form.subject.errors = [*form.subject.errors, "this rule already exists"]
+                    add_error(form.subject, "this rule already exists")
                 except editing.Conflict as e:
                     conflict, status = e, 409
                 except (AuthzError, editing.EditError) as e:
@@ -369,13 +375,13 @@ def role_new() -> BaseResponse | str:
             ),
         )
         if role and role in users.known_roles():
-            form.role.errors = [*form.role.errors, f"the role {role!r} exists already"]
+            add_error(form.role, f"the role {role!r} exists already")
         elif not _field_errors(form, first, subject="role") and valid:
             try:
                 editing.create_role(role, first, who())
             except editing.EditError as e:
                 field = getattr(form, e.field or "role", form.role)
-                field.errors = [*field.errors, e.message]
+                add_error(field, e.message)
             except AuthzError as e:
                 status = editing.http_outcome(e)[0]
                 refused(e)
@@ -458,7 +464,7 @@ def user_new() -> BaseResponse | str:
                 if field.data:
                     check()
             except users.AccountError as e:
-                field.errors = [*field.errors, e.message]
+                add_error(field, e.message)
                 valid = False
         if valid:
             try:
@@ -473,7 +479,7 @@ def user_new() -> BaseResponse | str:
                 target = {"password": form.password, "role": form.roles}.get(
                     e.field or "", form.email
                 )
-                target.errors = [*target.errors, e.message]
+                add_error(target, e.message)
             except AuthzError as e:
                 status = editing.http_outcome(e)[0]
                 refused(e)
@@ -605,7 +611,7 @@ def user_password(email: str) -> BaseResponse | str:
         try:
             users.set_password(user.email, form.password.data or "", actor=actor(), source="web")
         except users.AccountError as e:
-            form.password.errors = [*form.password.errors, e.message]
+            add_error(form.password, e.message)
             status = 400
         except AuthzError as e:
             status = editing.http_outcome(e)[0]
@@ -692,7 +698,7 @@ def token_create() -> Response:
             field = {"roles": form.roles, "expires": form.expires_days}.get(
                 e.field or "", form.name
             )
-            field.errors = [*field.errors, e.message]
+            add_error(field, e.message)
         except AuthzError as e:  # the database or the engine refused the write
             flash(f"Not created: {e}.", "error")
         else:
