@@ -21,6 +21,7 @@ from typing import Any
 
 from flask import current_app
 
+from authz import ANONYMOUS
 from authz import Applied
 from authz import AuditEntry
 from authz import AuthzError
@@ -227,7 +228,13 @@ class Tried:
         """One sentence on why another subject decided, or empty."""
         if self.as_subject is None:
             return ""
-        return f"{self.subject}'s requests are decided as {self.as_subject}"
+        if is_token(self.subject):
+            why = "is revoked or expired"
+        elif self.as_subject == ANONYMOUS:
+            why = "is deactivated"
+        else:
+            why = "has not verified its email"
+        return f"{self.subject} {why}; its requests are decided as {self.as_subject}"
 
 
 def try_request(subject: str, path: str, method: str) -> Tried:

@@ -594,7 +594,7 @@ def test_try_decides_a_deactivated_account_as_anonymous(app: Flask, admin: Flask
     with app.app_context():
         users.set_active(USER, False, actor="test", source="cli")
     html = admin.get(f"/admin/try?subject={USER}&path=/&method=GET").get_data(as_text=True)
-    assert f"{USER}&#39;s requests are decided as anonymous" in html
+    assert f"{USER} is deactivated; its requests are decided as anonymous" in html
     assert 'id="verdict" class="deny"' in html
 
 

@@ -219,7 +219,7 @@ LONG = "/" + "a" * 3000
         ({"method": "X" * 3000}, "method", "at most 32"),
         ({"subject": "USER@Example.com"}, "subject", f"write it as {USER}"),
         ({"subject": f" {USER}"}, "subject", f"write it as {USER}"),
-        ({"subject": f"{USER}\x00"}, "subject", "must be an email"),
+        ({"subject": f"{USER}\x00"}, "subject", "must not contain control characters"),
         ({"subject": "Admin"}, "subject", "write it as admin"),
         ({"subject": "TOKEN:ci"}, "subject", "write it as token:ci"),
         ({"subject": "token:"}, "subject", "must be an email"),

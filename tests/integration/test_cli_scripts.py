@@ -261,5 +261,5 @@ def test_policy_check_decides_a_deactivated_account_as_anonymous(app: Flask) -> 
         accounts.set_active(USER, False, actor="test", source="cli")
     result = app.test_cli_runner().invoke(args=["policy", "check", USER, "/", "GET"])
     assert result.exit_code == 1, result.output
-    assert f"{USER}'s requests are decided as anonymous" in result.output
+    assert f"{USER} is deactivated; its requests are decided as anonymous" in result.output
     assert "deny" in result.output
