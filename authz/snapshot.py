@@ -42,6 +42,7 @@ from authz.model import PolicyModel
 from authz.patterns import MAX_VALUE
 from authz.rows import Rows
 from authz.rules import Rule
+from authz.rules import is_role
 from authz.rules import validate
 
 log = logging.getLogger("authz")
@@ -346,6 +347,17 @@ def _reach(start: str, links: Mapping[str, list[str]]) -> set[str]:
     return seen
 
 
+def _role_names(rule: Rule) -> tuple[str, ...]:
+    """The role names a row mentions: a g row's role (and its member when that is a role),
+    a p row's subject when that is a role."""
+    values = rule.values
+    if not values:
+        return ()
+    if rule.ptype == "g" and len(values) >= 2:
+        return (values[1], values[0]) if is_role(values[0]) else (values[1],)
+    return (values[0],) if is_role(values[0]) else ()
+
+
 class Snapshot:
     """The rules of one policy revision; never mutated once built."""
 
@@ -360,6 +372,7 @@ class Snapshot:
         "_rules",
         "_links",
         "_ids",
+        "_roles",
         "fast",
     )
 
@@ -390,6 +403,8 @@ class Snapshot:
         self._rules: tuple[Rule, ...] | None = None
         self._links: dict[str, dict[str, list[str]]] = {}
         self._ids: dict[str, Rule] | None = None
+        #: role name -> how many rows name it (computed on first use, then carried along).
+        self._roles: dict[str, int] | None = None
 
     @classmethod
     def of(cls, revision: int, rules: Iterable[Rule], model: PolicyModel) -> Snapshot:
@@ -478,7 +493,38 @@ class Snapshot:
             decider = None  # built from scratch by the new snapshot
         else:
             decider = self.decider.with_changes(rows, added, removed)
-        return Snapshot(revision, self.model, rows, seq, decider, bad_rows)
+        after = Snapshot(revision, self.model, rows, seq, decider, bad_rows)
+        if self._roles is not None:
+            roles = dict(self._roles)
+            for rule in removed:
+                for name in _role_names(rule):
+                    roles[name] -= 1
+                    if not roles[name]:
+                        del roles[name]
+            for rule, _seq in added:
+                for name in _role_names(rule):
+                    roles[name] = roles.get(name, 0) + 1
+            after._roles = roles
+        return after
+
+    @property
+    def roles(self) -> list[str]:
+        """Every role the rows name (as a role, a member that is a role, a rule's subject),
+        sorted. Counted once per policy, then kept up to date change by change."""
+        return sorted(self._names())
+
+    def has_role(self, name: str) -> bool:
+        """Whether any row names ``name`` as a role (see :attr:`roles`)."""
+        return name in self._names()
+
+    def _names(self) -> dict[str, int]:
+        if self._roles is None:
+            counts: dict[str, int] = {}
+            for rule in self._rows:
+                for name in _role_names(rule):
+                    counts[name] = counts.get(name, 0) + 1
+            self._roles = counts
+        return self._roles
 
     def decide(self, sub: str, obj: str, act: str) -> Decision:
         """Decide one request against this snapshot (values capped as in PolicyEngine.decide)."""

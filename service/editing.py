@@ -398,11 +398,7 @@ def assign(subject: str, role: str, who: Who, *, force: bool = False) -> bool:
     """Give a user, a role or a token a role; False when it had it already (nothing audited)."""
     member = member_of(subject)
     rule = validate(Rule("g", (member, role)))
-    known = users.known_roles()
-    if rule.values[1] not in known:
-        raise EditError(
-            f"no role {role!r} in the policy (known: {', '.join(known) or 'none'})", field="role"
-        )
+    users.check_role(rule.values[1])
     if rule in snapshot().ruleset:
         return False
     applied = _apply(

@@ -37,7 +37,6 @@ from authz import PolicyEngine
 from authz import Rule
 from authz.rules import TOKEN_NAME
 from authz.rules import TOKEN_PREFIX
-from authz.rules import is_role
 from authz.store import rule_table
 from service import sessions
 from service import users
@@ -166,14 +165,11 @@ def create(
     """
     name = check_name(name)
     roles = list(dict.fromkeys(roles))
-    known = users.known_roles()
     for role in roles:
-        if not is_role(role):
-            raise TokenError(f"{role!r} is not a role name ([a-z][a-z0-9_-]*)", field="roles")
-        if role not in known:
-            raise TokenError(
-                f"unknown role {role!r} (known: {', '.join(known) or 'none'})", field="roles"
-            )
+        try:
+            users.check_role(role)
+        except users.AccountError as e:
+            raise TokenError(e.message, field="roles") from e
     if expires_days is not None and not 1 <= expires_days <= MAX_DAYS:
         raise TokenError(f"expires must be 1 to {MAX_DAYS} days", field="expires")
     if get(name) is not None:

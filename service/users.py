@@ -282,16 +282,8 @@ def effective_rules(subject: str) -> list[Rule]:
 
 
 def known_roles() -> list[str]:
-    """Return every role named in the policy."""
-    names = set()
-    for r in engine().rules():
-        if r.ptype == "g":
-            names.add(r.values[1])
-            if is_role(r.values[0]):
-                names.add(r.values[0])
-        elif is_role(r.values[0]):
-            names.add(r.values[0])
-    return sorted(names)
+    """Return every role named in the policy (kept by the snapshot, change by change)."""
+    return engine().snapshot.roles
 
 
 def account_write(
@@ -361,7 +353,7 @@ def create(
     check_password(password)
     wanted = list(roles) if roles is not None else [current_app.config["AUTHZ"].default_role]
     for role in wanted:
-        _check_role(role)
+        check_role(role)
     hashed = passwords().hash(password)
 
     def add_user(session: Session) -> None:
@@ -916,12 +908,17 @@ def member(subject: str) -> str:
     return subject
 
 
-def _check_role(role: str) -> None:
+def check_role(role: str) -> None:
+    """Raise AccountError (field ``role``) unless ``role`` is a role some row names: a typo
+    must not create a row for a role nobody defined."""
     if not is_role(role):
-        raise AccountError(f"{role!r} is not a role name ([a-z][a-z0-9_-]*)")
-    known = known_roles()
-    if role not in known:
-        raise AccountError(f"unknown role {role!r} (known: {', '.join(known) or 'none'})")
+        raise AccountError(f"{role!r} is not a role name ([a-z][a-z0-9_-]*)", field="role")
+    if not engine().snapshot.has_role(role):
+        known = known_roles()
+        shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        raise AccountError(
+            f"no role {role!r} in the policy (known: {shown or 'none'})", field="role"
+        )
 
 
 # -- login throttling -----------------------------------------------------------------

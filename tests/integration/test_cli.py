@@ -344,14 +344,14 @@ def test_users_create_with_roles_and_odd_spelling(app: Flask, runner: FlaskCliRu
             NEW,
             ["--password", NEW_PASSWORD, "--role", "editor"],
             None,
-            "unknown role 'editor' (known: admin, anonymous, user)",
+            "no role 'editor' in the policy (known: admin, anonymous, user)",
             id="unknown-role",
         ),
         pytest.param(
             NEW,
             ["--password", NEW_PASSWORD, "--role", "admin", "--role", "editor"],
             None,
-            "unknown role 'editor'",
+            "no role 'editor'",
             id="one-unknown-role-of-two",
         ),
         pytest.param(

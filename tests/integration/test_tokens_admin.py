@@ -161,7 +161,7 @@ def test_cli_revoke_ends_the_token(app: Flask, runner: FlaskCliRunner, client: F
         (("create", "Bad Name"), "is not a token name"),
         (("create", "x" * 64), "is not a token name"),
         (("create", "ok", "--role", "no such"), "is not a role name"),
-        (("create", "ok", "--role", "nosuchrole"), "unknown role 'nosuchrole'"),
+        (("create", "ok", "--role", "nosuchrole"), "no role 'nosuchrole'"),
         (("create", "ok", "--expires", "0"), "expires must be 1 to 3650 days"),
         (("create", "ok", "--expires", "3651"), "expires must be 1 to 3650 days"),
         (("create", "ci"), "a token named 'ci' exists"),

@@ -866,6 +866,7 @@ def test_incremental_changes_match_casbin_from_scratch(seed: int, overlays: str)
     first_requests = requests_for(rng, policy, 250)
     first_answers = [index_answer(first, r) for r in first_requests]
     snapshot = first
+    assert first.roles  # counted once here, then carried along by each change
     removed: list[Rule] = []
     for revision in range(2, 10):
         add, remove = random_change(rng, snapshot, policy, removed)
@@ -879,6 +880,7 @@ def test_incremental_changes_match_casbin_from_scratch(seed: int, overlays: str)
         requests = requests_for(rng, policy._replace(rules=list(snapshot.rules)), 250)
         compare(snapshot, reference(SHIPPED_TEXT, snapshot.rules), requests, label="incremental")
         rebuilt = Snapshot.of(revision, snapshot.rules, SHIPPED)
+        assert snapshot.roles == rebuilt.roles  # the role names, kept change by change
         differ = [r for r in requests if index_answer(snapshot, r) != index_answer(rebuilt, r)]
         assert not differ, f"with_changes and Snapshot.of differ on {differ[:3]!r}"
     # The first snapshot is untouched by everything built from it.
