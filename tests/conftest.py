@@ -12,6 +12,8 @@ test gets a copy of it: the SQLite file's bytes, or the PostgreSQL schema as ``p
 wrote it (a spare schema of an earlier test, checked and refilled, when there is one).
 A copy costs milliseconds where an install costs a few hundred. A test marked
 ``fresh_install`` gets a database initialised for it alone.
+
+Under pytest-xdist (``addopts``), each worker has a PostgreSQL database of its own.
 """
 
 from __future__ import annotations
@@ -369,15 +371,48 @@ _images: dict[tuple[str, str], Image | None] = {}
 _fresh_only = False
 
 
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Accept pytest-xdist's options of ``addopts`` when it is off (``-p no:xdist``)."""
+    if pluginmanager.has_plugin("xdist"):
+        return
+    group = parser.getgroup("xdist", "pytest-xdist is off: its options are ignored")
+    group.addoption("--numprocesses", dest="numprocesses", default=None)
+    group.addoption("--dist", dest="dist", default="no")
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    """The PostgreSQL server URL, once it answered a query; otherwise the test is skipped."""
+    """The PostgreSQL server URL, once it answered a query; otherwise the test is skipped.
+
+    Under pytest-xdist each worker gets a database of its own on that server, made for
+    the run and dropped after it: a NOTIFY on one worker's database reaches no other.
+    A user without the right to create databases shares the one named (each test still
+    has its own schema there).
+    """
     url = postgres_url()
     reason = postgres_unreachable(url)
     if reason is not None:
         pytest.skip(reason)
-    yield url
-    admin_engine(url).dispose()
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    server = sa.create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    own = None
+    if worker is not None:
+        run = re.sub(r"\W", "", os.environ.get("PYTEST_XDIST_TESTRUNUID", ""))[:8]
+        name = f"{make_url(url).database}_{worker}_{run}"
+        try:
+            with server.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            own = make_url(url).set(database=name).render_as_string(hide_password=False)
+        except SQLAlchemyError:
+            own = None
+    try:
+        yield own or url
+    finally:
+        admin_engine(own or url).dispose()
+        if own is not None:
+            with server.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server.dispose()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
