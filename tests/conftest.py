@@ -281,9 +281,12 @@ class PostgresBackend(Backend):
         shape, tables = self.shapes[id(image)]
         if self._shape(name) != shape:
             return False
-        listed = ", ".join(f"{name}.{table}" for table in tables)
+        # DELETE, not TRUNCATE: for a few dozen rows, TRUNCATE's new files cost far more.
+        # (A foreign key the order breaks fails the reset: the spare is dropped instead.)
+        # Names from our own catalog query, not from input.
+        emptied = "".join(f"DELETE FROM {name}.{table};\n" for table in tables)  # noqa: S608
         # A connection a failed test left inside a transaction must not hang the run.
-        script = f"SET LOCAL lock_timeout = '5s';\nTRUNCATE {listed};\n{image.rows}"
+        script = f"SET LOCAL lock_timeout = '5s';\n{emptied}{image.rows}"
         try:
             self._run(script.replace(_PLACEHOLDER, name))
         except (SQLAlchemyError, psycopg.Error):
