@@ -97,6 +97,8 @@ def test_a_failed_poll_keeps_the_snapshot_and_polling_resumes(
         # The instances' search_path now names no schema: every poll fails.
         with admin.begin() as conn:
             conn.exec_driver_sql(f"ALTER SCHEMA {quote(pg_schema)} RENAME TO {quote(hidden)}")
+        # A poll that began before the rename may still finish well: let it land first.
+        time.sleep(INTERVAL * 2)
         failed_at = time.monotonic()
         time.sleep(INTERVAL * 6)
         assert other_engine.verified_at < failed_at, "a failed poll counted as a check"
