@@ -333,7 +333,10 @@ class PolicyEngine:
             except DATABASE_ERRORS as e:
                 raise EngineUnavailable(f"the change was not saved: {database_reason(e)}") from e
         for attempt in range(STAGE_ATTEMPTS):
-            self._catch_up()
+            if attempt:
+                # Behind another writer: reload first, without the lock (the first try
+                # found out under the lock, for free; most writes are not behind).
+                self._catch_up()
             with self._write_lock:
                 try:
                     return self._apply(
