@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import assume
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -462,7 +463,12 @@ _MODEL = PolicyModel.from_file(Path(__file__).resolve().parents[3] / "model.conf
 @settings(max_examples=300, deadline=None)
 @given(accepted_rules(_MODEL))
 def test_export_then_parse_gives_back_every_accepted_row(rules: list[Rule]) -> None:
-    """For any rows the write path accepts, export -> parse returns exactly those rows."""
+    """For any rows the write path accepts, export -> parse returns exactly those rows.
+
+    Rows that each pass but together make roles inherit in a ring are not accepted as a
+    policy (the write path refuses the row that closes it, and so does the parser).
+    """
+    assume(not csvio.role_cycles(rules, _MODEL))
     assert sorted(csvio.parse(csvio.export(rules), _MODEL).rules) == sorted(rules)
 
 
