@@ -11,10 +11,8 @@ import os
 import shutil
 import subprocess
 import threading
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,10 +22,14 @@ from authz import Rule
 from tests.conftest import USER
 from tests.system.conftest import Server
 from tests.system.conftest import free_port
-from tests.system.test_nginx import RULES
-from tests.system.test_nginx import Browser
-from tests.system.test_nginx import raw_get
-from tests.system.test_nginx import serve_authz
+from tests.system.proxied import RULES
+from tests.system.proxied import Browser
+from tests.system.proxied import Echo
+from tests.system.proxied import logged_in
+from tests.system.proxied import logs_in_and_lands_back
+from tests.system.proxied import raw_get
+from tests.system.proxied import serve_authz
+from tests.system.proxied import slipped_path_is_refused
 
 CADDY = shutil.which("caddy") or next(
     (p for p in ("/usr/bin/caddy", "/usr/local/bin/caddy") if Path(p).exists()), None
@@ -75,36 +77,6 @@ http://127.0.0.1:{port} {{
 	}}
 }}
 """
-
-
-class Echo(BaseHTTPRequestHandler):
-    """The protected upstream: says which request reached it, and every X-Auth-* it got."""
-
-    def _answer(self) -> None:
-        subject = "|".join(self.headers.get_all("X-Auth-Subject") or [])
-        roles = "|".join(self.headers.get_all("X-Auth-Roles") or [])
-        other = sorted(
-            f"{name}={value}"
-            for name, value in self.headers.items()
-            if name.lower().replace("_", "-").startswith("x-auth-")
-            and name.lower() not in ("x-auth-subject", "x-auth-roles")
-        )
-        length = int(self.headers.get("Content-Length") or 0)
-        sent = self.rfile.read(length).decode(errors="replace")
-        body = (
-            f"upstream: {self.command} {self.path}\nsubject: {subject}\nroles: {roles}\n"
-            f"other: {' '.join(other)}\nbody: {sent}\n"
-        )
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body.encode())))
-        self.end_headers()
-        self.wfile.write(body.encode())
-
-    do_GET = do_POST = do_DELETE = _answer
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
-        pass
 
 
 @dataclass
@@ -163,24 +135,11 @@ def site(tmp_path: Path, start_server) -> Iterator[Site]:
 
 
 def test_anonymous_logs_in_and_lands_back_on_the_upstream(site: Site) -> None:
-    browser = Browser()
-    status, headers, _ = browser.open(site.base + "/app/page?x=1&y=%C3%A9")
-    assert status == 302
-    login_url = urllib.parse.urljoin(site.base, headers["Location"])
-    assert login_url.startswith(site.base + "/login?next=")
-    status, headers, body = browser.login(login_url)
-    assert status == 302, body
-    assert headers["Location"] == site.base + "/app/page?x=1&y=%C3%A9"
-    status, _headers, body = browser.open(headers["Location"])
-    assert status == 200
-    assert "upstream: GET /app/page?x=1&y=%C3%A9" in body
-    assert f"subject: {USER}" in body and "roles: anonymous,user" in body
+    logs_in_and_lands_back(site.base)
 
 
 def test_allowed_reaches_the_upstream_and_denied_gets_403(site: Site) -> None:
-    browser = Browser()
-    _status, headers, _ = browser.open(site.base + "/app/")
-    browser.login(urllib.parse.urljoin(site.base, headers["Location"]))
+    browser = logged_in(site.base)
     status, _headers, body = browser.open(site.base + "/app/reports", data={"a": "1"})
     assert status == 200 and "upstream: POST /app/reports" in body
     assert "body: a=1\n" in body  # asking the service did not use up the request body
@@ -259,13 +218,7 @@ def test_spoofed_uri_headers_through_caddy_decide_nothing(site: Site) -> None:
     ],
 )
 def test_paths_spelled_to_slip_past_are_refused(site: Site, path: str) -> None:
-    browser = Browser()
-    _status, headers, _ = browser.open(site.base + "/app/")
-    browser.login(urllib.parse.urljoin(site.base, headers["Location"]))
-    cookie = "; ".join(f"{c.name}={c.value}" for c in browser.jar)
-    status, _headers, body = raw_get(site.base, path, {"Cookie": cookie})
-    assert status in (400, 403), body
-    assert "upstream" not in body
+    slipped_path_is_refused(site.base, path)
 
 
 def test_with_the_service_down_nothing_is_served(site: Site) -> None:

@@ -8,49 +8,33 @@ or straight to the service from another loopback address (127.0.0.2: not the pro
 
 from __future__ import annotations
 
-import http.client
-import http.cookiejar
-import re
 import shutil
 import signal
 import subprocess
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from authz import Change
-from authz import Rule
-from service import tokens
-from tests.conftest import USER
-from tests.conftest import USER_PASSWORD
-from tests.conftest import Backend
-from tests.conftest import dispose
-from tests.conftest import make_app
-from tests.system.conftest import BIN
 from tests.system.conftest import Server
-from tests.system.conftest import clean_env
 from tests.system.conftest import free_port
+from tests.system.proxied import RULES
+from tests.system.proxied import Browser
+from tests.system.proxied import Echo
+from tests.system.proxied import logged_in
+from tests.system.proxied import logs_in_and_lands_back
+from tests.system.proxied import raw_get
+from tests.system.proxied import serve_authz
+from tests.system.proxied import slipped_path_is_refused
 
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
 )
 pytestmark = pytest.mark.skipif(
     NGINX is None, reason="nginx is not installed (Debian: apt-get install nginx)"
-)
-
-_CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
-RULES = (
-    Rule.of("p", "user", "/app/*", "GET|POST", "allow"),
-    Rule.of("p", "user", "/app/secret/*", ".*", "deny"),
-    Rule.of("p", "reader", "/reports/*", "GET", "allow"),
 )
 
 #: The nginx configuration under test (the README's, with ports and paths filled in).
@@ -121,78 +105,12 @@ http {{
 """
 
 
-class Echo(BaseHTTPRequestHandler):
-    """The protected upstream: says which request reached it, and who nginx said asked."""
-
-    def _answer(self) -> None:
-        body = (
-            f"upstream: {self.command} {self.path}\n"
-            f"subject: {self.headers.get('X-Auth-Subject', '')}\n"
-            f"roles: {self.headers.get('X-Auth-Roles', '')}\n"
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_DELETE = _answer
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
-        pass
-
-
 @dataclass
 class Site:
     base: str  # nginx
     service: str  # the service, straight
     token: str
     nginx_log: Path
-
-
-def serve_authz(tmp_path: Path, start_server, rules, login_host: str):  # noqa: ANN001, ANN201
-    """The service under gunicorn on a free loopback port, for a proxy on 127.0.0.1.
-
-    Its database (SQLite, in ``tmp_path / "data"``) holds the default policy, an admin, a
-    user, ``rules`` and a token ``ci`` with role ``reader``; returns the server, its port
-    and the token's secret.
-    """
-    data = tmp_path / "data"
-    data.mkdir()
-    service_port = free_port()
-    app = make_app(data, backend=Backend())
-    try:
-        with app.app_context():
-            app.extensions["authz"].apply(Change.adding(*rules), actor="test", source="cli")
-            _token, secret = tokens.create("ci", roles=["reader"], actor="test", source="test")
-    finally:
-        dispose(app)
-    env = clean_env(
-        AUTHZ_ENV="testing",
-        AUTHZ_DATABASE_URL=f"sqlite:///{data / 'authz.db'}",
-        AUTHZ_SECRET_KEY="test-secret-key",
-        AUTHZ_INSTANCE_PATH=str(data / "instance"),
-        AUTHZ_TRUSTED_PROXIES="127.0.0.1",
-        AUTHZ_LOGIN_HOSTS=login_host,
-        AUTHZ_ARGON2_TIME_COST="1",
-        AUTHZ_ARGON2_MEMORY_COST="8",
-        AUTHZ_ARGON2_PARALLELISM="1",
-    )
-    service = start_server(
-        [
-            str(BIN / "gunicorn"),
-            "--workers",
-            "1",
-            "--bind",
-            f"127.0.0.1:{service_port}",
-            "service:create_app()",
-        ],
-        port=service_port,
-        cwd=tmp_path,
-        env=env,
-        name="gunicorn",
-    )
-    return service, service_port, secret
 
 
 @pytest.fixture
@@ -238,61 +156,12 @@ def site(tmp_path: Path, start_server) -> Iterator[Site]:
         thread.join(5)
 
 
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-class Browser:
-    """A client with a cookie jar that shows redirects instead of following them."""
-
-    def __init__(self) -> None:
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.jar), NoRedirect()
-        )
-
-    def open(
-        self, url: str, data: dict[str, str] | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], str]:
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
-        request = urllib.request.Request(url, data=body, headers=headers or {})  # noqa: S310
-        try:
-            with self.opener.open(request, timeout=10) as response:
-                return response.status, dict(response.headers), response.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read().decode()
-
-    def login(self, login_url: str) -> tuple[int, dict[str, str], str]:
-        status, _headers, page = self.open(login_url)
-        assert status == 200, page
-        match = _CSRF.search(page)
-        assert match is not None
-        form = {"email": USER, "password": USER_PASSWORD, "csrf_token": match.group(1)}
-        next_value = urllib.parse.parse_qs(urllib.parse.urlsplit(login_url).query)["next"]
-        form["next"] = next_value[0]
-        return self.open(login_url.split("?", 1)[0], data=form)
-
-
 def test_anonymous_logs_in_and_lands_back_on_the_upstream(site: Site) -> None:
-    browser = Browser()
-    status, headers, _ = browser.open(site.base + "/app/page?x=1&y=%C3%A9")
-    assert status == 302
-    login_url = urllib.parse.urljoin(site.base, headers["Location"])
-    assert login_url.startswith(site.base + "/login?next=")
-    status, headers, body = browser.login(login_url)
-    assert status == 302, body
-    assert headers["Location"] == site.base + "/app/page?x=1&y=%C3%A9"
-    status, _headers, body = browser.open(headers["Location"])
-    assert status == 200
-    assert "upstream: GET /app/page?x=1&y=%C3%A9" in body
-    assert f"subject: {USER}" in body and "roles: anonymous,user" in body
+    logs_in_and_lands_back(site.base)
 
 
 def test_allowed_reaches_the_upstream_and_denied_gets_403(site: Site) -> None:
-    browser = Browser()
-    _status, headers, _ = browser.open(site.base + "/app/")
-    browser.login(urllib.parse.urljoin(site.base, headers["Location"]))
+    browser = logged_in(site.base)
     status, _headers, body = browser.open(site.base + "/app/reports", data={"a": "1"})
     assert status == 200 and "upstream: POST /app/reports" in body
     status, _headers, body = browser.open(site.base + "/app/secret/plans")
@@ -311,20 +180,6 @@ def test_a_bearer_token_works_through_nginx(site: Site) -> None:
     bad = {"Authorization": "Bearer authz_" + "A" * 43}
     status, headers, _ = client.open(site.base + "/reports/q3", headers=bad)
     assert status == 302 and headers["Location"].startswith(site.base + "/login?next=")
-
-
-def raw_get(base: str, path: str, headers: dict[str, str], source: str = "127.0.0.1") -> tuple:
-    """A GET sent as given (no normalization by a client library) from ``source``."""
-    parts = urllib.parse.urlsplit(base)
-    conn = http.client.HTTPConnection(
-        parts.hostname, parts.port, timeout=10, source_address=(source, 0)
-    )
-    try:
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read().decode()
-    finally:
-        conn.close()
 
 
 def test_spoofed_headers_through_nginx_are_overwritten(site: Site) -> None:
@@ -350,13 +205,7 @@ def test_spoofed_headers_through_nginx_are_overwritten(site: Site) -> None:
     "path", ["/app/%2e%2e/secret/x", "/app/x%2f..%2fsecret", "/app//secret/x", "/app/x%00"]
 )
 def test_paths_spelled_to_slip_past_are_refused(site: Site, path: str) -> None:
-    browser = Browser()
-    _status, headers, _ = browser.open(site.base + "/app/")
-    browser.login(urllib.parse.urljoin(site.base, headers["Location"]))
-    cookie = "; ".join(f"{c.name}={c.value}" for c in browser.jar)
-    status, _headers, body = raw_get(site.base, path, {"Cookie": cookie})
-    assert status in (400, 403), body
-    assert "upstream" not in body
+    slipped_path_is_refused(site.base, path)
 
 
 def test_headers_sent_straight_to_the_service_decide_nothing(site: Site) -> None:
