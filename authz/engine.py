@@ -381,9 +381,7 @@ class PolicyEngine:
                 added, removed = _plan(base, add, remove, strict=strict)
                 if not (added or removed):
                     return Applied((), (), revision)
-                after = base.with_changes(revision + 1, added, removed)
-                self._refuse_cycles(after, added)
-                self._guard(session, base, after, force=force)
+                self._judged(session, base, revision + 1, added, removed, force=force)
         except DATABASE_ERRORS as e:
             raise EngineUnavailable(f"the change was not checked: {database_reason(e)}") from e
         return Applied(added, removed, revision + 1)
@@ -426,6 +424,26 @@ class PolicyEngine:
                     raise RuleError(
                         f"{rule} would make an inheritance cycle: {cycle}", field="role"
                     )
+
+    def _judged(
+        self,
+        session: Session,
+        base: Snapshot,
+        revision: int,
+        added: tuple[Rule, ...],
+        removed: tuple[Rule, ...],
+        *,
+        force: bool,
+        leaving: frozenset[str] = frozenset(),
+    ) -> Snapshot:
+        """The snapshot after a planned change, once the change passed every check a write
+        makes (inheritance cycles, the lockout guard); ``base`` when nothing changes."""
+        changed = bool(added or removed)
+        after = base.with_changes(revision, added, removed) if changed else base
+        self._refuse_cycles(after, added)
+        if changed or leaving:
+            self._guard(session, base, after, leaving, force=force)
+        return after
 
     def _guard(
         self,
@@ -498,10 +516,9 @@ class PolicyEngine:
                 leaving = frozenset(hook(session) or ())
                 session.flush()
             new_rev = current_rev + 1 if changed else current_rev
-            after = base.with_changes(new_rev, added, removed) if changed else base
-            self._refuse_cycles(after, added)
-            if changed or leaving:
-                self._guard(session, base, after, leaving, force=force)
+            after = self._judged(
+                session, base, new_rev, added, removed, leaving=leaving, force=force
+            )
             if not changed and hook is None:
                 return Applied((), (), current_rev)
             self.store.delete_rules(session, removed)

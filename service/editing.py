@@ -139,11 +139,6 @@ def exit_code(error: Exception) -> int:
     return EXIT_UNAVAILABLE if http_outcome(error)[0] == 503 else EXIT_INVALID
 
 
-def error_field(error: Exception) -> str | None:
-    """The input field an outcome is about, if any (model names: ``sub``, ``obj``...)."""
-    return getattr(error, "field", None)
-
-
 # -- reading ----------------------------------------------------------------------------
 
 

@@ -7,7 +7,6 @@ into a 400 problem document with an ``errors`` list.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -148,14 +147,6 @@ def paging(args: Mapping[str, str]) -> tuple[int, int]:
     if errors:
         raise Invalid(errors)
     return page, per_page
-
-
-def instant(value: str | None, field: str) -> dt.datetime | None:
-    """Return an ISO-8601 date or date-time as an aware UTC datetime; naive means UTC."""
-    try:
-        return params.instant(value, field)
-    except params.BadParam as e:
-        raise Invalid([FieldError(e.field, e.message)]) from None
 
 
 def subject(value: str, field: str = "subject") -> str:
