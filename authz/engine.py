@@ -1,8 +1,10 @@
 """PolicyEngine: the one owner of decisions and the one writer of policy.
 
 Reads never lock: a decision reads the current snapshot through one reference. A write
-validates every row, writes rows, audit entry and revision in one transaction, then
-builds the next snapshot beside the current one and swaps the reference.
+validates every row, writes rows, audit entry, change-log entry and revision in one
+transaction, then builds the next snapshot beside the current one and swaps the reference.
+An instance that is behind applies the revisions it missed from the change log; it reads
+every row again only when that log cannot bring it up to date.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from authz.snapshot import BadRow
 from authz.snapshot import Snapshot
 from authz.store import DATABASE_ERRORS
 from authz.store import AuditEntry
+from authz.store import BadLogEntry
+from authz.store import LoggedChange
 from authz.store import PolicyStore
 from authz.store import Staging
 from authz.store import audit_values
@@ -46,6 +50,19 @@ log = logging.getLogger("authz")
 STAGE_FROM = 1000
 #: How often a staged change is planned again when other writes keep coming first.
 STAGE_ATTEMPTS = 3
+#: An instance behind by more revisions than this, or by more rows than CATCH_UP_ROWS,
+#: reads every row instead of applying the change log.
+CATCH_UP_REVISIONS = 1000
+CATCH_UP_ROWS = 50_000
+
+
+class _Unknown:
+    """The type of UNKNOWN."""
+
+
+#: A change-log token that is not known (the chain is then not checked once).
+UNKNOWN = _Unknown()
+
 
 #: Called inside the write transaction with its session (e.g. to write an account row);
 #: returns the subjects it deactivates (the lockout guard counts them out), or None.
@@ -120,6 +137,12 @@ class PolicyEngine:
         self.accounts_revision: int | None = None
         #: monotonic time of the last successful load or revision check.
         self.verified_at = 0.0
+        #: The current snapshot and the token of its revision's change-log entry (None:
+        #: the revision has none); None when that token is not known.
+        self._chain: tuple[Snapshot, str | None] | None = None
+        #: How this instance caught up with other instances' writes: by the change log
+        #: ("incremental") or by reading every row ("full").
+        self.refreshes = {"incremental": 0, "full": 0}
 
     @classmethod
     def from_paths(
@@ -197,7 +220,11 @@ class PolicyEngine:
         # Rows the current snapshot decided on were validated against this very model.
         trusted = current.ruleset if current is not None and current.refused is None else None
         snapshot = Snapshot.stored(revision, rules, ids, self.model, trusted=trusted)
-        self._swap(snapshot, since=since)
+        try:
+            token: str | None | _Unknown = self.store.change_token_of(revision)
+        except DATABASE_ERRORS:
+            token = UNKNOWN  # the next change is then applied without the chain check
+        self._swap(snapshot, since=since, token=token)
         if self.accounts_revision is None:
             try:
                 self.accounts_revision = self.store.revisions()[1]
@@ -236,8 +263,91 @@ class PolicyEngine:
         if snap is not None and snap.revision == current and snap.refused is None:
             self.verified_at = time.monotonic()
             return False
-        self.load()
+        self._advance(current)
         return True
+
+    def _advance(self, current: int) -> None:
+        """Bring this instance to the stored revision ``current``: by the change log when
+        it can, else by reading every row (which also handles bad rows and restores)."""
+        snap = self._snapshot
+        # A refused snapshot is read again in full: a bad row may have been fixed by hand.
+        if snap is not None and snap.refused is None and current > snap.revision:
+            since = self._generation
+            try:
+                changes = self.store.read_changes(
+                    snap.revision,
+                    current,
+                    max_revisions=CATCH_UP_REVISIONS,
+                    max_rows=CATCH_UP_ROWS,
+                )
+            except BadLogEntry as e:
+                log.warning("change log entry unreadable (%s); reading every row", e)
+                changes = None
+            except DATABASE_ERRORS as e:
+                raise EngineUnavailable(f"cannot read the change log: {database_reason(e)}") from e
+            followed = self._follow(snap, changes) if changes else None
+            if followed is not None:
+                after, token = followed
+                # Only onto the snapshot the changes were applied to: anything swapped in
+                # meanwhile is as new or newer, and the next refresh looks again.
+                self._swap(after, since=since, token=token, onto=snap)
+                self.refreshes["incremental"] += 1
+                self.verified_at = time.monotonic()
+                return
+        self.refreshes["full"] += 1
+        self.load()
+
+    def _follow(self, base: Snapshot, changes: list[LoggedChange]) -> tuple[Snapshot, str] | None:
+        """``base`` with the logged changes applied, and the last entry's token; None when
+        they do not continue ``base`` (a restored database), hold a row the write path
+        refuses, or lead to a row count other than the writer's."""
+        token = self._token(base)
+        for change in changes:
+            if token is not UNKNOWN and change.parent != token:
+                log.warning(
+                    "change log revision %d does not follow this instance's revision %d "
+                    "(database restored?); reading every row",
+                    change.revision,
+                    change.revision - 1,
+                )
+                return None
+            token = change.token
+        # The changes folded into one: rows removed on the way (present in ``base``), and
+        # rows added on the way that are there at the end, in the order last added.
+        plus: dict[Rule, None] = {}
+        minus: dict[Rule, None] = {}
+        try:
+            for change in changes:
+                for rule in change.removed:
+                    if rule in plus:
+                        del plus[rule]
+                    else:
+                        minus[rule] = None
+                for rule in change.added:
+                    # Stored rows are trusted no more than written ones (see load).
+                    rule = validate(rule, self.model)
+                    plus.pop(rule, None)
+                    plus[rule] = None
+            last = changes[-1]
+            after = base.with_changes(last.revision, plus, minus)
+        except Exception as e:  # noqa: BLE001 - a bad row: the full load reports and judges it
+            log.warning("change log not applied (%s); reading every row", e)
+            return None
+        if last.row_count is not None and _stored_count(after) != last.row_count:
+            log.warning(
+                "change log gives %d rows at revision %d, the writer had %d; reading every row",
+                _stored_count(after),
+                last.revision,
+                last.row_count,
+            )
+            return None
+        return after, last.token
+
+    def _token(self, snapshot: Snapshot) -> str | None | _Unknown:
+        chain = self._chain
+        if chain is None or chain[0] is not snapshot:
+            return UNKNOWN
+        return chain[1]
 
     def on_change(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(revision)`` after every change this engine commits."""
@@ -259,14 +369,25 @@ class PolicyEngine:
             except Exception:  # a listener must not break the write or the poll
                 log.exception("accounts change listener failed")
 
-    def _swap(self, snapshot: Snapshot, *, since: int) -> bool:
+    def _swap(
+        self,
+        snapshot: Snapshot,
+        *,
+        since: int,
+        token: str | None | _Unknown = UNKNOWN,
+        onto: Snapshot | None = None,
+    ) -> bool:
         """Put ``snapshot`` in place unless a newer one was swapped in meanwhile.
 
         :param since: the swap count when the rows of ``snapshot`` were read.
+        :param token: the change-log token of its revision, when known.
+        :param onto: swap only if this is still the current snapshot.
         """
         # Swaps serialize (readers never take this lock).
         with self._swap_lock:
             current = self._snapshot
+            if onto is not None and current is not onto:
+                return False
             if current is not None and snapshot.revision < current.revision:
                 if self._generation != since:
                     # A slow reload racing a newer write: it must not undo that write.
@@ -282,6 +403,7 @@ class PolicyEngine:
                     current.revision,
                 )
             self._snapshot = snapshot
+            self._chain = None if isinstance(token, _Unknown) else (snapshot, token)
             self._generation += 1
             return True
 
@@ -400,7 +522,7 @@ class PolicyEngine:
         except DATABASE_ERRORS as e:
             raise EngineUnavailable(f"cannot read the policy revision: {database_reason(e)}") from e
         if revision != snap.revision:
-            self.load()
+            self._advance(revision)
 
     def _removable(self, rule: Rule) -> Rule:
         try:
@@ -503,6 +625,21 @@ class PolicyEngine:
             if expected_revision is not None and expected_revision != current_rev:
                 raise StaleRevision(expected_revision, current_rev)
             base = self._snapshot
+            if base is not None and base.revision < current_rev and base.refused is None:
+                # Another instance wrote since our snapshot: its changes, from the log.
+                try:
+                    changes = self.store.read_changes(
+                        base.revision,
+                        current_rev,
+                        max_revisions=CATCH_UP_REVISIONS,
+                        max_rows=CATCH_UP_ROWS,
+                        session=session,
+                    )
+                except BadLogEntry:
+                    changes = None  # read the rows instead
+                followed = self._follow(base, changes) if changes else None
+                if followed is not None:
+                    base = followed[0]
             if base is None or base.revision != current_rev:
                 if not read_behind and base is not None:
                     raise _Moved  # reading a large policy here would hold every writer up
@@ -523,8 +660,12 @@ class PolicyEngine:
                 return Applied((), (), current_rev)
             self.store.delete_rules(session, removed)
             self.store.insert_rules(session, added)
+            token: str | None | _Unknown = UNKNOWN
             if changed:
                 self.store.set_revision(session, new_rev)
+                token = self.store.record_change(
+                    session, new_rev, added, removed, row_count=_stored_count(after)
+                )
                 self.store.notify(session)
             self.store.insert_audit(
                 session,
@@ -539,7 +680,7 @@ class PolicyEngine:
                     revision=new_rev,
                 ),
             )
-        self._swap(after, since=since)
+        self._swap(after, since=since, token=token)
         self._committed(
             new_rev, added, removed, actor, source, action=action, detail=detail, notify=changed
         )
@@ -675,9 +816,7 @@ class PolicyEngine:
             since = self._generation
             rebase = None
             if current != planned.revision:
-                between = self.store.changes_between(
-                    session, planned.revision, current, exclude=audit_id
-                )
+                between = self.store.changes_between(session, planned.revision, current)
                 if between is None:
                     raise _Moved
                 rebase = self._rebase(session, staging, planned, between, current)
@@ -699,6 +838,7 @@ class PolicyEngine:
             self._guard(session, planned.base, planned.after, force=force)
             staging.apply(session)
             self.store.set_revision(session, current + 1)
+            self._log_staged(session, planned, rebase)
             self.store.notify(session)
             if audit_id is None:
                 self.store.insert_audit(session, audit)
@@ -739,6 +879,37 @@ class PolicyEngine:
         # A row we remove that was written again since has a new id: remove it by value.
         self.store.delete_rules(session, [r for r in removed if r in readded])
         return _Rebase(current, added, removed, plus, minus)
+
+    def _log_staged(self, session: Session, planned: _Staged, rebase: _Rebase | None) -> None:
+        """Log a staged change's rows as committed: rebased, they are what really changed."""
+        if rebase is None:
+            self.store.record_change(
+                session,
+                planned.revision + 1,
+                planned.added,
+                planned.removed,
+                row_count=_stored_count(planned.after),
+            )
+            return
+        # The rows at ``rebase.revision`` are the planned base's plus the rows added in
+        # between and minus those removed (each present, resp. absent, at the base); the
+        # rebased rows are absent, resp. present, there.
+        count = (
+            _stored_count(planned.base)
+            + len(rebase.plus)
+            - len(rebase.minus)
+            + len(rebase.added)
+            - len(rebase.removed)
+        )
+        self.store.record_change(
+            session, rebase.revision + 1, rebase.added, rebase.removed, row_count=count
+        )
+
+
+def _stored_count(snapshot: Snapshot) -> int:
+    """Distinct stored rows: good and bad (what a change log entry's row_count counts)."""
+    bad = snapshot.bad_rows
+    return len(snapshot.ruleset) + (len({b.rule for b in bad}) if bad else 0)
 
 
 class _Moved(Exception):

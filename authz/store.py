@@ -1,4 +1,5 @@
-"""Policy storage: rule rows, the policy revision and the audit log, in one transaction.
+"""Policy storage: rule rows, the policy revision, the change log and the audit log, in one
+transaction.
 
 Rule rows live in the SQLAlchemy adapter's ``casbin_rule`` table. The adapter commits
 each write in a session of its own, so it cannot share a transaction with the audit
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -103,6 +105,49 @@ audit_table = sa.Table(
     sa.Column("detail", sa.Text, nullable=False, default=""),
 )
 
+#: Each policy revision's added and removed rows, so an instance that is behind applies
+#: the revisions it missed instead of reading every row again (see PolicyEngine.refresh).
+#: Written in the transaction that bumps the revision; pruned after a retention period.
+change_table = sa.Table(
+    "policy_change",
+    metadata,
+    sa.Column("revision", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    #: Random, per entry; ``parent`` is the token of the entry before it. A database
+    #: restored from a backup and written again reuses revision numbers, not tokens.
+    sa.Column("token", sa.String(32), nullable=False),
+    sa.Column("parent", sa.String(32), nullable=True),
+    #: Distinct stored rows after the change (None: not known to the writer).
+    sa.Column("row_count", sa.Integer, nullable=True),
+    #: Rows added plus rows removed; the rows themselves are not kept past LOG_ROWS.
+    sa.Column("size", sa.Integer, nullable=False),
+    #: False for a change too large to keep row by row: readers load everything.
+    sa.Column("complete", sa.Boolean, nullable=False),
+    sa.Column("added", sa.Text, nullable=False),
+    sa.Column("removed", sa.Text, nullable=False),
+)
+#: A change of more rows than this is logged as a marker only (readers load everything).
+LOG_ROWS = 10_000
+#: Change-log entries deleted per write at most, so pruning stays cheap.
+PRUNE_BATCH = 100
+
+
+@dataclass(frozen=True)
+class LoggedChange:
+    """One revision's entry in the change log, rows as stored (not yet validated)."""
+
+    revision: int
+    token: str
+    parent: str | None
+    row_count: int | None
+    complete: bool
+    added: tuple[Rule, ...]
+    removed: tuple[Rule, ...]
+
+
+class BadLogEntry(ValueError):
+    """A change-log entry that cannot be read as rows."""
+
 
 #: Rows of a large change, staged on one connection before the write lock is taken.
 _staging = sa.MetaData()
@@ -160,8 +205,10 @@ def now() -> dt.datetime:
 class PolicyStore:
     """Reads and writes policy rows, the revision and the audit log through one engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, change_log_days: float = 7.0) -> None:
         self.engine = engine
+        #: How long change-log entries are kept (the latest one always is).
+        self.change_log_retention = dt.timedelta(days=change_log_days)
 
     def create_schema(self) -> None:
         """Create the tables that are missing and the revision row; idempotent."""
@@ -345,40 +392,168 @@ class PolicyStore:
         """Rewrite an audit entry of this transaction (a change rebased before commit)."""
         session.execute(audit_table.update().where(audit_table.c.id == entry_id).values(**values))
 
+    def record_change(
+        self,
+        session: Session,
+        revision: int,
+        added: tuple[Rule, ...],
+        removed: tuple[Rule, ...],
+        *,
+        row_count: int | None,
+    ) -> str:
+        """Log a revision's rows in the write's own transaction; return the entry's token.
+
+        A change of more than LOG_ROWS rows is logged as a marker without its rows
+        (readers load everything). Entries past the retention are pruned, a bounded
+        number per write, never the one before this revision.
+        """
+        # Entries at or past this revision outlived it: the database went back (restored
+        # from a backup, or rolled back by hand) and its revisions are being written again.
+        session.execute(change_table.delete().where(change_table.c.revision >= revision))
+        parent = session.execute(
+            sa.select(change_table.c.token).where(change_table.c.revision == revision - 1)
+        ).scalar()
+        size = len(added) + len(removed)
+        complete = size <= LOG_ROWS
+        token = secrets.token_hex(8)
+        session.execute(
+            change_table.insert().values(
+                revision=revision,
+                at=now(),
+                token=token,
+                parent=parent,
+                row_count=row_count,
+                size=size,
+                complete=complete,
+                added=_rows_json(added) if complete else "[]",
+                removed=_rows_json(removed) if complete else "[]",
+            )
+        )
+        self.prune_changes(session, keep_from=revision - 1)
+        return token
+
+    def prune_changes(self, session: Session, *, keep_from: int) -> int:
+        """Delete up to PRUNE_BATCH entries older than the retention; return how many.
+
+        :param keep_from: entries of this revision and later stay whatever their age (the
+            latest entry is what the next one's ``parent`` is checked against).
+        """
+        cutoff = now() - self.change_log_retention
+        old = (
+            sa.select(change_table.c.revision)
+            .where(change_table.c.at < cutoff, change_table.c.revision < keep_from)
+            .order_by(change_table.c.revision)
+            .limit(PRUNE_BATCH)
+        )
+        doomed = list(session.execute(old).scalars())
+        if doomed:
+            session.execute(change_table.delete().where(change_table.c.revision.in_(doomed)))
+        return len(doomed)
+
+    def change_token_of(self, revision: int) -> str | None:
+        """The token of a revision's change-log entry, or None when it has none."""
+        with self.engine.connect() as conn:
+            token = conn.execute(
+                sa.select(change_table.c.token).where(change_table.c.revision == revision)
+            ).scalar()
+        return None if token is None else str(token)
+
+    def read_changes(
+        self,
+        since: int,
+        until: int,
+        *,
+        max_revisions: int,
+        max_rows: int,
+        session: Session | None = None,
+    ) -> list[LoggedChange] | None:
+        """The change-log entries of revisions ``since``+1 to ``until``, in order.
+
+        None when they cannot bring a snapshot of ``since`` up to ``until``: the log has a
+        gap (pruned, or a revision written without an entry), an entry is only a marker
+        (a large change), or there are more than ``max_revisions`` entries or
+        ``max_rows`` rows to apply (reading everything is then as cheap).
+
+        :raises BadLogEntry: when an entry's rows cannot be read.
+        """
+        if until <= since or until - since > max_revisions:
+            return None
+        span = (change_table.c.revision > since, change_table.c.revision <= until)
+        if session is not None:
+            return self._read_changes(session, since, until, span, max_rows)
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                return self._read_changes(conn, since, until, span, max_rows)
+
     @staticmethod
+    def _read_changes(
+        conn: sa.Connection | Session,
+        since: int,
+        until: int,
+        span: tuple[Any, ...],
+        max_rows: int,
+    ) -> list[LoggedChange] | None:
+        # The cheap columns first: whether the entries are whole and small enough.
+        sizes = conn.execute(
+            sa.select(change_table.c.revision, change_table.c.size, change_table.c.complete)
+            .where(*span)
+            .order_by(change_table.c.revision)
+        ).all()
+        if [int(r[0]) for r in sizes] != list(range(since + 1, until + 1)):
+            return None  # a gap: pruned, or written by something that keeps no log
+        if not all(r[2] for r in sizes) or sum(int(r[1]) for r in sizes) > max_rows:
+            return None
+        rows = conn.execute(
+            sa.select(
+                change_table.c.revision,
+                change_table.c.token,
+                change_table.c.parent,
+                change_table.c.row_count,
+                change_table.c.added,
+                change_table.c.removed,
+            )
+            .where(*span)
+            .order_by(change_table.c.revision)
+        ).all()
+        if [int(r[0]) for r in rows] != list(range(since + 1, until + 1)):
+            return None  # pruned between the two reads (no repeatable read on this path)
+        return [
+            LoggedChange(
+                revision=int(revision),
+                token=str(token),
+                parent=parent,
+                row_count=None if count is None else int(count),
+                complete=True,
+                added=_parse_rows(added),
+                removed=_parse_rows(removed),
+            )
+            for revision, token, parent, count, added, removed in rows
+        ]
+
     def changes_between(
-        session: Session, since: int, until: int, *, exclude: int | None = None
+        self, session: Session, since: int, until: int
     ) -> list[tuple[tuple[Rule, ...], tuple[Rule, ...]]] | None:
         """The (added, removed) rows of revisions ``since``+1 to ``until``, in order.
 
-        Read from the audit log, which records every change's rows with its revision.
-        None when that record is not whole (rows changed outside the engine, a database
-        restored to an older revision): the caller must then read the rows themselves.
-
-        :param exclude: the id of the caller's own audit entry, not yet committed.
+        Read from the change log, in the caller's transaction. None when that record is
+        not whole (a gap, a large change logged as a marker, a database restored to an
+        older revision, an unreadable entry): the caller must read the rows themselves.
         """
         if until < since:
             return None
-        query = (
-            sa.select(audit_table.c.revision, audit_table.c.added, audit_table.c.removed)
-            .where(audit_table.c.revision > since, audit_table.c.revision <= until)
-            .order_by(audit_table.c.id)
-        )
-        if exclude is not None:
-            query = query.where(audit_table.c.id != exclude)
-        changes: list[tuple[tuple[Rule, ...], tuple[Rule, ...]]] = []
-        seen: set[int] = set()
-        for revision, added, removed in session.execute(query):
-            rows = tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(added))
-            gone = tuple(Rule(v[0], tuple(v[1:])) for v in json.loads(removed))
-            if rows or gone:
-                if revision in seen:
-                    return None
-                seen.add(revision)
-                changes.append((rows, gone))
-        if seen != set(range(since + 1, until + 1)):
+        if until == since:
+            return []
+        try:
+            changes = self.read_changes(
+                since, until, max_revisions=until - since, max_rows=LOG_ROWS, session=session
+            )
+        except BadLogEntry:
             return None
-        return changes
+        if changes is None:
+            return None
+        return [(c.added, c.removed) for c in changes]
 
     @contextmanager
     def staging(self) -> Iterator[Staging]:
@@ -426,6 +601,26 @@ class PolicyStore:
         query = query.order_by(audit_table.c.id).limit(limit)
         with self.engine.connect() as conn:
             return [_entry(row) for row in conn.execute(query).mappings()]
+
+
+def _rows_json(rules: Iterable[Rule]) -> str:
+    return json.dumps([r.as_list() for r in rules])
+
+
+def _parse_rows(text: str) -> tuple[Rule, ...]:
+    """Rows from a change-log entry; BadLogEntry unless every one is a list of strings."""
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise BadLogEntry(f"not JSON: {e}") from e
+    if not isinstance(raw, list):
+        raise BadLogEntry("not a list of rows")
+    rules = []
+    for row in raw:
+        if not (isinstance(row, list) and len(row) >= 2 and all(isinstance(v, str) for v in row)):
+            raise BadLogEntry(f"not a row: {row!r}")
+        rules.append(Rule(row[0], tuple(row[1:])))
+    return tuple(rules)
 
 
 def _entry(row: sa.RowMapping) -> AuditEntry:

@@ -120,7 +120,7 @@ def _csrf_unless_bearer() -> None:
 def register_engine(app: Flask, settings: Settings) -> None:
     """Build the policy engine into ``app.extensions["authz"]`` and try to load the policy."""
     with app.app_context():
-        store = PolicyStore(db.engine)
+        store = PolicyStore(db.engine, change_log_days=settings.change_log_days)
     engine = metrics.MeasuredEngine(
         PolicyModel.from_file(settings.model_path),
         store,

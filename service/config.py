@@ -67,6 +67,14 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _days(value: str) -> float:
+    number = float(value)
+    # timedelta refuses infinity and NaN; a retention of zero would prune what is needed.
+    if not 0 < number <= 36_500:
+        raise ValueError("must be a number of days above 0 and at most 36500")
+    return number
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -230,6 +238,9 @@ class Settings:
     ready_timeout: float = 2.0
     #: Seconds a worker may stay behind the database's revision before /readyz answers 503.
     ready_max_lag: float = 10.0
+    #: Days each policy revision's change-log entry is kept: an instance behind by more
+    #: than that (or whose entries were pruned) reads the whole policy instead.
+    change_log_days: float = 7.0
     # -- database --
     #: Seconds to wait for a new database connection (PostgreSQL counts whole seconds,
     #: at least 2); 0 = the driver's default.
@@ -371,6 +382,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
     "ready_timeout": _positive_float,
     "ready_max_lag": _positive_float,
+    "change_log_days": _days,
     # -- database --
     "db_connect_timeout": _positive_float,
     "db_statement_timeout": _positive_float,
