@@ -97,6 +97,13 @@ class Exporter:
             buckets=metrics.LOAD_BUCKETS,
             registry=registry,
         )
+        self.refreshes = Counter(
+            "authz_policy_refreshes",
+            "Catching up with other instances' writes: by the change log (incremental) "
+            "or by reading every row (full).",
+            ["kind"],
+            registry=registry,
+        )
         self.logins = Counter(
             "authz_logins",
             "Login attempts by outcome (success, failure, throttled).",
@@ -161,6 +168,11 @@ class Exporter:
             self._add(self.loads.labels("ok"), ("loads", "ok"), metrics.LOADS.ok)
             self._add(self.loads.labels("failed"), ("loads", "failed"), metrics.LOADS.failed)
             self._histogram(self.load_seconds, ("load_seconds",), metrics.LOADS.duration)
+            if self.engine is not None:
+                engine_id = id(self.engine)  # counts start again with each engine
+                for kind, total in self.engine.refreshes.items():
+                    key = ("refreshes", engine_id, kind)
+                    self._add(self.refreshes.labels(kind), key, total)
             for outcome, value in metrics.LOGINS.items():
                 self._add(self.logins.labels(outcome), ("logins", outcome), value)
             for name, count in metrics.snapshot().items():
