@@ -130,6 +130,9 @@ class PolicyEngine:
         self._snapshot: Snapshot | None = None
         self._write_lock = threading.Lock()
         self._swap_lock = threading.Lock()
+        #: Catching up serializes: the listener and the poll (and a write) waking at once
+        #: must not each read a large policy, or apply the same changes twice.
+        self._advance_lock = threading.Lock()
         self._listeners: list[Callable[[int], None]] = []
         self._account_listeners: list[Callable[[], None]] = []
         #: Counts swaps; tells a reload racing a newer swap from a database gone back.
@@ -269,7 +272,22 @@ class PolicyEngine:
     def _advance(self, current: int) -> None:
         """Bring this instance to the stored revision ``current``: by the change log when
         it can, else by reading every row (which also handles bad rows and restores)."""
-        snap = self._snapshot
+        with self._advance_lock:
+            snap = self._snapshot
+            if snap is not None and snap.refused is None and snap.revision > current:
+                # The database went back, or a write here went past ``current`` while
+                # this thread waited for the lock: ask again.
+                try:
+                    current = self.store.revision()
+                except DATABASE_ERRORS as e:
+                    raise EngineUnavailable(
+                        f"cannot read the policy revision: {database_reason(e)}"
+                    ) from e
+            if snap is not None and snap.refused is None and snap.revision == current:
+                return  # another thread caught up meanwhile
+            self._advance_locked(snap, current)
+
+    def _advance_locked(self, snap: Snapshot | None, current: int) -> None:
         # A refused snapshot is read again in full: a bad row may have been fixed by hand.
         if snap is not None and snap.refused is None and current > snap.revision:
             since = self._generation
