@@ -128,7 +128,9 @@ change_table = sa.Table(
 )
 #: A change of more rows than this is logged as a marker only (readers load everything).
 LOG_ROWS = 10_000
-#: Change-log entries deleted per write at most, so pruning stays cheap.
+#: Every this many revisions a write prunes the change log, at most PRUNE_BATCH entries
+#: (more than it grows meanwhile), so pruning stays cheap and bounded.
+PRUNE_EVERY = 16
 PRUNE_BATCH = 100
 
 
@@ -404,15 +406,20 @@ class PolicyStore:
         """Log a revision's rows in the write's own transaction; return the entry's token.
 
         A change of more than LOG_ROWS rows is logged as a marker without its rows
-        (readers load everything). Entries past the retention are pruned, a bounded
-        number per write, never the one before this revision.
+        (readers load everything). Entries past the retention are pruned every
+        PRUNE_EVERY revisions, a bounded number, never the one before this revision.
         """
-        # Entries at or past this revision outlived it: the database went back (restored
-        # from a backup, or rolled back by hand) and its revisions are being written again.
-        session.execute(change_table.delete().where(change_table.c.revision >= revision))
-        parent = session.execute(
-            sa.select(change_table.c.token).where(change_table.c.revision == revision - 1)
-        ).scalar()
+        # One round trip: the entry before (the parent), and any at or past this revision.
+        found = session.execute(
+            sa.select(change_table.c.revision, change_table.c.token).where(
+                change_table.c.revision >= revision - 1
+            )
+        ).all()
+        parent = next((str(t) for r, t in found if r == revision - 1), None)
+        if any(r >= revision for r, _t in found):
+            # Entries that outlived their revision: the database went back (restored from
+            # a backup, or rolled back by hand) and its revisions are written again.
+            session.execute(change_table.delete().where(change_table.c.revision >= revision))
         size = len(added) + len(removed)
         complete = size <= LOG_ROWS
         token = secrets.token_hex(8)
@@ -429,7 +436,8 @@ class PolicyStore:
                 removed=_rows_json(removed) if complete else "[]",
             )
         )
-        self.prune_changes(session, keep_from=revision - 1)
+        if revision % PRUNE_EVERY == 0:
+            self.prune_changes(session, keep_from=revision - 1)
         return token
 
     def prune_changes(self, session: Session, *, keep_from: int) -> int:
@@ -533,13 +541,16 @@ class PolicyStore:
         ]
 
     def changes_between(
-        self, session: Session, since: int, until: int
+        self, session: Session, since: int, until: int, *, exclude: int | None = None
     ) -> list[tuple[tuple[Rule, ...], tuple[Rule, ...]]] | None:
         """The (added, removed) rows of revisions ``since``+1 to ``until``, in order.
 
         Read from the change log, in the caller's transaction. None when that record is
         not whole (a gap, a large change logged as a marker, a database restored to an
         older revision, an unreadable entry): the caller must read the rows themselves.
+
+        :param exclude: ignored (the id of the caller's own audit entry, which the audit
+            log held uncommitted; the change log holds no entry of the caller's yet).
         """
         if until < since:
             return None

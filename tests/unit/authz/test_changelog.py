@@ -368,6 +368,7 @@ def test_pruning_drops_old_entries_in_bounded_batches_but_keeps_the_latest(
     # Entries 1 to 4 are past the retention now.
     old = dt.datetime(2000, 1, 1)
     raw(store, f"UPDATE policy_change SET at = '{old.isoformat(sep=' ')}'")  # noqa: S608
+    monkeypatch.setattr(store_module, "PRUNE_EVERY", 1)
     monkeypatch.setattr(store_module, "PRUNE_BATCH", 1)
     engine.apply(Change.removing(DENY_KPI), actor="t", source="api")  # revision 5
     assert sorted(entries(store)) == [2, 3, 4, 5]  # one at a time
@@ -385,6 +386,18 @@ def test_pruning_drops_old_entries_in_bounded_batches_but_keeps_the_latest(
     engine.apply(Change.adding(DENY_KPI), actor="t", source="api")
     assert other_engine.refresh() is True and other_engine.refreshes["incremental"] == 1
     assert_same(other_engine, model, store)
+
+
+def test_pruning_runs_every_few_revisions(
+    engine: PolicyEngine, store: PolicyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "PRUNE_EVERY", 3)
+    old = dt.datetime(2000, 1, 1)
+    raw(store, f"UPDATE policy_change SET at = '{old.isoformat(sep=' ')}'")  # noqa: S608
+    engine.apply(Change.adding(REPORTS), actor="t", source="api")  # revision 2: no pruning
+    assert sorted(entries(store)) == [1, 2]
+    engine.apply(Change.adding(KPI), actor="t", source="api")  # revision 3: prunes
+    assert sorted(entries(store)) == [2, 3]
 
 
 def test_the_retention_comes_from_the_store(store: PolicyStore) -> None:
