@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import threading
+import time
 from collections.abc import Callable
 from collections.abc import Iterator
 
@@ -504,3 +506,34 @@ def test_increments_from_several_writers_equal_a_full_load(
     full = fresh(model, store)
     for request in [("user", f"/r/{i}", "GET") for i in range(12)]:
         assert follower.decide(*request) == full.decide(*request)
+
+
+def test_threads_catching_up_at_once_read_the_rows_once(
+    engine: PolicyEngine, store: PolicyStore, model: PolicyModel
+) -> None:
+    # A revision without an entry: catching up means reading every row.
+    raw(store, "UPDATE policy_revision SET revision = revision + 1")
+    reading = threading.Event()
+    go = threading.Event()
+    reads: list[int] = []
+    original = store.load_rows
+
+    def load_rows() -> object:
+        reads.append(1)
+        reading.set()
+        go.wait(10)
+        return original()
+
+    store.load_rows = load_rows  # type: ignore[method-assign]
+    first = threading.Thread(target=engine.refresh)  # the poll
+    second = threading.Thread(target=engine.refresh)  # the listener, woken at once
+    first.start()
+    assert reading.wait(10)
+    second.start()
+    time.sleep(0.1)  # let it reach the lock (if it is later, it finds nothing to do)
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert reads == [1]
+    assert engine.revision == store.revision()
+    assert_same(engine, model, store)
