@@ -643,6 +643,7 @@ class PolicyEngine:
             if expected_revision is not None and expected_revision != current_rev:
                 raise StaleRevision(expected_revision, current_rev)
             base = self._snapshot
+            token = self._token(base) if base is not None else UNKNOWN
             if base is not None and base.revision < current_rev and base.refused is None:
                 # Another instance wrote since our snapshot: its changes, from the log.
                 try:
@@ -657,13 +658,14 @@ class PolicyEngine:
                     changes = None  # read the rows instead
                 followed = self._follow(base, changes) if changes else None
                 if followed is not None:
-                    base = followed[0]
+                    base, token = followed
             if base is None or base.revision != current_rev:
                 if not read_behind and base is not None:
                     raise _Moved  # reading a large policy here would hold every writer up
                 # Another instance wrote since our snapshot: decide on what is stored.
                 rules, ids = self.store.read_rows(session)
                 base = Snapshot.stored(current_rev, rules, ids, self.model)
+                token = UNKNOWN
             added, removed = _plan(base, add, remove, strict=strict)
             changed = bool(added or removed)
             leaving: frozenset[str] = frozenset()
@@ -678,7 +680,6 @@ class PolicyEngine:
                 return Applied((), (), current_rev)
             self.store.delete_rules(session, removed)
             self.store.insert_rules(session, added)
-            token: str | None | _Unknown = UNKNOWN
             if changed:
                 self.store.set_revision(session, new_rev)
                 token = self.store.record_change(
@@ -834,7 +835,9 @@ class PolicyEngine:
             since = self._generation
             rebase = None
             if current != planned.revision:
-                between = self.store.changes_between(session, planned.revision, current)
+                between = self.store.changes_between(
+                    session, planned.revision, current, exclude=audit_id
+                )
                 if between is None:
                     raise _Moved
                 rebase = self._rebase(session, staging, planned, between, current)
