@@ -9,6 +9,7 @@ every row again only when that log cannot bring it up to date.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -119,8 +120,15 @@ class PolicyEngine:
         guard: LockoutGuard | None = None,
         active_subjects: SubjectsProvider | None = None,
         is_active: ActiveCheck | None = None,
+        freeze_gc: bool = False,
     ) -> None:
         self.model = model
+        #: After each full load, move every object alive into the collector's permanent
+        #: generation (``gc.freeze``): a large policy is millions of objects, and one full
+        #: collection over them stops every thread for seconds. Garbage without cycles
+        #: (old snapshots) is still freed when its last reference goes. For a program that
+        #: owns its process, as a service worker does; off by default.
+        self.freeze_gc = freeze_gc
         self.store = store
         self.guard = guard
         self.active_subjects = active_subjects
@@ -228,6 +236,8 @@ class PolicyEngine:
         except DATABASE_ERRORS:
             token = UNKNOWN  # the next change is then applied without the chain check
         self._swap(snapshot, since=since, token=token)
+        if self.freeze_gc:
+            gc.freeze()
         if self.accounts_revision is None:
             try:
                 self.accounts_revision = self.store.revisions()[1]

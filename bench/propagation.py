@@ -141,7 +141,13 @@ def instance(url: str, role: str, shape_name: str, full: bool) -> None:
         # The behaviour before the change log: every revision moved means a full read.
         engine_module.CATCH_UP_REVISIONS = 0
     started = time.perf_counter()
-    engine = PolicyEngine(PolicyModel.from_file(REPO / "model.conf"), PolicyStore(make_engine(url)))
+    # As the service runs it; the baseline is main's code, which read in full and froze
+    # nothing (a full collection over a large policy's objects pauses for seconds).
+    engine = PolicyEngine(
+        PolicyModel.from_file(REPO / "model.conf"),
+        PolicyStore(make_engine(url)),
+        freeze_gc=not full,
+    )
     engine.load()
     loaded = time.perf_counter() - started
     listener = PostgresListener(engine)

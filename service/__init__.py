@@ -32,6 +32,7 @@ from service import sessions
 from service import tokens
 from service import users
 from service.config import ConfigError
+from service.config import Env
 from service.config import Settings
 from service.config import exit_on_config_error
 from service.config import load_settings
@@ -127,6 +128,8 @@ def register_engine(app: Flask, settings: Settings) -> None:
         guard=LockoutGuard(path=settings.editor_path, method="GET"),
         active_subjects=users.active_subjects,
         is_active=users.is_active,
+        # A worker owns its process; tests and development share theirs with more.
+        freeze_gc=settings.env is Env.PRODUCTION,
     )
     app.extensions["authz"] = engine
     try:

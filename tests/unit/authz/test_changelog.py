@@ -8,6 +8,7 @@ write path refuses, a database restored from a backup, a row count that disagree
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import random
 import threading
@@ -537,3 +538,16 @@ def test_threads_catching_up_at_once_read_the_rows_once(
     assert reads == [1]
     assert engine.revision == store.revision()
     assert_same(engine, model, store)
+
+
+def test_a_full_load_freezes_the_collector_only_when_asked(
+    model: PolicyModel, store: PolicyStore
+) -> None:
+    gc.unfreeze()
+    try:
+        PolicyEngine(model, store).load()
+        assert gc.get_freeze_count() == 0
+        PolicyEngine(model, store, freeze_gc=True).load()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # the rest of this test process collects as before
