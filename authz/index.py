@@ -57,6 +57,10 @@ _ATTRIBUTE = re.compile(r"\b[rp]_\w+\.")
 ALLOW, DENY, OTHER = 1, 2, 0
 NO_MATCH, ALLOW_RULE, DENY_RULE = Reason.NO_MATCH, Reason.ALLOW_RULE, Reason.DENY_RULE
 Predicate = Callable[[str], bool]
+#: How a non-path field is tested: a predicate, or the alternatives the value starts with.
+Check = Predicate | tuple[str, ...]
+#: A regexMatch pattern of plain words: "GET", "GET|POST" (no operator but "|").
+_ALTERNATION = re.compile(r"[A-Za-z0-9_-]+(?:\|[A-Za-z0-9_-]+)*\Z")
 
 
 class Unsupported(Exception):
@@ -291,7 +295,7 @@ class DecisionIndex:
         *,
         link_overlay: dict[str, Roles | tuple[()]] | None = None,
         role_buckets: dict[str, tuple[Bucket, ...]] | None = None,
-        check_tables: tuple[dict[str, Predicate], ...] | None = None,
+        check_tables: tuple[dict[str, Check], ...] | None = None,
     ) -> None:
         self.plan = plan
         self._buckets = buckets
@@ -305,7 +309,7 @@ class DecisionIndex:
         #: (kind, pattern) -> predicate, for the path patterns a bucket scans.
         self._predicates = predicates
         #: Per term of ``plan.checks``: pattern -> predicate (a method has few patterns).
-        self._check_tables: tuple[dict[str, Predicate], ...] = (
+        self._check_tables: tuple[dict[str, Check], ...] = (
             check_tables if check_tables is not None else tuple({} for _ in plan.checks)
         )
         #: role -> the names it reaches within the levels left below a direct role.
@@ -435,7 +439,7 @@ class DecisionIndex:
         for term, table in zip(self.plan.checks, self._check_tables, strict=True):
             pattern = values[term.p]
             if pattern not in table:
-                table[pattern] = compile_predicate(term.kind, pattern)
+                table[pattern] = _check_form(term.kind, pattern)
 
     def _make_bucket(self, entries: Iterable[Entry]) -> Bucket:
         path = self.plan.path
@@ -579,35 +583,6 @@ class DecisionIndex:
         exact = _exact_predicate
         new = tuple.__new__
 
-        def along_paths(value: str, found_groups: tuple[Bucket, ...]) -> list[Entry]:
-            """The entries whose path pattern matches ``value``, by the buckets' shapes."""
-            matched: list[Entry] = []
-            cut = value.rfind("/") + 1
-            # A ":name" segment takes one character or more, and no "/".
-            head = value[:cut] if 0 < cut < len(value) else None
-            for literal, heads, prefixes, scan in found_groups:
-                if literal:
-                    hit = literal.get(value)
-                    if hit is not None:
-                        if hit.__class__ is list:
-                            matched += hit
-                        else:
-                            matched.append(hit)  # type: ignore[arg-type]
-                if heads and head is not None:
-                    hit = heads.get(head)
-                    if hit is not None:
-                        if hit.__class__ is list:
-                            matched += hit
-                        else:
-                            matched.append(hit)  # type: ignore[arg-type]
-                for prefix, entry in prefixes:
-                    if value.startswith(prefix):
-                        matched.append(entry)
-                for predicate, entry in scan:
-                    if predicate(value):
-                        matched.append(entry)
-            return matched
-
         def along_regexes(value: str, found_groups: tuple[Bucket, ...]) -> list[Entry]:
             """As along_paths, with each pattern's own Casbin expression (a value holding a
             line break, which ``$`` and ``.`` treat specially: rare, so not fast)."""
@@ -649,19 +624,46 @@ class DecisionIndex:
                 found_groups = groups(request)
             if not has_path:
                 matched = [e for bucket in found_groups for _p, e in bucket[3]]
+            elif "\n" in request[path_r]:
+                matched = along_regexes(request[path_r], found_groups)
             else:
+                # along_paths, inlined: the entries whose path pattern matches the value.
                 value = request[path_r]
-                if "\n" in value:
-                    matched = along_regexes(value, found_groups)
-                else:
-                    matched = along_paths(value, found_groups)
+                matched = []
+                cut = value.rfind("/") + 1
+                # A ":name" segment takes one character or more, and no "/".
+                head = value[:cut] if 0 < cut < len(value) else None
+                for literal, heads, prefixes, scan in found_groups:
+                    if literal:
+                        hit = literal.get(value)
+                        if hit is not None:
+                            if hit.__class__ is list:
+                                matched += hit
+                            else:
+                                matched.append(hit)  # type: ignore[arg-type]
+                    if heads and head is not None:
+                        hit = heads.get(head)
+                        if hit is not None:
+                            if hit.__class__ is list:
+                                matched += hit
+                            else:
+                                matched.append(hit)  # type: ignore[arg-type]
+                    for prefix, entry in prefixes:
+                        if value.startswith(prefix):
+                            matched.append(entry)
+                    for predicate, entry in scan:
+                        if predicate(value):
+                            matched.append(entry)
             hit_one = None  # the only matching row, the common case
             hits: list[Entry] | None = None  # every matching row, once there are two
             if one_check is not None:
                 check_r, check_p, table = one_check
                 checked = request[check_r]
                 for entry in matched:
-                    if table[entry[1][1][check_p]](checked):
+                    test = table[entry[1][1][check_p]]
+                    if (
+                        checked.startswith(test) if test.__class__ is tuple else test(checked)  # type: ignore[operator]
+                    ):
                         if hit_one is None:
                             hit_one = entry
                         elif hits is None:
@@ -672,7 +674,11 @@ class DecisionIndex:
                 for entry in matched:
                     values = entry[1][1]
                     for field, at, table in checks:
-                        if not table[values[at]](request[field]):
+                        test = table[values[at]]
+                        if test.__class__ is tuple:
+                            if not request[field].startswith(test):
+                                break
+                        elif not test(request[field]):  # type: ignore[operator]
                             break
                     else:
                         if hit_one is None:
@@ -718,6 +724,15 @@ class DecisionIndex:
 
         self.decide_full = decide_full
         return decide
+
+
+def _check_form(kind: str, pattern: str) -> Check:
+    """A non-path pattern as the index tests it: the alternatives a plain regexMatch
+    alternation ("GET|POST") starts with (``re.match`` anchors at the start only, and
+    ``str.startswith`` takes a tuple), else its predicate."""
+    if kind == "regexMatch" and _ALTERNATION.match(pattern):
+        return tuple(pattern.split("|"))
+    return compile_predicate(kind, pattern)
 
 
 def _effect(rule: Rule, eft_p: int | None) -> int:
