@@ -582,6 +582,7 @@ class DecisionIndex:
         groups = self._groups
         exact = _exact_predicate
         new = tuple.__new__
+        unset: Any = _MISSING
 
         def along_regexes(value: str, found_groups: tuple[Bucket, ...]) -> list[Entry]:
             """As along_paths, with each pattern's own Casbin expression (a value holding a
@@ -630,9 +631,7 @@ class DecisionIndex:
                 # along_paths, inlined: the entries whose path pattern matches the value.
                 value = request[path_r]
                 matched = []
-                cut = value.rfind("/") + 1
-                # A ":name" segment takes one character or more, and no "/".
-                head = value[:cut] if 0 < cut < len(value) else None
+                head: str | None = unset  # worked out for the first bucket with heads
                 for literal, heads, prefixes, scan in found_groups:
                     if literal:
                         hit = literal.get(value)
@@ -641,8 +640,12 @@ class DecisionIndex:
                                 matched += hit
                             else:
                                 matched.append(hit)  # type: ignore[arg-type]
-                    if heads and head is not None:
-                        hit = heads.get(head)
+                    if heads:
+                        if head is unset:
+                            cut = value.rfind("/") + 1
+                            # A ":name" segment takes one character or more, and no "/".
+                            head = value[:cut] if 0 < cut < len(value) else None
+                        hit = heads.get(head)  # type: ignore[arg-type]
                         if hit is not None:
                             if hit.__class__ is list:
                                 matched += hit
