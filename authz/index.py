@@ -6,9 +6,14 @@ functions, under one of the three standard effects) the index instead
 
 - resolves the subject to the names it reaches through ``g`` links (with Casbin's
   hierarchy limit), without remembering subjects it has never seen;
-- looks rows up by subject or role, then by literal path, and tries pattern rows only
-  for the names the subject holds;
-- compiles every pattern once, to the very regex (or function) Casbin evaluates.
+- looks rows up by subject or role, then by the shape of their path pattern: a literal
+  path, a final ``:name`` segment and a final ``/*`` are matched by dict lookups and
+  ``str.startswith`` shared by every row of that shape (path_shape), with no regex,
+  closure or cache entry per pattern; a request path holding a line break, which
+  keyMatch2's ``$`` and ``.`` treat specially, takes each pattern's own regex;
+- compiles every other pattern once, to the very regex (or function) Casbin evaluates,
+  and tests a plain method alternation ("GET|POST") with ``str.startswith`` (what
+  ``re.match`` does for it).
 
 It agrees with ``casbin.Enforcer.enforce`` on the same model and rows, including which
 row explains the decision; ``compile_index`` returns None, with the reason, for a
