@@ -272,7 +272,9 @@ class PolicyStore:
             if v4 is None and v3 is not None and v5 is None:  # the common p row: four values
                 values: tuple[str, ...] = (share(v0, v0), v1, share(v2, v2), share(v3, v3))
             elif v2 is None and v1 is not None and v3 is None and v4 is None and v5 is None:
-                values = (v0, share(v1, v1))  # the common g row: two values
+                # The common g row: two values; the member shares its string with its own
+                # p rows' subject (one object per account, not two).
+                values = (share(v0, v0), share(v1, v1))
             else:
                 raw = [v0, v1, v2, v3, v4, v5]
                 while raw and raw[-1] is None:
