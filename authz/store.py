@@ -463,7 +463,12 @@ def _raw_rows(connection: sa.Connection, sql: str) -> Iterator[Any]:
     assert dbapi_connection is not None  # an open Connection always holds one
     cursor = None
     try:
-        cursor = dbapi_connection.cursor()
+        if dialect.name == "postgresql":
+            # A server-side cursor: the rows come FETCH_BATCH at a time, where a client
+            # cursor would hold the whole result in the driver's memory first.
+            cursor = dbapi_connection.cursor(name="authz_rows")
+        else:
+            cursor = dbapi_connection.cursor()
         cursor.execute(sql)
         while batch := cursor.fetchmany(FETCH_BATCH):
             yield from batch
