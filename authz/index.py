@@ -6,9 +6,14 @@ functions, under one of the three standard effects) the index instead
 
 - resolves the subject to the names it reaches through ``g`` links (with Casbin's
   hierarchy limit), without remembering subjects it has never seen;
-- looks rows up by subject or role, then by literal path, and tries pattern rows only
-  for the names the subject holds;
-- compiles every pattern once, to the very regex (or function) Casbin evaluates.
+- looks rows up by subject or role, then by the shape of their path pattern: a literal
+  path, a final ``:name`` segment and a final ``/*`` are matched by dict lookups and
+  ``str.startswith`` shared by every row of that shape (path_shape), with no regex,
+  closure or cache entry per pattern; a request path holding a line break, which
+  keyMatch2's ``$`` and ``.`` treat specially, takes each pattern's own regex;
+- compiles every other pattern once, to the very regex (or function) Casbin evaluates,
+  and tests a plain method alternation ("GET|POST") with ``str.startswith`` (what
+  ``re.match`` does for it).
 
 It agrees with ``casbin.Enforcer.enforce`` on the same model and rows, including which
 row explains the decision; ``compile_index`` returns None, with the reason, for a
@@ -17,9 +22,11 @@ model it cannot honour exactly, and the caller falls back to Casbin.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +62,10 @@ _ATTRIBUTE = re.compile(r"\b[rp]_\w+\.")
 ALLOW, DENY, OTHER = 1, 2, 0
 NO_MATCH, ALLOW_RULE, DENY_RULE = Reason.NO_MATCH, Reason.ALLOW_RULE, Reason.DENY_RULE
 Predicate = Callable[[str], bool]
+#: How a non-path field is tested: a predicate, or the alternatives the value starts with.
+Check = Predicate | tuple[str, ...]
+#: A regexMatch pattern of plain words: "GET", "GET|POST" (no operator but "|").
+_ALTERNATION = re.compile(r"[A-Za-z0-9_-]+(?:\|[A-Za-z0-9_-]+)*\Z")
 
 
 class Unsupported(Exception):
@@ -203,19 +214,80 @@ def literal_key(kind: str, pattern: str) -> str | None:
 
 # -- the index --------------------------------------------------------------------------
 
-#: (sequence number in policy order, rule, effect code, per-row checks)
-Entry = tuple[int, Rule, int, tuple[tuple[int, Predicate], ...]]
-#: The rows of one subject or role: (literal path -> entries, entries to scan).
-Bucket = tuple[dict[str, tuple[Entry, ...]], tuple[Entry, ...]]
+#: A path pattern's shape: looked up as it is, by the value's text up to its last "/"
+#: (a final ":name" segment), by prefix (a final "/*"), or scanned with its predicate.
+LITERAL, HEAD, PREFIX, SCAN = 0, 1, 2, 3
+#: keyMatch2 patterns of a literal part (no regex operator, no ":", no line break),
+#: optionally ending in "*" or in ":name" (a name is anything up to the next "/": Casbin
+#: replaces ``:[^/]+`` whatever its characters). Only the shapes whose literal part ends
+#: in "/" are matched by prefix or head; the rest keep Casbin's regex.
+_KEY_MATCH2_SHAPE = re.compile(r"([^.^$*+?{}\[\]\\|():\n]*)(?:(\*)|:([^/\n]+))?\Z")
+
+
+def path_shape(kind: str, pattern: str) -> tuple[int, str]:
+    """Return how the index matches a path pattern: (shape, key).
+
+    - ``LITERAL``: the pattern matches only the key (and, for keyMatch2, the key and a
+      final line break, which decide() leaves to Casbin's own regex);
+    - ``HEAD``: ``prefix/:name``, Casbin's ``^prefix/[^/]+$``: a value whose text up to
+      its last "/" is the key, followed by at least one character;
+    - ``PREFIX``: ``prefix/*``, Casbin's ``^prefix/.*$``: a value starting with the key
+      (with no line break in it: those go to the regex too);
+    - ``SCAN``: anything else, evaluated by its predicate (compile_predicate).
+    """
+    if kind == "keyMatch2":
+        shape = _KEY_MATCH2_SHAPE.match(pattern)
+        if shape is None:
+            return SCAN, ""
+        literal, star, name = shape.groups()
+        if star is None and name is None:
+            return LITERAL, pattern
+        if literal.endswith("/"):
+            return (PREFIX if star is not None else HEAD), literal
+        return SCAN, ""
+    key = literal_key(kind, pattern)
+    return (LITERAL, key) if key is not None else (SCAN, "")
+
+
+#: (sequence number in policy order, rule): its effect and other fields are read from the
+#: rule itself, so an entry is two references.
+Entry = tuple[int, Rule]
+#: Entries under one key of a bucket's dict: one entry (the common case) or a list.
+Group = Entry | list[Entry]
+#: The rows of one subject or role, by the shape of their path pattern: literal path ->
+#: entries, head (a value's text up to its last "/") -> entries, (prefix, entry) pairs,
+#: and (predicate, entry) pairs for the patterns only a regex or function can match.
+Bucket = tuple[
+    dict[str, Group],
+    dict[str, Group],
+    tuple[tuple[str, Entry], ...],
+    tuple[tuple[Predicate, Entry], ...],
+]
 #: A member's direct roles: one role as a plain string (the common case), else a tuple.
 Roles = str | tuple[str, ...]
+
+
+def _always(_value: str) -> bool:
+    return True
+
+
+def _put(table: dict[str, Group], key: str, entry: Entry) -> None:
+    found = table.get(key)
+    if found is None:
+        table[key] = entry
+    elif found.__class__ is list:
+        found.append(entry)
+    else:
+        table[key] = [found, entry]  # type: ignore[list-item]
 
 
 class DecisionIndex:
     """Immutable compiled form of one snapshot's rows.
 
-    Its only mutable parts are caches keyed by role names, which the policy bounds:
-    nothing is ever remembered about a subject that is not in the policy.
+    Its only mutable parts are caches keyed by role names and by the patterns of the
+    non-path fields (methods), which the policy bounds: nothing is ever remembered about
+    a subject that is not in the policy, and no predicate is compiled per path pattern
+    of the common shapes (literal, ``prefix/*``, ``prefix/:name``).
     """
 
     def __init__(
@@ -228,6 +300,7 @@ class DecisionIndex:
         *,
         link_overlay: dict[str, Roles | tuple[()]] | None = None,
         role_buckets: dict[str, tuple[Bucket, ...]] | None = None,
+        check_tables: tuple[dict[str, Check], ...] | None = None,
     ) -> None:
         self.plan = plan
         self._buckets = buckets
@@ -238,7 +311,12 @@ class DecisionIndex:
         self._link_overlay: dict[str, Roles | tuple[()]] = (
             link_overlay if link_overlay is not None else {}
         )
+        #: (kind, pattern) -> predicate, for the path patterns a bucket scans.
         self._predicates = predicates
+        #: Per term of ``plan.checks``: pattern -> predicate (a method has few patterns).
+        self._check_tables: tuple[dict[str, Check], ...] = (
+            check_tables if check_tables is not None else tuple({} for _ in plan.checks)
+        )
         #: role -> the names it reaches within the levels left below a direct role.
         self._closures: dict[str, tuple[str, ...]] = closures if closures is not None else {}
         #: role -> the buckets of those names (kept while neither rows nor role links change).
@@ -259,17 +337,19 @@ class DecisionIndex:
         shell = cls(plan, {}, {}, {})
         grouped: dict[str, list[Entry]] = {}
         links: dict[str, Roles] = {}
-        entry_of = shell._entry
+        admit = shell._admit
         key_field = plan.key.p if plan.key is not None else None
         links_get = links.get
+        grouped_get = grouped.get
         for seq, rule in enumerate(rules):
             ptype, values = rule
             if ptype == "p":
+                admit(values)
                 key = values[key_field] if key_field is not None else ""
-                bucket = grouped.get(key)
+                bucket = grouped_get(key)
                 if bucket is None:
                     bucket = grouped[key] = []
-                bucket.append(entry_of(rule, seq))
+                bucket.append((seq, rule))
             elif ptype == "g" and len(values) >= 2:
                 # _link, inlined: this loop runs once per row of a large policy.
                 member, role = values[0], values[1]
@@ -280,8 +360,9 @@ class DecisionIndex:
                     links[member] = (current, role)
                 else:
                     links[member] = (*current, role)
-        buckets = {k: shell._make_bucket(v) for k, v in grouped.items()}
-        return cls(plan, buckets, links, shell._predicates)
+        make = shell._make_bucket
+        buckets = {k: make(v) for k, v in grouped.items()}
+        return cls(plan, buckets, links, shell._predicates, check_tables=shell._check_tables)
 
     def with_changes(
         self, added: Iterable[tuple[Rule, int]], removed: Iterable[Rule]
@@ -297,7 +378,8 @@ class DecisionIndex:
                 link_changes.append((rule.values[0], rule.values[1], False))
         for rule, seq in added:
             if rule.ptype == "p":
-                touched.setdefault(self._bucket_key(rule), []).append(self._entry(rule, seq))
+                self._admit(rule.values)
+                touched.setdefault(self._bucket_key(rule), []).append((seq, rule))
             elif rule.ptype == "g":
                 link_changes.append((rule.values[0], rule.values[1], True))
         buckets = self._buckets
@@ -339,6 +421,7 @@ class DecisionIndex:
             closures,
             link_overlay=overlay,
             role_buckets=role_buckets,
+            check_tables=self._check_tables,
         )
 
     def _bucket_key(self, rule: Rule) -> str:
@@ -352,31 +435,38 @@ class DecisionIndex:
             found = self._predicates[cache_key] = compile_predicate(kind, pattern)
         return found
 
-    def _entry(self, rule: Rule, seq: int) -> Entry:
-        plan = self.plan
-        values = rule.values
-        checks = tuple((t.r, self._predicate(t.kind, values[t.p])) for t in plan.checks)
-        if plan.path is not None and literal_key(plan.path.kind, values[plan.path.p]) is None:
-            path = plan.path
-            checks = ((path.r, self._predicate(path.kind, values[path.p])), *checks)
-        if plan.eft is None:
-            effect = ALLOW
-        else:
-            eft = values[plan.eft]
-            effect = ALLOW if eft == "allow" else DENY if eft == "deny" else OTHER
-        return (seq, rule, effect, checks)
+    def _admit(self, values: tuple[str, ...]) -> None:
+        """Compile the row's non-path patterns (once per distinct pattern), so a row Casbin
+        could not evaluate is found while building, never while deciding.
+
+        :raises BrokenPattern: as compile_predicate.
+        """
+        for term, table in zip(self.plan.checks, self._check_tables, strict=True):
+            pattern = values[term.p]
+            if pattern not in table:
+                table[pattern] = _check_form(term.kind, pattern)
 
     def _make_bucket(self, entries: Iterable[Entry]) -> Bucket:
         path = self.plan.path
-        literal: dict[str, list[Entry]] = {}
-        scan: list[Entry] = []
+        literal: dict[str, Group] = {}
+        heads: dict[str, Group] = {}
+        prefixes: list[tuple[str, Entry]] = []
+        scan: list[tuple[Predicate, Entry]] = []
         for entry in entries:
-            key = literal_key(path.kind, entry[1].values[path.p]) if path is not None else None
-            if key is None:
-                scan.append(entry)
+            if path is None:
+                scan.append((_always, entry))
+                continue
+            pattern = entry[1].values[path.p]
+            shape, key = path_shape(path.kind, pattern)
+            if shape == LITERAL:
+                _put(literal, key, entry)
+            elif shape == HEAD:
+                _put(heads, key, entry)
+            elif shape == PREFIX:
+                prefixes.append((key, entry))
             else:
-                literal.setdefault(key, []).append(entry)
-        return ({k: tuple(v) for k, v in literal.items()}, tuple(scan))
+                scan.append((self._predicate(path.kind, pattern), entry))
+        return (literal, heads, tuple(prefixes), tuple(scan))
 
     # -- subjects -----------------------------------------------------------------------
 
@@ -470,11 +560,19 @@ class DecisionIndex:
         """
         plan = self.plan
         effect_name = plan.effect
-        settling = ALLOW if effect_name == "allow-override" else DENY
+        deny_override = effect_name == "deny-override"
+        allow_override = effect_name == "allow-override"
+        settling = ALLOW if allow_override else DENY
         path = plan.path
         path_r = path.r if path is not None else 0
         has_path = path is not None
-        newline_aware = path is not None and path.kind == "keyMatch2"
+        path_kind = path.kind if path is not None else ""
+        path_p = path.p if path is not None else 0
+        eft_p = plan.eft
+        checks = tuple(
+            (t.r, t.p, table) for t, table in zip(plan.checks, self._check_tables, strict=True)
+        )
+        one_check = checks[0] if len(checks) == 1 else None
         key = plan.key
         fast_subject = key is not None and key.kind == "g"
         key_r = key.r if key is not None else 0
@@ -487,7 +585,24 @@ class DecisionIndex:
         role_buckets_get = self._role_buckets.get
         buckets_of_role = self._buckets_of_role
         groups = self._groups
+        exact = _exact_predicate
         new = tuple.__new__
+        unset: Any = _MISSING
+
+        def along_regexes(value: str, found_groups: tuple[Bucket, ...]) -> list[Entry]:
+            """As along_paths, with each pattern's own Casbin expression (a value holding a
+            line break, which ``$`` and ``.`` treat specially: rare, so not fast)."""
+            matched: list[Entry] = []
+            for literal, heads, prefixes, scan in found_groups:
+                shaped: list[Entry] = [e for e in _group_entries(literal, heads)]
+                shaped += [e for _prefix, e in prefixes]
+                for entry in shaped:
+                    if exact(path_kind, entry[1][1][path_p])(value):
+                        matched.append(entry)
+                for predicate, entry in scan:
+                    if predicate(value):
+                        matched.append(entry)
+            return matched
 
         def decide_full(sub: str, obj: str, act: str) -> Decision:
             request = (sub, obj, act)
@@ -513,20 +628,65 @@ class DecisionIndex:
                         found_groups += (own,)
             else:
                 found_groups = groups(request)
-            value = request[path_r] if has_path else ""
+            if not has_path:
+                matched = [e for bucket in found_groups for _p, e in bucket[3]]
+            elif "\n" in request[path_r]:
+                matched = along_regexes(request[path_r], found_groups)
+            else:
+                # along_paths, inlined: the entries whose path pattern matches the value.
+                value = request[path_r]
+                matched = []
+                head: str | None = unset  # worked out for the first bucket with heads
+                for literal, heads, prefixes, scan in found_groups:
+                    if literal:
+                        hit = literal.get(value)
+                        if hit is not None:
+                            if hit.__class__ is list:
+                                matched += hit
+                            else:
+                                matched.append(hit)  # type: ignore[arg-type]
+                    if heads:
+                        if head is unset:
+                            cut = value.rfind("/") + 1
+                            # A ":name" segment takes one character or more, and no "/".
+                            head = value[:cut] if 0 < cut < len(value) else None
+                        hit = heads.get(head)  # type: ignore[arg-type]
+                        if hit is not None:
+                            if hit.__class__ is list:
+                                matched += hit
+                            else:
+                                matched.append(hit)  # type: ignore[arg-type]
+                    for prefix, entry in prefixes:
+                        if value.startswith(prefix):
+                            matched.append(entry)
+                    for predicate, entry in scan:
+                        if predicate(value):
+                            matched.append(entry)
             hit_one = None  # the only matching row, the common case
             hits: list[Entry] | None = None  # every matching row, once there are two
-            for literal, scan in found_groups:
-                candidates = scan
-                if literal:
-                    hit = literal.get(value)
-                    if newline_aware and value[-1:] == "\n":
-                        hit = (hit or ()) + literal.get(value[:-1], ())
-                    if hit:
-                        candidates = hit + scan
-                for entry in candidates:
-                    for field, predicate in entry[3]:
-                        if not predicate(request[field]):
+            if one_check is not None:
+                check_r, check_p, table = one_check
+                checked = request[check_r]
+                for entry in matched:
+                    test = table[entry[1][1][check_p]]
+                    if (
+                        checked.startswith(test) if test.__class__ is tuple else test(checked)  # type: ignore[operator]
+                    ):
+                        if hit_one is None:
+                            hit_one = entry
+                        elif hits is None:
+                            hits = [hit_one, entry]
+                        else:
+                            hits.append(entry)
+            else:
+                for entry in matched:
+                    values = entry[1][1]
+                    for field, at, table in checks:
+                        test = table[values[at]]
+                        if test.__class__ is tuple:
+                            if not request[field].startswith(test):
+                                break
+                        elif not test(request[field]):  # type: ignore[operator]
                             break
                     else:
                         if hit_one is None:
@@ -537,27 +697,29 @@ class DecisionIndex:
                             hits.append(entry)
             # tuple.__new__ builds the Decision without its Python-level __new__.
             if hit_one is None:
-                return new(
-                    Decision, (effect_name == "deny-override", NO_MATCH, sub, obj, act, None)
-                )
+                return new(Decision, (deny_override, NO_MATCH, sub, obj, act, None))
             if hits is None:
-                effect = hit_one[2]
-                allowed = effect != DENY if effect_name == "deny-override" else effect == ALLOW
+                rule = hit_one[1]
+                if eft_p is None:
+                    allowed = True
+                else:
+                    eft = rule[1][eft_p]
+                    allowed = eft != "deny" if deny_override else eft == "allow"
                 reason = ALLOW_RULE if allowed else DENY_RULE
-                return new(Decision, (allowed, reason, sub, obj, act, hit_one[1]))
+                return new(Decision, (allowed, reason, sub, obj, act, rule))
             first = last = None
             any_allow = False
             for entry in hits:
-                effect = entry[2]
+                effect = _effect(entry[1], eft_p)
                 if effect == settling and (first is None or entry[0] < first[0]):
                     first = entry
                 if last is None or entry[0] > last[0]:
                     last = entry
                 if effect == ALLOW:
                     any_allow = True
-            if effect_name == "allow-override":
+            if allow_override:
                 allowed = first is not None
-            elif effect_name == "deny-override":
+            elif deny_override:
                 allowed = first is None
             else:
                 allowed = first is None and any_allow
@@ -570,6 +732,38 @@ class DecisionIndex:
 
         self.decide_full = decide_full
         return decide
+
+
+def _check_form(kind: str, pattern: str) -> Check:
+    """A non-path pattern as the index tests it: the alternatives a plain regexMatch
+    alternation ("GET|POST") starts with (``re.match`` anchors at the start only, and
+    ``str.startswith`` takes a tuple), else its predicate."""
+    if kind == "regexMatch" and _ALTERNATION.match(pattern):
+        return tuple(pattern.split("|"))
+    return compile_predicate(kind, pattern)
+
+
+def _effect(rule: Rule, eft_p: int | None) -> int:
+    """A row's effect code: ALLOW without an eft field, else by its eft value."""
+    if eft_p is None:
+        return ALLOW
+    eft = rule.values[eft_p]
+    return ALLOW if eft == "allow" else DENY if eft == "deny" else OTHER
+
+
+@functools.lru_cache(maxsize=4096)
+def _exact_predicate(kind: str, pattern: str) -> Predicate:
+    """compile_predicate, remembered for the few values that take the regex route."""
+    return compile_predicate(kind, pattern)
+
+
+def _group_entries(*tables: dict[str, Group]) -> Iterator[Entry]:
+    for table in tables:
+        for group in table.values():
+            if group.__class__ is list:
+                yield from group
+            else:
+                yield group  # type: ignore[misc]
 
 
 def _linked(current: Roles | None, role: str, add: bool) -> Roles | None:
@@ -587,9 +781,10 @@ def _linked(current: Roles | None, role: str, add: bool) -> Roles | None:
 def _entries(bucket: Bucket | None) -> list[Entry]:
     if bucket is None:
         return []
-    literal, scan = bucket
-    out = [e for group in literal.values() for e in group]
-    out.extend(scan)
+    literal, heads, prefixes, scan = bucket
+    out = list(_group_entries(literal, heads))
+    out.extend(e for _prefix, e in prefixes)
+    out.extend(e for _predicate, e in scan)
     return out
 
 

@@ -42,8 +42,8 @@ from authz.model import PolicyModel
 from authz.patterns import MAX_VALUE
 from authz.rows import Rows
 from authz.rules import Rule
+from authz.rules import Validator
 from authz.rules import is_role
-from authz.rules import validate
 
 log = logging.getLogger("authz")
 NO_MATCH, ALLOW_RULE, DENY_RULE = Reason.NO_MATCH, Reason.ALLOW_RULE, Reason.DENY_RULE
@@ -240,12 +240,13 @@ def screen(
     good: dict[Rule, None] = {}
     bad: list[BadRow] = []
     known = trusted if trusted is not None else {}
+    check = Validator(model)
     for rule, row_id in zip(rules, ids, strict=True):
         if rule in known:
             good[rule] = None
             continue
         try:
-            good[validate(rule, model)] = None
+            good[check(rule)] = None
         except RuleError as e:
             bad.append(BadRow(row_id, rule, e.message if e.field is None else str(e)))
         except Exception as e:  # noqa: BLE001 - a NULL or odd value: still just a bad row

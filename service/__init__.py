@@ -176,6 +176,40 @@ def stop_background(app: Flask) -> None:
         db.engine.dispose()
 
 
+def before_fork(app: Flask) -> None:
+    """Leave a preloaded app fit to fork: no thread running, no connection open.
+
+    gunicorn with ``preload_app`` (service/gunicorn_conf.py) builds the app, and loads
+    the policy, once in the master; the workers it forks share those pages. A thread
+    does not survive a fork (one holding a lock would leave it held in the child), and
+    a connection shared by two processes mixes their conversations, so the master stops
+    its poller and listener and closes its connections before the first fork; each
+    worker starts its own (after_fork).
+    """
+    for name in ("authz.listener", "authz.poller"):
+        worker = app.extensions.get(name)
+        if worker is not None:
+            worker.stop()
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def after_fork(app: Flask) -> None:
+    """In a worker forked from a preloaded master: a pool, ids and threads of its own."""
+    with app.app_context():
+        # close=False: the child drops what it inherited without closing the parent's
+        # sockets (before_fork closed them in the master already; this is the safety net).
+        db.engine.dispose(close=False)
+    log = app.extensions.get("authz.decisions")
+    if log is not None:
+        log.after_fork()
+    for name in ("authz.poller", "authz.listener"):
+        worker = app.extensions.get(name)
+        if worker is not None:
+            worker.start()
+
+
 def _not_initialised(error: BaseException) -> bool:
     """Whether a load failed only because the policy tables do not exist yet."""
     cause: BaseException | None = error

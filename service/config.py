@@ -196,6 +196,9 @@ class Settings:
     workers: int = 2
     #: Seconds gunicorn gives in-flight requests to finish after SIGTERM.
     graceful_timeout: int = 30
+    #: gunicorn loads the app and the policy once, in the master, and forks the workers
+    #: from it (they share the policy's memory); off: each worker loads its own.
+    preload: bool = True
     #: Connections each process keeps open to a server database (not SQLite), and how
     #: many more it may open under load; connections are checked before use.
     db_pool_size: int = 5
@@ -360,6 +363,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "default_policy": _existing_file,
     "workers": _positive_int,
     "graceful_timeout": _positive_int,
+    "preload": _bool,
     "db_pool_size": _positive_int,
     "db_max_overflow": _non_negative_int,
     "default_role": _role,

@@ -62,6 +62,12 @@ class DecisionLog:
             self._logger.setLevel(logging.INFO)
             self._logger.propagate = False  # one line per decision, not two
 
+    def after_fork(self) -> None:
+        """A forked worker's own id prefix and sampling (gunicorn ``preload_app``)."""
+        self._prefix = secrets.token_hex(8) + "-"
+        self._counter = itertools.count(1)
+        self._random = random.Random()  # noqa: S311 - sampling, not a secret
+
     def new_id(self) -> str:
         """A fresh decision id: this process's random prefix and a counter."""
         return f"{self._prefix}{next(self._counter):x}"
