@@ -236,7 +236,10 @@ class PolicyEngine:
         except DATABASE_ERRORS:
             token = UNKNOWN  # the next change is then applied without the chain check
         self._swap(snapshot, since=since, token=token)
-        if self.freeze_gc:
+        if self.freeze_gc and snapshot.kind == "index" and snapshot.refused is None:
+            # Only a snapshot the index decides: it holds no reference cycle, so reference
+            # counting frees it once replaced (frozen objects are never collected). Casbin's
+            # enforcer is full of cycles, and a refused policy is read again at every poll.
             gc.freeze()
         if self.accounts_revision is None:
             try:
@@ -244,6 +247,22 @@ class PolicyEngine:
             except DATABASE_ERRORS:
                 pass  # the next refresh records it
         self.verified_at = time.monotonic()
+
+    def forget(self) -> None:
+        """Drop the snapshot: decisions answer EngineUnavailable until the next load."""
+        with self._swap_lock:
+            self._snapshot = None
+            self._generation += 1
+
+    def after_fork(self) -> None:
+        """In a process forked from this one's parent: locks of its own.
+
+        A lock some thread of the parent held at the fork stays held in the child, where
+        no thread will ever release it.
+        """
+        self._write_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        self._advance_lock = threading.Lock()
 
     @property
     def bad_rows(self) -> tuple[BadRow, ...]:
@@ -869,7 +888,7 @@ class PolicyEngine:
             self._guard(session, planned.base, planned.after, force=force)
             staging.apply(session)
             self.store.set_revision(session, current + 1)
-            self._log_staged(session, planned, rebase)
+            self._log_staged(session, planned, rebase, early=staging.early)
             self.store.notify(session)
             if audit_id is None:
                 self.store.insert_audit(session, audit)
@@ -911,7 +930,9 @@ class PolicyEngine:
         self.store.delete_rules(session, [r for r in removed if r in readded])
         return _Rebase(current, added, removed, plus, minus)
 
-    def _log_staged(self, session: Session, planned: _Staged, rebase: _Rebase | None) -> None:
+    def _log_staged(
+        self, session: Session, planned: _Staged, rebase: _Rebase | None, *, early: bool
+    ) -> None:
         """Log a staged change's rows as committed: rebased, they are what really changed."""
         if rebase is None:
             self.store.record_change(
@@ -932,8 +953,17 @@ class PolicyEngine:
             + len(rebase.added)
             - len(rebase.removed)
         )
+        # Staged rows whose ids were drawn before the lock (``early``) come before the rows
+        # added in between in the stored order (a full read's), while applying the log in
+        # revision order would put them after: which row explains a decision (and, under
+        # an order-dependent effect, the decision) would differ. Followers read it all.
         self.store.record_change(
-            session, rebase.revision + 1, rebase.added, rebase.removed, row_count=count
+            session,
+            rebase.revision + 1,
+            rebase.added,
+            rebase.removed,
+            row_count=count,
+            marker=early and bool(rebase.plus),
         )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
+import weakref
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -583,8 +584,23 @@ class DecisionIndex:
         missing = _MISSING
         buckets_get = self._buckets.get
         role_buckets_get = self._role_buckets.get
-        buckets_of_role = self._buckets_of_role
-        groups = self._groups
+        # The closure reaches the index through a weak reference: a strong one (a bound
+        # method) would put every index in a reference cycle, which only the collector
+        # frees, and a production worker freezes the collector after a full load.
+        index_ref = weakref.ref(self)
+
+        def buckets_of_role(role: str) -> tuple[Bucket, ...]:
+            index = index_ref()
+            if index is None:  # the snapshot holding this closure keeps its index alive
+                raise RuntimeError("decision index released while deciding")
+            return index._buckets_of_role(role)
+
+        def groups(request: tuple[str, ...]) -> tuple[Bucket, ...]:
+            index = index_ref()
+            if index is None:
+                raise RuntimeError("decision index released while deciding")
+            return index._groups(request)
+
         exact = _exact_predicate
         new = tuple.__new__
         unset: Any = _MISSING

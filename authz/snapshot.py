@@ -14,6 +14,7 @@ EngineUnavailable until the row is fixed or removed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -359,6 +360,19 @@ def _role_names(rule: Rule) -> tuple[str, ...]:
     return (values[0],) if is_role(values[0]) else ()
 
 
+def _deciding(decider: Decider) -> Callable[[str, str, str], Decision]:
+    """``decide(sub, obj, act) -> Decision`` through a decider that has no closure of its own."""
+
+    def decide(sub: str, obj: str, act: str) -> Decision:
+        allowed, rule = decider.decide((sub, obj, act))
+        # tuple.__new__ skips the named tuple's Python-level __new__: this runs per request.
+        if rule is None:
+            return _new(Decision, (allowed, NO_MATCH, sub, obj, act, None))
+        return _new(Decision, (allowed, ALLOW_RULE if allowed else DENY_RULE, sub, obj, act, rule))
+
+    return decide
+
+
 class Snapshot:
     """The rules of one policy revision; never mutated once built."""
 
@@ -400,7 +414,9 @@ class Snapshot:
             decider = RefusedDecider(f"the stored policy is refused: {self.refused}")
         self.decider = decider if decider is not None else make_decider(model, rows)
         #: ``fast(sub, obj, act) -> Decision``: the index's own closure when compiled.
-        self.fast = getattr(self.decider, "decide_full", None) or self._decide
+        # Never a bound method of this snapshot: that would be a reference cycle, freed only
+        # by the collector (which a production worker freezes after a full load).
+        self.fast = getattr(self.decider, "decide_full", None) or _deciding(self.decider)
         self._rules: tuple[Rule, ...] | None = None
         self._links: dict[str, dict[str, list[str]]] = {}
         self._ids: dict[str, Rule] | None = None
@@ -532,13 +548,6 @@ class Snapshot:
         if len(obj) > MAX_VALUE or len(act) > MAX_VALUE or len(sub) > MAX_VALUE:
             raise RequestTooLarge(f"a request value is longer than {MAX_VALUE} characters")
         return self.fast(sub, obj, act)
-
-    def _decide(self, sub: str, obj: str, act: str) -> Decision:
-        allowed, rule = self.decider.decide((sub, obj, act))
-        # tuple.__new__ skips the named tuple's Python-level __new__: this runs per request.
-        if rule is None:
-            return _new(Decision, (allowed, NO_MATCH, sub, obj, act, None))
-        return _new(Decision, (allowed, ALLOW_RULE if allowed else DENY_RULE, sub, obj, act, rule))
 
     def roles_for(self, subject: str) -> list[str]:
         """Return every role the subject holds, directly or through inheritance."""

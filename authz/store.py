@@ -404,12 +404,14 @@ class PolicyStore:
         removed: tuple[Rule, ...],
         *,
         row_count: int | None,
+        marker: bool = False,
     ) -> str:
         """Log a revision's rows in the write's own transaction; return the entry's token.
 
-        A change of more than LOG_ROWS rows is logged as a marker without its rows
-        (readers load everything). Entries past the retention are pruned every
-        PRUNE_EVERY revisions, a bounded number, never the one before this revision.
+        A change of more than LOG_ROWS rows, or one the caller marks (``marker``), is
+        logged as a marker without its rows (readers load everything). Entries past the
+        retention are pruned every PRUNE_EVERY revisions, a bounded number, never the one
+        before this revision.
         """
         # One round trip: the entry before (the parent), and any at or past this revision.
         found = session.execute(
@@ -423,7 +425,7 @@ class PolicyStore:
             # a backup, or rolled back by hand) and its revisions are written again.
             session.execute(change_table.delete().where(change_table.c.revision >= revision))
         size = len(added) + len(removed)
-        complete = size <= LOG_ROWS
+        complete = size <= LOG_ROWS and not marker
         token = secrets.token_hex(8)
         session.execute(
             change_table.insert().values(

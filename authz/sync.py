@@ -34,11 +34,12 @@ class _Worker:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the thread and wait for it."""
+    def stop(self, timeout: float | None = 5) -> None:
+        """Stop the thread and wait for it (at most ``timeout`` seconds; None: until it
+        has stopped, which a process about to fork needs: see service.before_fork)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=timeout)
             self._thread = None
 
     def _run(self) -> None:

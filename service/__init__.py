@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,11 +12,13 @@ from flask import current_app
 from flask import g
 
 from authz import LockoutGuard
+from authz import PolicyEngine
 from authz import PolicyModel
 from authz import PolicyStore
 from authz import connections
 from authz.connections import Timeouts
 from authz.connections import engine_options
+from authz.errors import AuthzError
 from authz.sync import PostgresListener
 from authz.sync import RevisionPoller
 from service import converters
@@ -189,7 +192,10 @@ def before_fork(app: Flask) -> None:
     for name in ("authz.listener", "authz.poller"):
         worker = app.extensions.get(name)
         if worker is not None:
-            worker.stop()
+            # Until it has stopped: a refresh still running (a full read of a large
+            # policy) would hold the engine's locks in every worker forked meanwhile.
+            # Every statement it runs has a deadline (authz.connections).
+            worker.stop(timeout=None)
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
@@ -204,6 +210,21 @@ def after_fork(app: Flask) -> None:
     log = app.extensions.get("authz.decisions")
     if log is not None:
         log.after_fork()
+    engine: PolicyEngine = app.extensions["authz"]
+    engine.after_fork()
+    # The master stopped following the policy when it forked its first worker; a worker
+    # forked later (one replacing a worker that died or timed out) starts from that old
+    # snapshot. It catches up before serving, or serves nothing: a revoked permission
+    # must not come back for the time of a poll.
+    try:
+        engine.refresh()
+    except AuthzError as e:
+        logging.getLogger("authz.sync").warning(
+            "a new worker could not bring the policy up to date (%s); it answers 503 "
+            "until its poll reads it",
+            e,
+        )
+        engine.forget()
     for name in ("authz.poller", "authz.listener"):
         worker = app.extensions.get(name)
         if worker is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -66,3 +67,46 @@ def test_the_retention_setting_reaches_the_store(tmp_path: Path) -> None:
 def test_a_wrong_retention_is_refused(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match="^AUTHZ_CHANGE_LOG_DAYS:"):
         load_settings({"AUTHZ_CHANGE_LOG_DAYS": value}, default_instance=tmp_path / "instance")
+
+
+def test_a_worker_forked_late_catches_up_before_it_serves(tmp_path: Path) -> None:
+    """gunicorn forks a replacement worker from the master, whose snapshot stopped at the
+    first fork: the worker must not serve that old policy until its first poll."""
+    from service import after_fork
+    from service import before_fork
+
+    app = make_app(tmp_path)
+    other = create_app(app_config(tmp_path))
+    try:
+        before_fork(app)  # the master, when its first worker is forked
+        with other.app_context():
+            other.extensions["authz"].apply(Change.adding(NEW), actor="other", source="cli")
+        engine = app.extensions["authz"]
+        after_fork(app)  # a worker forked now, before its first request
+        assert engine.revision == other.extensions["authz"].revision
+        assert app.test_client().get("/new").status_code == 404  # allowed: no such page
+    finally:
+        dispose(other)
+        dispose(app)
+
+
+def test_a_worker_that_cannot_catch_up_serves_nothing(tmp_path: Path) -> None:
+    from service import after_fork
+    from service import before_fork
+
+    app = make_app(tmp_path)
+    try:
+        before_fork(app)
+        engine = app.extensions["authz"]
+
+        def unreachable() -> tuple[int, int]:
+            raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+        engine.store.revisions = unreachable  # type: ignore[method-assign]
+        engine.store.load_rows = unreachable  # type: ignore[method-assign,assignment]
+        after_fork(app)
+        assert not engine.loaded
+        response = app.test_client().get("/login")
+        assert response.status_code == 503
+    finally:
+        dispose(app)

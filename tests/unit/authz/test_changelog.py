@@ -543,6 +543,9 @@ def test_threads_catching_up_at_once_read_the_rows_once(
 def test_a_full_load_freezes_the_collector_only_when_asked(
     model: PolicyModel, store: PolicyStore
 ) -> None:
+    writer = PolicyEngine(model, store)
+    writer.load()
+    writer.apply(Change.adding(KPI), actor="t", source="cli")  # a policy the index decides
     gc.unfreeze()
     try:
         PolicyEngine(model, store).load()
