@@ -221,10 +221,27 @@ def main() -> None:
         "api openapi": "/api/v1/openapi.json",
     }
     results: list[tuple[str, list[float], int]] = []
+    slow: list[str] = []
+    print(f"{'route':34} {'status':>6} {'first':>9} {'median':>9} {'max':>9}  (ms)", flush=True)
+
+    def report(name: str, samples: list[float], status: int) -> None:
+        """Print one route's line as soon as it is measured."""
+        results.append((name, samples, status))
+        rest = samples[1:] or samples
+        flag = ""
+        if max(samples) > BUDGET_MS:
+            flag = "  OVER" if max(rest) > BUDGET_MS else "  over (first only)"
+            slow.append(name)
+        print(
+            f"{name:34} {status:>6} {samples[0]:9.1f} {statistics.median(rest):9.1f}"
+            f" {max(rest):9.1f}{flag}",
+            flush=True,
+        )
+
     gets = {k: v for k, v in gets.items() if args.only in k}
     for name, path in gets.items():
         samples, status = timed(lambda p=path: client.get(p), args.repeat)  # type: ignore[misc]
-        results.append((name, samples, status))
+        report(name, samples, status)
 
     headers = {"X-CSRFToken": csrf}
     new_rule = {"subject": "team7", "path": "/bench/new", "methods": "GET", "effect": "allow"}
@@ -274,25 +291,13 @@ def main() -> None:
     ]
     for name, call in posts:
         samples, status = timed(call, 1)
-        results.append((name, samples, status))
+        report(name, samples, status)
     # After the writes: the pages read structures carried along from the old snapshot.
     again = ("roles", "role (big team)", "reach literal", "api members", "rules last page", "user")
     for name in (n for n in again if n in gets):
         samples, status = timed(lambda p=gets[name]: client.get(p), args.repeat)  # type: ignore[misc]
-        results.append((f"{name} (after writes)", samples, status))
+        report(f"{name} (after writes)", samples, status)
 
-    print(f"{'route':34} {'status':>6} {'first':>9} {'median':>9} {'max':>9}  (ms)")
-    slow = []
-    for name, samples, status in results:
-        rest = samples[1:] or samples
-        flag = ""
-        if max(samples) > BUDGET_MS:
-            flag = "  OVER" if max(rest) > BUDGET_MS else "  over (first only)"
-            slow.append(name)
-        print(
-            f"{name:34} {status:>6} {samples[0]:9.1f} {statistics.median(rest):9.1f}"
-            f" {max(rest):9.1f}{flag}"
-        )
     print(f"{len(slow)} of {len(results)} over {BUDGET_MS:.0f} ms: {', '.join(slow) or 'none'}")
     with app.app_context():
         db.session.remove()

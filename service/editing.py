@@ -318,9 +318,11 @@ def list_rules(
             rows = [r for r in rows if any(q in v.lower() for v in r.values)]
         return _page(rows, page, per_page, clamp)
     if effect:
-        return _page(
-            [r for r in current.all_rules() if effect_of(r) == effect], page, per_page, clamp
-        )
+        if at is None:
+            rows = current.all_rules() if effect == "allow" else []
+        else:
+            rows = [r for r in current.all_rules_iter() if r.values[at : at + 1] == (effect,)]
+        return _page(rows, page, per_page, clamp)
     if q:
         total, _ = current.search(q, 0, 0)  # counted once per snapshot and search
         if clamp:

@@ -237,16 +237,23 @@ def require(email: str) -> User:
     return user
 
 
-def _users_query(search: str) -> sa.Select[Any] | None:
-    """Accounts ordered by email, filtered by a substring (None: none can match)."""
+def _users_filter(search: str) -> list[sa.ColumnElement[bool]] | None:
+    """The conditions of an account search by email substring (None: none can match)."""
     if "\x00" in search:
         # No email holds a NUL, and PostgreSQL refuses one in any text (a 503 otherwise).
         return None
-    query = sa.select(User).order_by(User.email)
-    if search:
-        # autoescape: a "%" or "_" typed in the search box is a character, not a wildcard.
-        query = query.where(User.email.contains(search.lower(), autoescape=True))
-    return query
+    if not search:
+        return []
+    # autoescape: a "%" or "_" typed in the search box is a character, not a wildcard.
+    return [User.email.contains(search.lower(), autoescape=True)]
+
+
+def _users_query(search: str) -> sa.Select[Any] | None:
+    """Accounts ordered by email, filtered by a substring (None: none can match)."""
+    conditions = _users_filter(search)
+    if conditions is None:
+        return None
+    return sa.select(User).where(*conditions).order_by(User.email)
 
 
 def list_users(search: str = "") -> list[User]:
@@ -263,10 +270,10 @@ def users_page(
 
     The database counts and pages: a hundred thousand accounts are never loaded.
     """
-    query = _users_query(search)
-    if query is None:
+    query, conditions = _users_query(search), _users_filter(search)
+    if query is None or conditions is None:
         return [], 0, 1
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+    total = db.session.scalar(sa.select(sa.func.count(User.id)).where(*conditions)) or 0
     if clamp:
         page = min(max(1, page), max(1, -(-total // per_page)))
     found = db.session.scalars(query.limit(per_page).offset((page - 1) * per_page))
