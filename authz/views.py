@@ -112,6 +112,7 @@ class Base:
         self._ids: tuple[array[int], array[int], list[Rule]] | None = None
         self._before: dict[str, array[int]] = {}
         self._text: tuple[str, array[int]] | None = None
+        self._effects: dict[int, dict[str, array[int]]] = {}
         self._paths: dict[tuple[str, int], dict[str, Rule | list[Rule]]] = {}
 
     def paths(self, kind: str, at: int) -> dict[str, Rule | list[Rule]]:
@@ -180,6 +181,21 @@ class Base:
                         seen += 1
                 self._before[ptype] = table
             return table
+
+    def effects(self, at: int) -> dict[str, array[int]]:
+        """Positions in ``p`` of the rows by their value ``at`` (the effect), in order."""
+        with self._lock:
+            found = self._effects.get(at)
+            if found is None:
+                found = {}
+                for position, rule in enumerate(self.p):
+                    value = rule.values[at] if at < len(rule.values) else ""
+                    held = found.get(value)
+                    if held is None:
+                        found[value] = held = array("q")
+                    held.append(position)
+                self._effects = {at: found}
+            return found
 
     def find(self, rule_id: str) -> Rule | None:
         """The base row with this id (removed since or not), or None."""
@@ -274,8 +290,27 @@ class View:
     def page(self, ptype: str, offset: int, limit: int) -> list[Rule]:
         """Rows ``offset`` to ``offset + limit`` of ``ptype``, in policy order, without a scan."""
         listing = self._listing(ptype)
-        removed = self._removed_positions(ptype)
-        live_base = len(listing) - len(removed)
+        return self._paged(
+            listing.__getitem__,
+            len(listing),
+            self._removed_positions(ptype),
+            self._added(ptype),
+            offset,
+            limit,
+        )
+
+    def _paged(
+        self,
+        row: Callable[[int], Rule],
+        length: int,
+        removed: list[int],
+        added: list[Rule],
+        offset: int,
+        limit: int,
+    ) -> list[Rule]:
+        """A page of a base listing (``row(i)`` for i below ``length``) without the rows at
+        the sorted positions ``removed``, followed by ``added``."""
+        live_base = length - len(removed)
         found: list[Rule] = []
         if offset < live_base:
             # The base position of the offset-th live row: the smallest b with
@@ -289,16 +324,33 @@ class View:
                     low = middle + 1
             gone = self.removed
             at = low
-            while at < len(listing) and len(found) < limit:
-                rule = listing[at]
+            while at < length and len(found) < limit:
+                rule = row(at)
                 if rule not in gone:
                     found.append(rule)
                 at += 1
         rest = limit - len(found)
         if rest > 0:
             start = max(0, offset - live_base)
-            found.extend(self._added(ptype)[start : start + rest])
+            found.extend(added[start : start + rest])
         return found
+
+    def with_effect(self, at: int, effect: str, offset: int, limit: int) -> tuple[int, list[Rule]]:
+        """The p rows whose value ``at`` (the effect) is ``effect``: how many, and a page."""
+        positions = self.base.effects(at).get(effect, array("q"))
+        listing = self.base.p
+        # The removed rows of this effect, as indexes into ``positions``.
+        removed = [
+            bisect.bisect_left(positions, p)
+            for p in self._removed_positions(RULE)
+            if listing[p].values[at : at + 1] == (effect,)
+        ]
+        added = [r for r in self._added(RULE) if r.values[at : at + 1] == (effect,)]
+        total = len(positions) - len(removed) + len(added)
+        page = self._paged(
+            lambda i: listing[positions[i]], len(positions), removed, added, offset, limit
+        )
+        return total, page
 
     def rules_of(self, *subjects: str) -> list[Rule]:
         """The p rows naming any of these subjects, in policy order."""

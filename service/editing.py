@@ -179,7 +179,11 @@ def field_errors(rule: Rule) -> dict[str, str]:
     """
     engine = users.engine()
     names = field_names(rule.ptype, engine.model)
-    sample = next((r for r in snapshot().rules if r.ptype == rule.ptype), None)
+    if rule.ptype in ("p", "g"):
+        first = view().page(rule.ptype, 0, 1)
+        sample = first[0] if first else None
+    else:  # read lazily: the first row of the type ends the search
+        sample = next((r for r in snapshot().ruleset if r.ptype == rule.ptype), None)
     values = list(rule.values)
     found: dict[str, str] = {}
     for _ in range(len(names) + 1):
@@ -318,11 +322,17 @@ def list_rules(
             rows = [r for r in rows if any(q in v.lower() for v in r.values)]
         return _page(rows, page, per_page, clamp)
     if effect:
-        if at is None:
-            rows = current.all_rules() if effect == "allow" else []
-        else:
-            rows = [r for r in current.all_rules_iter() if r.values[at : at + 1] == (effect,)]
-        return _page(rows, page, per_page, clamp)
+        if at is None:  # rows without an effect all allow
+            return (
+                list_rules(page=page, per_page=per_page, clamp=clamp)
+                if effect == "allow"
+                else _page([], page, per_page, clamp)
+            )
+        total, _ = current.with_effect(at, effect, 0, 0)
+        if clamp:
+            page = min(max(1, page), max(1, -(-total // per_page)))
+        _, items = current.with_effect(at, effect, (page - 1) * per_page, per_page)
+        return Listing(items, total, page, per_page)
     if q:
         total, _ = current.search(q, 0, 0)  # counted once per snapshot and search
         if clamp:

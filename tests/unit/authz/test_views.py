@@ -55,6 +55,11 @@ def check(snapshot: Snapshot) -> None:
         expected = [r for r in p_rows if any(q in v.lower() for v in r.values)]
         total, page = view.search(q, 3, 8)
         assert (total, page) == (len(expected), expected[3:11])
+    for effect in ("allow", "deny", "other"):
+        expected = [r for r in p_rows if r.values[3] == effect]
+        for offset in (0, 4, len(expected) - 2):
+            total, page = view.with_effect(3, effect, max(0, offset), 9)
+            assert (total, page) == (len(expected), expected[max(0, offset) :][:9])
     for rule in [*snapshot.rules[:5], *snapshot.rules[-5:]]:
         assert view.find(rule.id) == rule
     assert view.find(Rule.of("p", "x", "/gone", "GET", "allow").id) is None
@@ -73,7 +78,8 @@ def test_snapshots_derived_change_by_change_read_as_a_scan() -> None:
     for step in range(40):
         current = list(snapshot.rules)
         remove = rng.sample(current, 2)
-        add = [Rule.of("p", f"team{step % 5}", f"/extra/{step}", "GET", "allow")]
+        effect = "deny" if step % 3 == 0 else "allow"
+        add = [Rule.of("p", f"team{step % 5}", f"/extra/{step}", "GET", effect)]
         if step % 4 == 0:
             add.append(Rule.of("g", f"new{step}@example.com", "team2"))
         if step % 7 == 0:
