@@ -80,10 +80,10 @@ class Base:
         #: p rows and g rows, in policy order.
         self.p: list[Rule] = []
         self.g: list[Rule] = []
-        #: Positions in ``p`` of each subject's rows; g rows by member and by role; each
-        #: in policy order.
+        #: Positions in ``p`` of each subject's rows, in ``g`` of each member's rows; g rows
+        #: by role; each in policy order.
         self.by_subject: dict[str, array[int]] = {}
-        self.by_member: dict[str, list[Rule]] = {}
+        self.by_member: dict[str, array[int]] = {}
         self.by_role: dict[str, list[Rule]] = {}
         p, g = self.p, self.g
         by_subject, by_member, by_role = self.by_subject, self.by_member, self.by_role
@@ -98,19 +98,18 @@ class Base:
                         at.append(len(p))
                 p.append(rule)
             elif ptype == LINK and len(values) >= 2:
-                g.append(rule)
-                found = by_member.get(values[0])
-                if found is None:
-                    by_member[values[0]] = [rule]
+                at = by_member.get(values[0])
+                if at is None:
+                    by_member[values[0]] = array("q", (len(g),))
                 else:
-                    found.append(rule)
+                    at.append(len(g))
+                g.append(rule)
                 found = by_role.get(values[1])
                 if found is None:
                     by_role[values[1]] = [rule]
                 else:
                     found.append(rule)
         self._ids: tuple[array[int], array[int], list[Rule]] | None = None
-        self._before: dict[str, array[int]] = {}
         self._text: tuple[str, array[int]] | None = None
         self._effects: dict[int, dict[str, array[int]]] = {}
         self._paths: dict[tuple[str, int], dict[str, Rule | list[Rule]]] = {}
@@ -166,22 +165,6 @@ class Base:
                 )
             return self._ids
 
-    def before(self, ptype: str) -> array[int]:
-        """For each base row (in the id index's order of rows), how many ``ptype`` rows
-        precede it: its position among them when it is one."""
-        everything = self.ids()[2]
-        with self._lock:
-            table = self._before.get(ptype)
-            if table is None:
-                table = array("q", bytes(8 * len(everything)))
-                seen = 0
-                for at, rule in enumerate(everything):
-                    table[at] = seen
-                    if rule.ptype == ptype:
-                        seen += 1
-                self._before[ptype] = table
-            return table
-
     def effects(self, at: int) -> dict[str, array[int]]:
         """Positions in ``p`` of the rows by their value ``at`` (the effect), in order."""
         with self._lock:
@@ -228,6 +211,9 @@ class View:
         self._added_by: dict[str, list[Rule]] | None = None
         self._removed_at: dict[str, list[int]] = {}
         self._counts: dict[str, int] = {}
+        self._links: tuple[dict[str, list[Rule]], dict[str, list[Rule]], dict[str, int]] | None = (
+            None
+        )
 
     # -- the overlay ---------------------------------------------------------------------
 
@@ -260,21 +246,17 @@ class View:
         return self._removed_at[ptype]
 
     def _position_map(self, ptype: str, gone: list[Rule]) -> dict[Rule, int]:
-        """Positions of some rows in the base's list of ``ptype`` rows (found by id)."""
-        keys, positions, everything = self.base.ids()
-        # The id index holds positions among all base rows; a table built once per base
-        # counts the ``ptype`` rows before each.
-        cumulative = self.base.before(ptype)
+        """Positions of some rows in the base's list of ``ptype`` rows, found among the
+        positions of the rows of the same subject (or member)."""
+        base = self.base
+        listing = self._listing(ptype)
+        by_first = base.by_subject if ptype == RULE else base.by_member
         found: dict[Rule, int] = {}
         for rule in gone:
-            key = _id64(rule)
-            at = bisect.bisect_left(keys, key)
-            while at < len(keys) and keys[at] == key:
-                position = positions[at]
-                if everything[position] == rule:
-                    found[rule] = cumulative[position]
+            for position in by_first.get(rule.values[0], ()) if rule.values else ():
+                if listing[position] == rule:
+                    found[rule] = position
                     break
-                at += 1
         return found
 
     # -- listings ------------------------------------------------------------------------
@@ -362,23 +344,40 @@ class View:
         rows.extend(r for r in self._added(RULE) if r.values and r.values[0] in names)
         return rows
 
+    def _added_links(self) -> tuple[dict[str, list[Rule]], dict[str, list[Rule]], dict[str, int]]:
+        """The overlay's g rows by member and by role, and its removed g rows counted by
+        role (once per view: a page may ask for a thousand roles)."""
+        if self._links is None:
+            by_member: dict[str, list[Rule]] = {}
+            by_role: dict[str, list[Rule]] = {}
+            for rule in self._added(LINK):
+                by_member.setdefault(rule.values[0], []).append(rule)
+                by_role.setdefault(rule.values[1], []).append(rule)
+            gone: dict[str, int] = {}
+            for rule in self.removed:
+                if rule.ptype == LINK and len(rule.values) >= 2:
+                    gone[rule.values[1]] = gone.get(rule.values[1], 0) + 1
+            self._links = (by_member, by_role, gone)
+        return self._links
+
     def links_of(self, member: str) -> list[Rule]:
         """The g rows of this member (its direct roles), in policy order."""
-        rows = list(self._live(self.base.by_member.get(member, ())))
-        rows.extend(r for r in self._added(LINK) if r.values[0] == member)
+        listing = self.base.g
+        rows = list(self._live([listing[at] for at in self.base.by_member.get(member, ())]))
+        rows.extend(self._added_links()[0].get(member, ()))
         return rows
 
     def links_to(self, role: str) -> list[Rule]:
         """The g rows into this role (its direct members), in policy order."""
         rows = list(self._live(self.base.by_role.get(role, ())))
-        rows.extend(r for r in self._added(LINK) if r.values[1] == role)
+        rows.extend(self._added_links()[1].get(role, ()))
         return rows
 
     def member_count(self, role: str) -> int:
         """How many direct members a role has (without listing them)."""
+        _by_member, by_role, gone = self._added_links()
         base = len(self.base.by_role.get(role, ()))
-        gone = sum(1 for r in self.removed if r.ptype == LINK and r.values[1] == role)
-        return base - gone + sum(1 for r in self._added(LINK) if r.values[1] == role)
+        return base - gone.get(role, 0) + len(by_role.get(role, ()))
 
     def filtered(
         self, ptype: str, keep: Callable[[Rule], bool], offset: int, limit: int
