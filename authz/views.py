@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from authz.snapshot import Snapshot
 
 RULE, LINK = "p", "g"
+#: How many ids of rows shown lately a base keeps.
+SHOWN = 10_000
 
 
 def _id64(rule: Rule) -> int:
@@ -112,7 +114,19 @@ class Base:
         self._ids: tuple[array[int], array[int], list[Rule]] | None = None
         self._text: tuple[str, array[int]] | None = None
         self._effects: dict[int, dict[str, array[int]]] = {}
+        #: Rows by id, for ids recently shown (a listing's rows are the ones asked for
+        #: next), so that a lookup rarely needs the whole id index.
+        self._shown: dict[str, Rule] = {}
         self._paths: dict[tuple[str, int], dict[str, Rule | list[Rule]]] = {}
+
+    def remember(self, rules: Sequence[Rule]) -> None:
+        """Keep the ids of rows just shown (at most SHOWN of them, the latest)."""
+        shown = self._shown
+        for rule in rules:
+            shown[rule.id] = rule
+        if len(shown) > SHOWN:
+            for old in list(shown)[: len(shown) - SHOWN]:
+                shown.pop(old, None)  # another thread may have dropped it already
 
     def paths(self, kind: str, at: int) -> dict[str, Rule | list[Rule]]:
         """The p rows by the literal start of their value ``at`` (a pattern of ``kind``):
@@ -184,6 +198,9 @@ class Base:
         """The base row with this id (removed since or not), or None."""
         if len(rule_id) != 16:
             return None
+        shown = self._shown.get(rule_id)
+        if shown is not None:
+            return shown
         try:
             key = int(rule_id, 16)
         except ValueError:
@@ -457,13 +474,23 @@ class View:
         yield from self._live(self._listing(ptype))
         yield from self._added(ptype)
 
-    def find(self, rule_id: str) -> Rule | None:
-        """The row with this id, or None (the base's id index, then the overlay)."""
+    def find(self, rule_id: str, near: str = "") -> Rule | None:
+        """The row with this id, or None (the overlay, then the base's id index).
+
+        :param near: the subject (or member) the row is believed to name: its rows are
+            looked at first, which spares building the id index of a million rows.
+        """
         for rule in self.added:
             if rule.id == rule_id:
                 return rule
+        if near:
+            for rule in (*self.rules_of(near), *self.links_of(near)):
+                if rule.id == rule_id:
+                    self.base.remember((rule,))
+                    return rule
         found = self.base.find(rule_id)
-        if found is None or found in self.removed:
+        # Rows shown lately may be rows added since the base and gone again.
+        if found is None or found not in self.snapshot.ruleset:
             return None
         return found
 

@@ -61,6 +61,7 @@ def fill(store: PolicyStore, rows: Any, url: str) -> None:
         raw = store.engine.raw_connection()
         try:
             cursor = raw.cursor()
+            cursor.execute("SET LOCAL statement_timeout = 0")  # one COPY of a million rows
             columns = ", ".join(["ptype", *VALUE_COLUMNS])
             with cursor.copy(f"COPY {rule_table.name} ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
                 for rule in rows:
@@ -136,6 +137,9 @@ def main() -> None:
             "argon2_time_cost": 1,
             "argon2_memory_cost": 8,
             "argon2_parallelism": 1,
+            # Loading a million rows on a busy machine may take longer than the 5 s a
+            # request's statement gets; pages are timed in milliseconds all the same.
+            "db_statement_timeout": 300.0,
         }
     )
     with app.app_context():

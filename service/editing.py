@@ -156,9 +156,12 @@ def view() -> views.View:
     return views.view(snapshot())
 
 
-def find(rule_id: str, ptype: str | None = None) -> Rule:
-    """Return the row with this id (of type ``ptype`` when given), or raise Missing."""
-    rule = view().find(rule_id)
+def find(rule_id: str, ptype: str | None = None, *, near: str = "") -> Rule:
+    """Return the row with this id (of type ``ptype`` when given), or raise Missing.
+
+    :param near: the subject the row is believed to name (a hint: it is found faster).
+    """
+    rule = view().find(rule_id, near)
     if rule is None or (ptype is not None and rule.ptype != ptype):
         kind = KINDS.get(ptype or "", "row")
         raise Missing(f"no {kind} with id {rule_id!r}")
@@ -282,6 +285,13 @@ def _page(rows: list[Rule], page: int, per_page: int, clamp: bool) -> Listing:
         page = min(max(1, page), max(1, -(-len(rows) // per_page)))
     start = (page - 1) * per_page
     return Listing(rows[start : start + per_page], len(rows), page, per_page)
+
+
+def shown(listing: Listing) -> Listing:
+    """A listing about to be shown: its rows' ids are kept, as the next request is likely
+    to name one of them."""
+    view().base.remember(listing.items)
+    return listing
 
 
 def effect_at() -> int | None:

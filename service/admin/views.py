@@ -147,12 +147,14 @@ def rules() -> str:
     engine = users.engine()
     q = request.args.get("q", "").strip().lower()
     subject = request.args.get("subject", "").strip()
-    listing = editing.list_rules(
-        subject=subject,
-        q=q,
-        page=request.args.get("page", 1, type=int),
-        per_page=PER_PAGE,
-        clamp=True,
+    listing = editing.shown(
+        editing.list_rules(
+            subject=subject,
+            q=q,
+            page=request.args.get("page", 1, type=int),
+            per_page=PER_PAGE,
+            clamp=True,
+        )
     )
     return render_template(
         "admin/rules.html",
@@ -166,6 +168,12 @@ def rules() -> str:
         subjects=users.known_roles(),
         revision=engine.revision,
     )
+
+
+def near() -> str:
+    """The subject a rule link says its row names: a hint that finds the row among that
+    subject's rows (the id alone is looked up in an index of every row)."""
+    return request.args.get("subject", "").strip()
 
 
 def _rule_from(form: RuleForm) -> Rule:
@@ -193,7 +201,7 @@ def _field_errors(form: RuleForm | RoleForm, rule: Rule, *, subject: str = "subj
 
 def _rule_form(rule_id: str | None) -> BaseResponse | str:
     engine = users.engine()
-    rule = editing.find(rule_id, "p") if rule_id is not None else None
+    rule = editing.find(rule_id, "p", near=near()) if rule_id is not None else None
     form = RuleForm()
     if request.method == "GET":
         form.revision.data = str(engine.revision)
@@ -300,7 +308,7 @@ def rule_delete(rule_id: str) -> BaseResponse | str:
     """Remove a rule, after confirmation (a rule already removed is said so, not a 404)."""
     form = ConfirmForm()
     try:
-        rule = editing.find(rule_id, "p")
+        rule = editing.find(rule_id, "p", near=near())
     except editing.Missing:
         if not form.validate_on_submit():
             raise

@@ -95,12 +95,14 @@ def rules() -> Response:
     page, per_page = schemas.paging(request.args)
     effect = schemas.choice(request.args.get("effect"), "effect", EFFECTS)
     snapshot = engine().snapshot
-    listing = editing.list_rules(
-        subject=request.args.get("subject", ""),
-        q=request.args.get("q", ""),
-        effect=effect or "",
-        page=page,
-        per_page=per_page,
+    listing = editing.shown(
+        editing.list_rules(
+            subject=request.args.get("subject", ""),
+            q=request.args.get("q", ""),
+            effect=effect or "",
+            page=page,
+            per_page=per_page,
+        )
     )
     names = rule_names()
     return ok({"revision": snapshot.revision, **paged(listing, lambda r: rule_item(r, names))})
@@ -173,11 +175,13 @@ def links() -> Response:
     """List role assignments, filtered by member and role, one page at a time."""
     page, per_page = schemas.paging(request.args)
     snapshot = engine().snapshot
-    listing = editing.list_links(
-        member=request.args.get("member", ""),
-        role=request.args.get("role", ""),
-        page=page,
-        per_page=per_page,
+    listing = editing.shown(
+        editing.list_links(
+            member=request.args.get("member", ""),
+            role=request.args.get("role", ""),
+            page=page,
+            per_page=per_page,
+        )
     )
     return ok({"revision": snapshot.revision, **paged(listing, link_item)})
 

@@ -139,3 +139,29 @@ def test_rules_matching_a_path_are_those_a_scan_finds() -> None:
     for path in ("/users/4/files/a.txt", "/users/4/docs/1", "/teams/3/x", "/teams/secret", "/"):
         expected = {r for r in scan(snapshot, "p") if match(path, r.values[1])}
         assert set(view.rules_matching("keyMatch2", 1, path, match)) == expected
+
+
+def test_a_row_shown_then_removed_is_not_found() -> None:
+    """Ids kept for rows shown lately never outlive the rows (added ones included)."""
+    snapshot = Snapshot.of(1, initial_rows(), MODEL)
+    extra = Rule.of("p", "team1", "/shown", "GET", "allow")
+    snapshot = snapshot.with_changes(2, [extra], [])
+    view = views.view(snapshot)
+    view.base.remember([extra, snapshot.rules[0]])
+    assert view.find(extra.id) == extra
+    after = snapshot.with_changes(3, [], [extra, snapshot.rules[0]])
+    assert views.view(after).find(extra.id) is None
+    assert views.view(after).find(snapshot.rules[0].id) is None
+
+
+def test_a_hint_finds_the_row_among_its_subjects_rows() -> None:
+    snapshot = Snapshot.of(1, initial_rows(), MODEL)
+    view = views.view(snapshot)
+    rule = Rule.of("p", "user7@example.com", "/users/7/files/:name", "GET", "allow")
+    link = Rule.of("g", "user7@example.com", "team2")
+    assert view.find(rule.id, "user7@example.com") == rule
+    assert view.find(link.id, "user7@example.com") == link
+    assert view.base._ids is None  # found without indexing every row
+    other = Rule.of("p", "user9@example.com", "/users/9/docs/0", "GET|POST", "allow")
+    assert view.find(other.id, "user8@example.com") == other  # a wrong hint: the index
+    assert view.base._ids is not None
