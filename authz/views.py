@@ -37,12 +37,6 @@ RULE, LINK = "p", "g"
 SHOWN = 10_000
 
 
-def _id64(rule: Rule) -> int:
-    """The first 64 bits of ``Rule.id`` (the same hash), as an int."""
-    text = "\x1f".join([rule.ptype, *rule.values])
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
-
-
 #: Matching functions whose patterns match only values that begin with the pattern's
 #: text before its first special character (all are anchored at the start).
 ANCHORED = frozenset(
@@ -166,7 +160,7 @@ class Base:
             if self._ids is None:
                 everything = list(self.rows)
                 sha256, number = hashlib.sha256, int.from_bytes
-                # _id64 written out: a million calls cost a second more than the loop.
+                # Rule.id's hash, its first 64 bits as a number, in one loop.
                 keys = [
                     number(sha256("\x1f".join((p, *v)).encode()).digest()[:8], "big")
                     for p, v in everything
@@ -221,7 +215,9 @@ class View:
     def __init__(
         self, snapshot: Snapshot, base: Base, added: Sequence[Rule], removed: frozenset[Rule]
     ) -> None:
-        self.snapshot = snapshot
+        #: The snapshot's rows (not the snapshot: a cached view must not keep an old
+        #: snapshot's decider alive).
+        self.ruleset = snapshot.ruleset
         self.base = base
         self.added = added
         self.removed = removed
@@ -396,15 +392,6 @@ class View:
         base = len(self.base.by_role.get(role, ()))
         return base - gone.get(role, 0) + len(by_role.get(role, ()))
 
-    def filtered(
-        self, ptype: str, keep: Callable[[Rule], bool], offset: int, limit: int
-    ) -> tuple[list[Rule], bool]:
-        """Rows of ``ptype`` ``keep`` accepts, from the ``offset``-th one: a page, and
-        whether more follow. Reads only as far as the page (a search, not an index)."""
-        rows = (r for r in self._all(ptype) if keep(r))
-        found = list(islice(rows, offset, offset + limit + 1))
-        return found[:limit], len(found) > limit
-
     def search(self, q: str, offset: int, limit: int) -> tuple[int, list[Rule]]:
         """The p rows holding ``q`` (lower case) in any value: how many, and a page.
 
@@ -490,23 +477,25 @@ class View:
                     return rule
         found = self.base.find(rule_id)
         # Rows shown lately may be rows added since the base and gone again.
-        if found is None or found not in self.snapshot.ruleset:
+        if found is None or found not in self.ruleset:
             return None
         return found
 
 
-#: The bases indexed lately, newest last (two: the current one and the one before).
+#: The base indexed last (its indexes may take a few hundred MB at a million rows: an
+#: older one is let go as soon as a newer one is built), and the views read lately.
 _bases: list[Base] = []
 _views: list[View] = []
 _lock = threading.Lock()
-KEEP = 2
+KEEP_BASES, KEEP_VIEWS = 1, 2
 
 
 def view(snapshot: Snapshot) -> View:
     """The read view of a snapshot (the base's indexes built once, on first use)."""
+    ruleset = snapshot.ruleset
     with _lock:
         for known in _views:
-            if known.snapshot is snapshot:
+            if known.ruleset is ruleset:  # the same rows: the same view
                 return known
     rows, added, removed = snapshot.layers()
     with _lock:
@@ -518,9 +507,10 @@ def view(snapshot: Snapshot) -> View:
             if base is None:
                 base = built
                 _bases.append(base)
-                del _bases[:-KEEP]
+                del _bases[:-KEEP_BASES]
     made = View(snapshot, base, added, removed)
     with _lock:
         _views.append(made)
-        del _views[:-KEEP]
+        kept = [v for v in _views if v.base in _bases][-KEEP_VIEWS:]
+        _views[:] = kept
     return made
