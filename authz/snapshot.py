@@ -590,3 +590,18 @@ class Snapshot:
     def members_of(self, role: str) -> list[str]:
         """Return the direct members of a role (users and roles)."""
         return sorted(r.values[0] for r in self._rows if r.ptype == "g" and r.values[1] == role)
+
+    # -- read views (authz/views.py): added for the admin pages and the API ------------------
+
+    def layers(self) -> tuple[Mapping[Rule, None], tuple[Rule, ...], frozenset[Rule]]:
+        """The rows as a base shared with the snapshots derived from it, the rows added
+        since the base (in order) and the base rows removed since.
+
+        The rows in policy order are the base's not removed, then the added ones: what
+        authz.views indexes once per base and corrects by the (small) rest.
+        """
+        rows = self._rows
+        base = getattr(rows, "_base", None)
+        if base is None:
+            return rows, (), frozenset()
+        return base, tuple(getattr(rows, "_added", ())), frozenset(getattr(rows, "_removed", ()))

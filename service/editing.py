@@ -33,9 +33,13 @@ from authz import NotFound
 from authz import Rule
 from authz import RuleError
 from authz import StaleRevision
+from authz import views
 from authz.errors import database_reason
+from authz.index import Unsupported
+from authz.index import compile_predicate
 from authz.paths import canonical_action
 from authz.paths import canonical_object
+from authz.risks import compared_fields
 from authz.rules import field_names
 from authz.rules import is_role
 from authz.rules import is_token
@@ -147,9 +151,17 @@ def snapshot() -> Snapshot:
     return users.engine().snapshot
 
 
-def find(rule_id: str, ptype: str | None = None) -> Rule:
-    """Return the row with this id (of type ``ptype`` when given), or raise Missing."""
-    rule = snapshot().find(rule_id)
+def view() -> views.View:
+    """The read view of the current snapshot: its rows indexed for listing."""
+    return views.view(snapshot())
+
+
+def find(rule_id: str, ptype: str | None = None, *, near: str = "") -> Rule:
+    """Return the row with this id (of type ``ptype`` when given), or raise Missing.
+
+    :param near: the subject the row is believed to name (a hint: it is found faster).
+    """
+    rule = view().find(rule_id, near)
     if rule is None or (ptype is not None and rule.ptype != ptype):
         kind = KINDS.get(ptype or "", "row")
         raise Missing(f"no {kind} with id {rule_id!r}")
@@ -170,7 +182,11 @@ def field_errors(rule: Rule) -> dict[str, str]:
     """
     engine = users.engine()
     names = field_names(rule.ptype, engine.model)
-    sample = next((r for r in snapshot().rules if r.ptype == rule.ptype), None)
+    if rule.ptype in ("p", "g"):
+        first = view().page(rule.ptype, 0, 1)
+        sample = first[0] if first else None
+    else:  # read lazily: the first row of the type ends the search
+        sample = next((r for r in snapshot().ruleset if r.ptype == rule.ptype), None)
     values = list(rule.values)
     found: dict[str, str] = {}
     for _ in range(len(names) + 1):
@@ -244,6 +260,233 @@ def try_request(subject: str, path: str, method: str) -> Tried:
     as_subject = users.decided_as([named]).get(named)
     decision = users.engine().decide(as_subject or named, obj, act)
     return Tried(decision, named, as_subject)
+
+
+# -- listings: one page of rows, from the snapshot's indexes ----------------------------
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of rows and how many rows the whole listing has."""
+
+    items: list[Rule]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        """How many pages the listing has (at least one, even when empty)."""
+        return max(1, -(-self.total // self.per_page))
+
+
+def _page(rows: list[Rule], page: int, per_page: int, clamp: bool) -> Listing:
+    if clamp:
+        page = min(max(1, page), max(1, -(-len(rows) // per_page)))
+    start = (page - 1) * per_page
+    return Listing(rows[start : start + per_page], len(rows), page, per_page)
+
+
+def shown(listing: Listing) -> Listing:
+    """A listing about to be shown: its rows' ids are kept, as the next request is likely
+    to name one of them."""
+    view().base.remember(listing.items)
+    return listing
+
+
+def effect_at() -> int | None:
+    """Where a rule's effect is among its values (None: the model's rules all allow)."""
+    names = field_names("p", users.engine().model)
+    return names.index("eft") if "eft" in names else None
+
+
+def list_rules(
+    *,
+    subject: str = "",
+    q: str = "",
+    effect: str = "",
+    page: int = 1,
+    per_page: int = params.DEFAULT_PER_PAGE,
+    clamp: bool = False,
+) -> Listing:
+    """A page of the p rows, in policy order, filtered by subject, effect and a
+    case-insensitive substring of any value.
+
+    :param clamp: a page past the last is the last one (the editor); otherwise empty.
+
+    Neither the first nor the last page reads the rows: the subject comes from an
+    index, the page from the snapshot's listing, and a search runs over one text.
+    """
+    current = view()
+    q = q.lower()
+    at = effect_at()
+
+    def effect_of(rule: Rule) -> str:
+        return rule.values[at] if at is not None and at < len(rule.values) else "allow"
+
+    if subject or (q and effect):
+        rows = current.rules_of(subject) if subject else current.all_rules()
+        if effect:
+            rows = [r for r in rows if effect_of(r) == effect]
+        if q:
+            rows = [r for r in rows if any(q in v.lower() for v in r.values)]
+        return _page(rows, page, per_page, clamp)
+    if effect:
+        if at is None:  # rows without an effect all allow
+            return (
+                list_rules(page=page, per_page=per_page, clamp=clamp)
+                if effect == "allow"
+                else _page([], page, per_page, clamp)
+            )
+        total, _ = current.with_effect(at, effect, 0, 0)
+        if clamp:
+            page = min(max(1, page), max(1, -(-total // per_page)))
+        _, items = current.with_effect(at, effect, (page - 1) * per_page, per_page)
+        return Listing(items, total, page, per_page)
+    if q:
+        total, _ = current.search(q, 0, 0)  # counted once per snapshot and search
+        if clamp:
+            page = min(max(1, page), max(1, -(-total // per_page)))
+        _, items = current.search(q, (page - 1) * per_page, per_page)
+        return Listing(items, total, page, per_page)
+    total = current.count("p")
+    if clamp:
+        page = min(max(1, page), max(1, -(-total // per_page)))
+    return Listing(current.page("p", (page - 1) * per_page, per_page), total, page, per_page)
+
+
+def list_links(
+    *, member: str = "", role: str = "", page: int = 1, per_page: int = params.DEFAULT_PER_PAGE
+) -> Listing:
+    """A page of the g rows (role assignments), in policy order, filtered by member and role."""
+    current = view()
+    if member or role:
+        rows = current.links_of(member) if member else current.links_to(role)
+        if member and role:
+            rows = [r for r in rows if r.values[1] == role]
+        return _page(rows, page, per_page, False)
+    total = current.count("g")
+    return Listing(current.page("g", (page - 1) * per_page, per_page), total, page, per_page)
+
+
+def members_of(role: str) -> list[str]:
+    """The direct members of a role (accounts, roles and tokens), sorted."""
+    return sorted(r.values[0] for r in view().links_to(role))
+
+
+# -- who can reach a path ---------------------------------------------------------------
+
+
+class Reach:
+    """Who may reach a path, found through the snapshot's indexes.
+
+    Candidates only: the subjects of the rules whose path pattern accepts the path, and
+    the roles and members holding them. Every candidate is then decided by the caller as
+    the middleware would, so a deny row still wins. For a model whose subject is not
+    matched by role links or equality (or a snapshot Casbin decides), every subject is a
+    candidate.
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.view = views.view(snapshot)
+        model = snapshot.model
+        compared = compared_fields(model)
+        names = field_names("p", model)
+        sub, obj = model.request[0], model.request[1]
+        path_term = compared.get(obj)
+        sub_term = compared.get(sub)
+        #: (function, value index) of the path pattern, when the matcher names one.
+        self.path: tuple[str, int] | None = None
+        if path_term is not None and path_term[1] in names:
+            self.path = (path_term[0], names.index(path_term[1]))
+        #: The value index of the subject, when candidates can be found from it.
+        self.subject: int | None = None
+        if (
+            self.path is not None
+            and snapshot.kind == "index"
+            and sub_term is not None
+            and sub_term[0] in ("g", "eq")
+            and sub_term[1] in names
+        ):
+            self.subject = names.index(sub_term[1])
+        self._predicates: dict[str, Callable[[str], bool]] = {}
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> Reach:
+        """The reach of a snapshot."""
+        return cls(snapshot)
+
+    def _match(self, value: str, pattern: str) -> bool:
+        assert self.path is not None
+        predicate = self._predicates.get(pattern)
+        if predicate is None:
+            try:
+                predicate = compile_predicate(self.path[0], pattern)
+            except (AuthzError, Unsupported):  # a stored pattern the engine cannot evaluate
+                predicate = _never
+            self._predicates[pattern] = predicate
+        return predicate(value)
+
+    def matching(self, path: str) -> list[Rule]:
+        """The rules whose path pattern accepts ``path`` (any method, any subject)."""
+        if self.path is None:
+            return []
+        kind, at = self.path
+        return self.view.rules_matching(kind, at, path, self._match)
+
+    def candidate_roles(self, path: str, roles: list[str]) -> list[str]:
+        """The roles of ``roles`` that may reach ``path``: those some matching rule names,
+        and every role inheriting one of them (in the order of ``roles``)."""
+        if self.subject is None:
+            return roles
+        found: set[str] = set()
+        stack = [r.values[self.subject] for r in self.matching(path)]
+        while stack:
+            name = stack.pop()
+            if name in found:
+                continue
+            found.add(name)
+            stack.extend(link.values[0] for link in self.view.links_to(name))
+        return [r for r in roles if r in found]
+
+    def candidates(self, path: str, allowed_roles: list[str]) -> list[str] | None:
+        """The subjects that may reach ``path``: those the matching rules name, and the
+        direct members of the roles allowed (None: every subject is a candidate)."""
+        if self.subject is None:
+            return None
+        found = dict.fromkeys(r.values[self.subject] for r in self.matching(path))
+        for role in allowed_roles:
+            found.update(dict.fromkeys(link.values[0] for link in self.view.links_to(role)))
+        return list(found)
+
+    def unmatched(self, samples: list[str], limit: int) -> tuple[list[Rule], int]:
+        """The first ``limit`` rules (policy order) whose path pattern matches none of the
+        ``samples``, and how many rules match none (a pattern the engine cannot evaluate
+        is never listed)."""
+        if self.path is None:
+            return [], 0
+        matched: set[Rule] = set()
+        for sample in samples:
+            matched.update(self.matching(sample))
+        total = self.view.count("p") - len(matched)
+        shown: list[Rule] = []
+        at = self.path[1]
+        for rule in self.view.all_rules_iter():
+            if len(shown) >= limit:
+                break
+            if rule in matched or at >= len(rule.values):
+                continue
+            try:
+                compile_predicate(self.path[0], rule.values[at])
+            except (AuthzError, Unsupported):
+                total -= 1
+                continue
+            shown.append(rule)
+        return shown, total
+
+
+def _never(value: str) -> bool:
+    return False
 
 
 # -- rules and role assignments ---------------------------------------------------------

@@ -40,6 +40,7 @@ from authz import Change
 from authz import EngineUnavailable
 from authz import PolicyEngine
 from authz import Rule
+from authz import views
 from authz.errors import database_reason
 from authz.risks import risks
 from authz.rules import EMAIL_PATTERN
@@ -236,16 +237,59 @@ def require(email: str) -> User:
     return user
 
 
-def list_users(search: str = "") -> list[User]:
-    """Return accounts ordered by email, optionally filtered by a substring."""
-    query = sa.select(User).order_by(User.email)
+def _users_filter(search: str) -> list[sa.ColumnElement[bool]] | None:
+    """The conditions of an account search by email substring (None: none can match)."""
     if "\x00" in search:
         # No email holds a NUL, and PostgreSQL refuses one in any text (a 503 otherwise).
+        return None
+    if not search:
         return []
-    if search:
-        # autoescape: a "%" or "_" typed in the search box is a character, not a wildcard.
-        query = query.where(User.email.contains(search.lower(), autoescape=True))
-    return list(db.session.scalars(query))
+    # autoescape: a "%" or "_" typed in the search box is a character, not a wildcard.
+    return [User.email.contains(search.lower(), autoescape=True)]
+
+
+def _users_query(search: str) -> sa.Select[Any] | None:
+    """Accounts ordered by email, filtered by a substring (None: none can match)."""
+    conditions = _users_filter(search)
+    if conditions is None:
+        return None
+    return sa.select(User).where(*conditions).order_by(User.email)
+
+
+def list_users(search: str = "") -> list[User]:
+    """Return accounts ordered by email, optionally filtered by a substring."""
+    query = _users_query(search)
+    return [] if query is None else list(db.session.scalars(query))
+
+
+def users_page(
+    search: str = "", *, page: int = 1, per_page: int = 50, clamp: bool = False
+) -> tuple[list[User], int, int]:
+    """One page of accounts ordered by email (filtered as list_users), how many match,
+    and the page number (``clamp``: a page past the last is the last).
+
+    The database counts and pages: a hundred thousand accounts are never loaded.
+    """
+    query, conditions = _users_query(search), _users_filter(search)
+    if query is None or conditions is None:
+        return [], 0, 1
+    total = db.session.scalar(sa.select(sa.func.count(User.id)).where(*conditions)) or 0
+    if clamp:
+        page = min(max(1, page), max(1, -(-total // per_page)))
+    found = db.session.scalars(query.limit(per_page).offset((page - 1) * per_page))
+    return list(found), total, page
+
+
+def active_emails(emails: Iterable[str]) -> list[str]:
+    """The emails of active accounts among ``emails``, sorted."""
+    wanted = sorted(set(emails))
+    found: list[str] = []
+    for start in range(0, len(wanted), 500):  # bounded IN lists
+        query = sa.select(User.email).where(
+            User.active.is_(True), User.email.in_(wanted[start : start + 500])
+        )
+        found.extend(db.session.scalars(query))
+    return sorted(found)
 
 
 def rule_warnings(rule: Rule) -> list[str]:
@@ -271,14 +315,13 @@ def _exists(subject: str) -> bool:
 
 def direct_roles(subject: str) -> list[str]:
     """Return the roles assigned directly to a subject (its g rows)."""
-    return engine().snapshot.direct_roles(subject)
+    return sorted(r.values[1] for r in views.view(engine().snapshot).links_of(subject))
 
 
 def effective_rules(subject: str) -> list[Rule]:
     """Return the p rows that apply to a subject: its own and its roles', inherited too."""
     policy = engine()
-    names = {subject, *policy.roles_for(subject)}
-    return [r for r in policy.rules() if r.ptype == "p" and r.values[0] in names]
+    return views.view(policy.snapshot).rules_of(subject, *policy.roles_for(subject))
 
 
 def known_roles() -> list[str]:

@@ -25,12 +25,8 @@ from authz import Change
 from authz import EngineUnavailable
 from authz import Rule
 from authz import UnsafePath
-from authz.index import Unsupported
-from authz.index import compile_predicate
 from authz.paths import canonical_action
 from authz.paths import canonical_object
-from authz.risks import compared_fields
-from authz.rules import field_names
 from service import editing
 from service import params
 from service import tokens
@@ -144,28 +140,40 @@ def confirm_removal(form: ConfirmForm, rule: Rule, title: str, message: str, bac
 
 @bp.get("/rules")
 def rules() -> str:
-    """The p rows, searchable by any column, filterable by subject, paginated."""
+    """The p rows, searchable by any column, filterable by subject, paginated.
+
+    Read from the snapshot's indexes: a page of a million rows costs a page.
+    """
     engine = users.engine()
     q = request.args.get("q", "").strip().lower()
     subject = request.args.get("subject", "").strip()
-    rows = [r for r in engine.rules() if r.ptype == "p"]
-    if subject:
-        rows = [r for r in rows if r.values[0] == subject]
-    if q:
-        rows = [r for r in rows if any(q in v.lower() for v in r.values)]
-    page_rows, page, pages = paginate(rows, request.args.get("page", 1, type=int))
-    subjects = sorted({r.values[0] for r in engine.rules() if r.ptype == "p"})
+    listing = editing.shown(
+        editing.list_rules(
+            subject=subject,
+            q=q,
+            page=request.args.get("page", 1, type=int),
+            per_page=PER_PAGE,
+            clamp=True,
+        )
+    )
     return render_template(
         "admin/rules.html",
-        rules=page_rows,
-        total=len(rows),
-        page=page,
-        pages=pages,
+        rules=listing.items,
+        total=listing.total,
+        page=listing.page,
+        pages=listing.pages,
         q=q,
         subject=subject,
-        subjects=subjects,
+        # Offered as suggestions: every role (a subject may also be any account or token).
+        subjects=users.known_roles(),
         revision=engine.revision,
     )
+
+
+def near() -> str:
+    """The subject a rule link says its row names: a hint that finds the row among that
+    subject's rows (the id alone is looked up in an index of every row)."""
+    return request.args.get("subject", "").strip()
 
 
 def _rule_from(form: RuleForm) -> Rule:
@@ -193,7 +201,7 @@ def _field_errors(form: RuleForm | RoleForm, rule: Rule, *, subject: str = "subj
 
 def _rule_form(rule_id: str | None) -> BaseResponse | str:
     engine = users.engine()
-    rule = editing.find(rule_id, "p") if rule_id is not None else None
+    rule = editing.find(rule_id, "p", near=near()) if rule_id is not None else None
     form = RuleForm()
     if request.method == "GET":
         form.revision.data = str(engine.revision)
@@ -300,7 +308,7 @@ def rule_delete(rule_id: str) -> BaseResponse | str:
     """Remove a rule, after confirmation (a rule already removed is said so, not a 404)."""
     form = ConfirmForm()
     try:
-        rule = editing.find(rule_id, "p")
+        rule = editing.find(rule_id, "p", near=near())
     except editing.Missing:
         if not form.validate_on_submit():
             raise
@@ -329,14 +337,17 @@ def rule_delete(rule_id: str) -> BaseResponse | str:
 
 @bp.get("/roles")
 def roles() -> str:
-    """Role assignments and inheritance, as an indented tree."""
-    engine = users.engine()
+    """Role inheritance as an indented tree, each role with its count of direct members.
+
+    Members are counted, not listed (a role may have a hundred thousand): the role's own
+    page lists them a page at a time.
+    """
     names = users.known_roles()
-    links = [r for r in engine.rules() if r.ptype == "g"]
+    current = editing.view()
     parents: dict[str, list[str]] = {}
-    for r in links:
-        if r.values[0] in names:
-            parents.setdefault(r.values[0], []).append(r.values[1])
+    for name in names:
+        for link in current.links_of(name):
+            parents.setdefault(name, []).append(link.values[1])
     children: dict[str, list[str]] = {}
     for child, ps in parents.items():
         for p in ps:
@@ -352,8 +363,8 @@ def roles() -> str:
 
     for top in tops:
         walk(top, 0, frozenset({top}))
-    members = {n: engine.snapshot.members_of(n) for n in names}
-    return render_template("admin/roles.html", tree=tree, members=members)
+    counts = {n: current.member_count(n) for n in names}
+    return render_template("admin/roles.html", tree=tree, counts=counts)
 
 
 @bp.route("/roles/new", methods=["GET", "POST"])
@@ -394,18 +405,22 @@ def role_new() -> BaseResponse | str:
 
 @bp.get("/roles/<role:role>")
 def role(role: str) -> str:
-    """A role's members, its direct rules and the rules it inherits."""
+    """A role's members (a page at a time), its direct rules and the rules it inherits."""
     engine = users.engine()
     if role not in users.known_roles():
         abort(404, description=f"No role {role!r} in the policy.")
     inherited_from = engine.roles_for(role)
-    rules = [r for r in engine.rules() if r.ptype == "p"]
+    current = editing.view()
+    members, page, pages = paginate(editing.members_of(role), params.page(request.args.get("page")))
     return render_template(
         "admin/role.html",
         role=role,
-        members=engine.snapshot.members_of(role),
-        direct=[r for r in rules if r.values[0] == role],
-        inherited=[r for r in rules if r.values[0] in inherited_from],
+        members=members,
+        member_count=current.member_count(role),
+        page=page,
+        pages=pages,
+        direct=current.rules_of(role),
+        inherited=current.rules_of(*inherited_from) if inherited_from else [],
         parents=inherited_from,
     )
 
@@ -417,7 +432,10 @@ def role(role: str) -> str:
 def users_list() -> str:
     """Accounts, searchable, with their direct roles."""
     q = request.args.get("q", "").strip()
-    rows, page, pages = paginate(users.list_users(q), request.args.get("page", 1, type=int))
+    rows, total, page = users.users_page(
+        q, page=request.args.get("page", 1, type=int), per_page=PER_PAGE, clamp=True
+    )
+    pages = max(1, -(-total // PER_PAGE))
     roles = {u.email: users.direct_roles(u.email) for u in rows}
     return render_template("admin/users.html", users=rows, roles=roles, q=q, page=page, pages=pages)
 
@@ -800,11 +818,21 @@ def _allowed(subjects: Iterable[str], path: str, method: str) -> list[str]:
     return [s for s in subjects if engine.decide(s, path, method).allowed]
 
 
+#: How many rules matching no route the page lists (it counts them all).
+UNMATCHED_SHOWN = 50
+
+
 @bp.get("/reach")
 def reach() -> str:
-    """Who may request a path, and which roles may reach each route of the app."""
+    """Who may request a path, and which roles may reach each route of the app.
+
+    Computed from indexes, not by deciding for every account: the candidates are the
+    subjects of the rules whose path pattern accepts the path and everyone holding their
+    roles, and each candidate is then decided as the middleware would.
+    """
     engine = users.engine()
     roles = users.known_roles()
+    reacher = editing.Reach.of(engine.snapshot)
     path = request.args.get("path", "").strip()
     method = canonical_action(request.args.get("method", "GET").strip() or "GET")
     allowed_roles: list[str] = []
@@ -816,30 +844,25 @@ def reach() -> str:
         except UnsafePath as e:
             error = f"refused path: {e}"
         else:
-            allowed_roles = _allowed(roles, obj, method)
-            active = [u.email for u in users.list_users() if u.active]
-            allowed_users = _allowed(active, obj, method)
+            allowed_roles = _allowed(reacher.candidate_roles(obj, roles), obj, method)
+            found = reacher.candidates(obj, allowed_roles)
+            if found is None:  # a model the indexes cannot narrow down: every account
+                allowed_users = _allowed(
+                    [u.email for u in users.list_users() if u.active], obj, method
+                )
+            else:
+                emails = [s for s in found if "@" in s]
+                allowed_users = users.active_emails(_allowed(emails, obj, method))
     routes = []
+    samples = []
     for rule in sorted(current_app.url_map.iter_rules(), key=lambda r: r.rule):
         sample = _sample_path(rule.rule)
+        samples.append(sample)
         methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
-        by_method = {m: _allowed(roles, sample, m) for m in methods}
+        candidates = reacher.candidate_roles(sample, roles)
+        by_method = {m: _allowed(candidates, sample, m) for m in methods}
         routes.append((rule.rule, by_method, not any(by_method.values())))
-    samples = [_sample_path(r.rule) for r in current_app.url_map.iter_rules()]
-    unmatched = []
-    # The path field is compared by whatever function the model names (keyMatch2 in the
-    # shipped model; a deployment may use regexMatch, keyMatch3, or plain equality).
-    path_term = compared_fields(engine.model).get(engine.model.request[1])
-    names = field_names("p", engine.model)
-    for stored in engine.rules():
-        if stored.ptype != "p" or path_term is None or path_term[1] not in names:
-            continue
-        try:
-            matches = compile_predicate(path_term[0], stored.values[names.index(path_term[1])])
-        except (AuthzError, Unsupported):  # a stored pattern the engine cannot evaluate
-            continue
-        if not any(matches(s) for s in samples):
-            unmatched.append(stored)
+    unmatched, unmatched_count = reacher.unmatched(samples, UNMATCHED_SHOWN)
     return render_template(
         "admin/reach.html",
         path=path,
@@ -848,5 +871,6 @@ def reach() -> str:
         allowed_users=allowed_users,
         routes=routes,
         unmatched=unmatched,
+        unmatched_count=unmatched_count,
         error=error,
     )

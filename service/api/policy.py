@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +23,6 @@ from service.api.views import api_field
 from service.api.views import body
 from service.api.views import bp
 from service.api.views import ok
-from service.api.views import page_of
 from service.api.views import write_revision
 from service.users import engine
 
@@ -94,20 +94,28 @@ def rules() -> Response:
     """List rules, filtered by subject, effect or a substring of any value, one page at a time."""
     page, per_page = schemas.paging(request.args)
     effect = schemas.choice(request.args.get("effect"), "effect", EFFECTS)
-    subject = request.args.get("subject", "")
-    q = request.args.get("q", "").lower()
-    names = rule_names()
     snapshot = engine().snapshot
-    rows = [r for r in snapshot.rules if r.ptype == RULE]
-    if subject:
-        rows = [r for r in rows if r.values[0] == subject]
-    if effect:
-        rows = [r for r in rows if rule_effect(r, names) == effect]
-    if q:
-        rows = [r for r in rows if any(q in v.lower() for v in r.values)]
-    listing = page_of(rows, page, per_page)
-    listing["items"] = [rule_item(r, names) for r in listing["items"]]
-    return ok({"revision": snapshot.revision, **listing})
+    listing = editing.shown(
+        editing.list_rules(
+            subject=request.args.get("subject", ""),
+            q=request.args.get("q", ""),
+            effect=effect or "",
+            page=page,
+            per_page=per_page,
+        )
+    )
+    names = rule_names()
+    return ok({"revision": snapshot.revision, **paged(listing, lambda r: rule_item(r, names))})
+
+
+def paged(listing: editing.Listing, item: Callable[[Rule], dict[str, str]]) -> dict[str, Any]:
+    """The paging fields of a list response and its items."""
+    return {
+        "total": listing.total,
+        "page": listing.page,
+        "per_page": listing.per_page,
+        "items": [item(r) for r in listing.items],
+    }
 
 
 @bp.get("/policy/rules/<rule_id:rule_id>")
@@ -166,17 +174,16 @@ def rule_remove(rule_id: str) -> Response:
 def links() -> Response:
     """List role assignments, filtered by member and role, one page at a time."""
     page, per_page = schemas.paging(request.args)
-    member = request.args.get("member", "")
-    role = request.args.get("role", "")
     snapshot = engine().snapshot
-    rows = [r for r in snapshot.rules if r.ptype == LINK]
-    if member:
-        rows = [r for r in rows if r.values[0] == member]
-    if role:
-        rows = [r for r in rows if r.values[1] == role]
-    listing = page_of(rows, page, per_page)
-    listing["items"] = [link_item(r) for r in listing["items"]]
-    return ok({"revision": snapshot.revision, **listing})
+    listing = editing.shown(
+        editing.list_links(
+            member=request.args.get("member", ""),
+            role=request.args.get("role", ""),
+            page=page,
+            per_page=per_page,
+        )
+    )
+    return ok({"revision": snapshot.revision, **paged(listing, link_item)})
 
 
 @bp.get("/policy/roles/<rule_id:rule_id>")
@@ -193,7 +200,8 @@ def members(role: str) -> Response:
     snapshot = engine().snapshot
     if role not in accounts.known_roles():
         raise Problem(404, "Not found", f"no role {role!r} in the policy")
-    return ok({"revision": snapshot.revision, "role": role, "members": snapshot.members_of(role)})
+    members = editing.members_of(role)
+    return ok({"revision": snapshot.revision, "role": role, "members": members})
 
 
 @bp.post("/policy/roles")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from flask import Response
 
+from authz import views
 from authz.snapshot import Snapshot
+from service import users as accounts
 from service.api import schemas
 from service.api.policy import RULE
 from service.api.policy import rule_item
@@ -42,7 +44,7 @@ def subject_roles(subject: str) -> Response:
         {
             "subject": subject,
             "revision": snapshot.revision,
-            "direct": snapshot.direct_roles(subject),
+            "direct": accounts.direct_roles(subject),
             "roles": effective_roles(snapshot, subject),
         }
     )
@@ -55,10 +57,10 @@ def subject_permissions(subject: str) -> Response:
     snapshot = engine().snapshot
     names = rule_names()
     at = names.index("subject") if "subject" in names else 0
-    holders = {subject, *effective_roles(snapshot, subject)}
-    items = [
-        rule_item(rule, names)
-        for rule in snapshot.rules
-        if rule.ptype == RULE and rule.values[at] in holders
-    ]
+    holders = [subject, *effective_roles(snapshot, subject)]
+    if at == 0:  # the index knows rules by their first value
+        rules = views.view(snapshot).rules_of(*holders)
+    else:
+        rules = [r for r in snapshot.rules if r.ptype == RULE and r.values[at] in holders]
+    items = [rule_item(rule, names) for rule in rules]
     return ok({"subject": subject, "revision": snapshot.revision, "items": items})

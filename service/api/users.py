@@ -17,7 +17,6 @@ from service.api.views import actor
 from service.api.views import body
 from service.api.views import bp
 from service.api.views import ok
-from service.api.views import page_of
 from service.models import User
 from service.users import engine
 
@@ -44,9 +43,11 @@ def find_user(email: str) -> User:
 def users() -> Response:
     """List accounts by email, optionally those containing ``q``, one page at a time."""
     page, per_page = schemas.paging(request.args)
-    listing = page_of(accounts.list_users(request.args.get("q", "").strip()), page, per_page)
-    listing["items"] = [user_item(u) for u in listing["items"]]
-    return ok({"revision": engine().revision, **listing})
+    found, total, page = accounts.users_page(
+        request.args.get("q", "").strip(), page=page, per_page=per_page
+    )
+    listing = {"total": total, "page": page, "per_page": per_page}
+    return ok({"revision": engine().revision, **listing, "items": [user_item(u) for u in found]})
 
 
 @bp.get("/users/<email:email>")
