@@ -48,7 +48,8 @@ from authz.rules import is_role
 
 #: Casbin's default role manager follows at most this many levels (the subject is level 1).
 MAX_HIERARCHY_LEVEL = 10
-#: The changed links are compacted into a new base beyond max(MIN, links / SHARE) members.
+#: The changed links (and buckets) are compacted into a new base beyond max(MIN, size /
+#: SHARE) members.
 LINK_OVERLAY_MIN, LINK_OVERLAY_SHARE = 256, 32
 #: Not in the link overlay (a member whose links did not change since the last compaction).
 _MISSING: Any = object()
@@ -300,11 +301,18 @@ class DecisionIndex:
         closures: dict[str, tuple[str, ...]] | None = None,
         *,
         link_overlay: dict[str, Roles | tuple[()]] | None = None,
+        bucket_overlay: dict[str, Bucket | None] | None = None,
         role_buckets: dict[str, tuple[Bucket, ...]] | None = None,
         check_tables: tuple[dict[str, Check], ...] | None = None,
     ) -> None:
         self.plan = plan
+        #: key -> bucket, shared between indexes and never mutated once built ...
         self._buckets = buckets
+        #: ... and the buckets changed since (None: gone), so a change copies this small
+        #: dict, not a bucket per subject (see with_changes).
+        self._bucket_overlay: dict[str, Bucket | None] = (
+            bucket_overlay if bucket_overlay is not None else {}
+        )
         #: member -> roles, shared between indexes and never mutated once built ...
         self._links = links
         #: ... and the members whose links changed since (``()``: no roles any more), so a
@@ -383,17 +391,25 @@ class DecisionIndex:
                 touched.setdefault(self._bucket_key(rule), []).append((seq, rule))
             elif rule.ptype == "g":
                 link_changes.append((rule.values[0], rule.values[1], True))
-        buckets = self._buckets
+        buckets, changed = self._buckets, self._bucket_overlay
         if touched or gone:
-            buckets = dict(buckets)
+            changed = dict(changed)
             for key in set(touched) | set(gone):
                 dropped = gone.get(key, set())
-                entries = [e for e in _entries(buckets.get(key)) if e[1] not in dropped]
+                was = changed[key] if key in changed else buckets.get(key)
+                entries = [e for e in _entries(was) if e[1] not in dropped]
                 entries += touched.get(key, [])
-                if entries:
-                    buckets[key] = self._make_bucket(sorted(entries, key=lambda e: e[0]))
-                else:
-                    buckets.pop(key, None)
+                changed[key] = (
+                    self._make_bucket(sorted(entries, key=lambda e: e[0])) if entries else None
+                )
+            if len(changed) > max(LINK_OVERLAY_MIN, len(buckets) // LINK_OVERLAY_SHARE):
+                buckets = dict(buckets)  # compact: the overlay goes into a new base
+                for key, bucket in changed.items():
+                    if bucket is not None:
+                        buckets[key] = bucket
+                    else:
+                        buckets.pop(key, None)
+                changed = {}
         links, overlay = self._links, self._link_overlay
         if link_changes:
             overlay = dict(overlay)
@@ -421,6 +437,7 @@ class DecisionIndex:
             self._predicates,
             closures,
             link_overlay=overlay,
+            bucket_overlay=changed,
             role_buckets=role_buckets,
             check_tables=self._check_tables,
         )
@@ -519,10 +536,17 @@ class DecisionIndex:
         found = self._closures[role] = tuple(seen)
         return found
 
+    def _bucket(self, key: str) -> Bucket | None:
+        """The rows of one subject or role, or None."""
+        changed = self._bucket_overlay
+        if key in changed:
+            return changed[key]
+        return self._buckets.get(key)
+
     def _buckets_of_role(self, role: str) -> tuple[Bucket, ...]:
         found = self._role_buckets.get(role)
         if found is None:
-            get = self._buckets.get
+            get = self._bucket
             found = tuple(b for b in map(get, self._closure(role)) if b is not None)
             self._role_buckets[role] = found
         return found
@@ -531,7 +555,7 @@ class DecisionIndex:
         """The buckets of every name the subject holds (a subject in a role cycle may
         see a bucket twice, which changes neither the effect nor the explaining row)."""
         roles = self._roles_of(subject)
-        own = self._buckets.get(subject)
+        own = self._bucket(subject)
         if roles is None:
             return (own,) if own is not None else ()
         if isinstance(roles, str):
@@ -545,11 +569,11 @@ class DecisionIndex:
     def _groups(self, request: tuple[str, ...]) -> tuple[Bucket, ...]:
         key = self.plan.key
         if key is None:
-            bucket = self._buckets.get("")
+            bucket = self._bucket("")
             return (bucket,) if bucket is not None else ()
         if key.kind == "g":
             return self.buckets_for(request[key.r])
-        bucket = self._buckets.get(request[key.r])
+        bucket = self._bucket(request[key.r])
         return (bucket,) if bucket is not None else ()
 
     def _compile_decide(self) -> Callable[[tuple[str, ...]], tuple[bool, Rule | None]]:
@@ -582,7 +606,17 @@ class DecisionIndex:
         # while there are any.
         overlay_get = self._link_overlay.get if self._link_overlay else None
         missing = _MISSING
-        buckets_get = self._buckets.get
+        base_get = self._buckets.get
+        changed_get = self._bucket_overlay.get
+
+        def merged_get(key: str) -> Bucket | None:
+            found = changed_get(key, missing)
+            return base_get(key) if found is missing else found
+
+        # Buckets changed since the last compaction: one more lookup, only while any.
+        buckets_get: Callable[[str], Bucket | None] = (
+            merged_get if self._bucket_overlay else base_get
+        )
         role_buckets_get = self._role_buckets.get
         # The closure reaches the index through a weak reference: a strong one (a bound
         # method) would put every index in a reference cycle, which only the collector
