@@ -203,7 +203,7 @@ class Exporter:
             return
         snapshot = engine.snapshot
         self.revision.set(snapshot.revision)
-        self.rules.set(len(snapshot.rules))
+        self.rules.set(len(snapshot.ruleset))  # not .rules: a tuple of every row
         self.bad_rows.set(len(snapshot.bad_rows))
         self.refused.set(1 if snapshot.refused is not None else 0)
         # Without the poll nothing propagates to this worker: no lag to speak of.
