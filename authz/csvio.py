@@ -10,7 +10,9 @@ import codecs
 import csv
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TextIO
 
 from authz.engine import Change
 from authz.errors import PolicyFileError
@@ -35,10 +37,12 @@ class PolicyFile:
 
     def line_of(self, rule: Rule) -> int | None:
         """Return the line a rule was read from, or None."""
-        for found, line in zip(self.rules, self.lines, strict=False):
-            if found == rule:
-                return line
-        return None
+        return self._line_numbers.get(rule)
+
+    @cached_property
+    def _line_numbers(self) -> dict[Rule, int]:
+        # Built on first use: a large file's warnings and errors look lines up by row.
+        return dict(zip(self.rules, self.lines, strict=False))
 
 
 def read_file(path: str | Path, model: PolicyModel) -> PolicyFile:
@@ -238,8 +242,36 @@ def format_rule(rule: Rule) -> str:
 
 def export(rules: Iterable[Rule]) -> str:
     """Return CSV text that parses back to exactly these rules: p rows, then role rows."""
-    ordered = sorted(rules, key=lambda r: (r.is_role_link, r.ptype))
-    return "".join(format_rule(r) + "\n" for r in ordered)
+    return "".join(format_rule(r) + "\n" for r in sorted(rules, key=export_order))
+
+
+def export_order(rule: Rule) -> tuple[bool, str]:
+    """The sort key of an export: p rows, then role rows; by type; else as stored."""
+    return (rule.is_role_link, rule.ptype)
+
+
+def ptype_order(ptypes: Iterable[str]) -> list[str]:
+    """Row types in export order (a streamed export writes one type after another)."""
+    return sorted(set(ptypes), key=lambda p: (p.startswith("g"), p))
+
+
+def write(rules: Iterable[Rule], out: TextIO, *, chunk: int = 10_000) -> int:
+    """Write rules already in export order as CSV lines, as they come; return how many.
+
+    Lines are written in chunks, so memory stays that of one chunk whatever the count.
+    """
+    count = 0
+    lines: list[str] = []
+    for rule in rules:
+        lines.append(format_rule(rule))
+        if len(lines) >= chunk:
+            out.write("\n".join(lines) + "\n")
+            count += len(lines)
+            lines.clear()
+    if lines:
+        out.write("\n".join(lines) + "\n")
+        count += len(lines)
+    return count
 
 
 def describe(change: Change) -> str:
