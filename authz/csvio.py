@@ -10,6 +10,7 @@ import codecs
 import csv
 from collections.abc import Iterable
 from dataclasses import dataclass
+from dataclasses import field
 from functools import cached_property
 from pathlib import Path
 from typing import TextIO
@@ -34,6 +35,8 @@ class PolicyFile:
     path: str | None = None
     #: the line number of each rule, in the same order (empty for rules built in memory).
     lines: tuple[int, ...] = ()
+    #: the model every rule was validated against when the file was read, or None.
+    model: PolicyModel | None = field(default=None, compare=False, repr=False)
 
     def line_of(self, rule: Rule) -> int | None:
         """Return the line a rule was read from, or None."""
@@ -134,7 +137,7 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
     if errors:
         errors.sort(key=lambda e: e.line or 0)
         raise PolicyFileError(errors, path, more=more)
-    return PolicyFile(tuple(rules), path, tuple(seen.values()))
+    return PolicyFile(tuple(rules), path, tuple(seen.values()), model)
 
 
 def role_cycles(rules: Iterable[Rule], model: PolicyModel) -> list[tuple[Rule, ...]]:

@@ -289,6 +289,35 @@ class PolicyStore:
             append(Rule(share(ptype, ptype), values))
         return rules, ids
 
+    def stream_rules(
+        self, order: Callable[[Iterable[str]], list[str]], *, batch: int = 10_000
+    ) -> Iterator[Rule]:
+        """Yield every distinct rule row as stored, type by type in ``order``, each type
+        in insertion order; read ``batch`` rows at a time (a server-side cursor on
+        PostgreSQL), so memory stays the same whatever the number of rows.
+
+        :param order: the row types present, in the order to read them.
+        """
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                sql = f"SELECT DISTINCT ptype FROM {rule_table.name}"  # noqa: S608 - constant
+                found = [row[0] for row in _raw_fetchall(conn, sql) if row[0] is not None]
+                mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+                values = ", ".join(VALUE_COLUMNS)
+                # Rows stored twice are one row of the policy: written once, at the first.
+                sql = (
+                    f"SELECT {values} FROM {rule_table.name} WHERE ptype = {mark} "  # noqa: S608
+                    f"GROUP BY ptype, {values} ORDER BY MIN(id)"
+                )
+                for ptype in order(found):
+                    for row in _raw_stream(conn, sql, (ptype,), batch):
+                        raw = list(row)
+                        while raw and raw[-1] is None:
+                            raw.pop()
+                        yield Rule(ptype, tuple(raw))
+
     def lock_revision(self, session: Session) -> int:
         """Take the write lock on the revision row and return the current revision."""
         # The no-op UPDATE takes the row lock (PostgreSQL) or the database write lock
@@ -466,6 +495,34 @@ def _raw_fetchall(
         return list(cursor.fetchall())
 
     return _raw(connection, sql, fetch)
+
+
+def _raw_stream(
+    connection: sa.Connection, sql: str, params: tuple[Any, ...], batch: int
+) -> Iterator[tuple[Any, ...]]:
+    """Yield the rows of ``sql``, fetched ``batch`` at a time (PostgreSQL: server-side)."""
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None  # an open Connection always holds one
+    server_side = connection.dialect.name == "postgresql"
+
+    def open_cursor(_cursor: Any) -> Any:
+        if server_side:
+            named: Any = dbapi_connection.cursor(name="authz_stream")
+            named.itersize = batch
+        else:
+            named = dbapi_connection.cursor()
+        named.execute(sql, params)
+        return named
+
+    cursor = _raw(connection, sql, open_cursor)
+    try:
+        while True:
+            rows = _raw(connection, sql, lambda _c: cursor.fetchmany(batch))
+            if not rows:
+                return
+            yield from rows
+    finally:
+        cursor.close()
 
 
 def _raw(connection: sa.Connection, sql: str, work: Callable[[Any], T]) -> T:

@@ -178,7 +178,8 @@ def main() -> None:
                 secs = [s for s, _ in values]
                 rss = [r for _, r in values]
                 print(
-                    f"  {step:<15} {statistics.median(secs):7.1f} s [{min(secs):.1f}-{max(secs):.1f}]"
+                    f"  {step:<15} {statistics.median(secs):7.1f} s"
+                    f" [{min(secs):.1f}-{max(secs):.1f}]"
                     f"  peak RSS {statistics.median(rss):6.0f} MB [{min(rss):.0f}-{max(rss):.0f}]"
                 )
 

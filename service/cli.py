@@ -76,7 +76,7 @@ def ok(message: str) -> None:
 MAX_WARNINGS = 20
 #: Rows of a real load whose risks are analysed (about 0.1 ms a row); a dry run
 #: analyses every row, so a large file can be looked at in full before it is loaded.
-MAX_ANALYSED = 10_000
+MAX_ANALYSED = 2_000
 
 
 def warn_risks(
@@ -628,16 +628,33 @@ def policy_export(file: Path | None, rules_only: bool, assignments_only: bool) -
     elif assignments_only:
         parts = frozenset({loading.Part.ASSIGNMENTS})
     engine = users.engine()
-    with errors():
-        text, count = loading.export(engine, parts)
     if file is None:
-        click.echo(text, nl=False)
+        with errors():
+            exported = loading.export(engine, sys.stdout, parts)
+        _skipped(exported)
         return
+    # Written beside the file, then renamed over it: a failed export leaves no half file.
+    partial = file.with_name(f".{file.name}.partial")
     try:
-        file.write_text(text, encoding="utf-8")
+        with errors(), partial.open("w", encoding="utf-8", newline="\n") as out:
+            exported = loading.export(engine, out, parts)
+        partial.replace(file)
     except OSError as e:
         fail(f"cannot write {file}: {e.strerror}")
-    ok(f"Exported {count} rows to {file}.")
+    finally:
+        partial.unlink(missing_ok=True)
+    _skipped(exported)
+    ok(f"Exported {exported.rows} rows to {file}.")
+
+
+def _skipped(exported: loading.Exported) -> None:
+    if exported.skipped:
+        click.secho(
+            f"warning: {exported.skipped} stored row(s) left out: not valid under the model "
+            "(see /readyz or the log for which)",
+            fg="yellow",
+            err=True,
+        )
 
 
 #: ``policy check`` exit statuses beyond 0 (allow).
@@ -793,7 +810,13 @@ def _create_app() -> Flask:
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)
         root.call_on_close(lambda: logging.disable(previous))
-    return create_app()  # a configuration error: one line, exit status 3
+    # An export streams the stored rows itself: loading the whole policy first (and
+    # following its changes) would cost seconds and memory that grow with the policy.
+    here = click.get_current_context()
+    streams = (
+        here.info_name == "export" and here.parent is not None and here.parent.info_name == "policy"
+    )
+    return create_app(load_policy=not streams)  # a configuration error: one line, status 3
 
 
 class _Script(FlaskGroup):

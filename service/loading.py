@@ -13,12 +13,16 @@ Framework-light: no request, no click. The command line calls it; the API may to
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TextIO
 
 from authz import Applied
 from authz import Change
+from authz import EngineUnavailable
 from authz import PolicyEngine
 from authz import Rule
 from authz import StaleRevision
@@ -26,9 +30,12 @@ from authz import csvio
 from authz.engine import STAGE_FROM
 from authz.errors import PolicyFileError
 from authz.errors import RuleError
+from authz.errors import database_reason
 from authz.model import PolicyModel
 from authz.rules import is_token
 from authz.rules import is_user
+from authz.rules import validate
+from authz.store import DATABASE_ERRORS
 from service.editing import EditError
 from service.editing import Who
 
@@ -64,11 +71,43 @@ def select(rules: Iterable[Rule], model: PolicyModel, parts: frozenset[Part]) ->
     return [r for r in rules if part_of(r, model) in parts]
 
 
-def export(engine: PolicyEngine, parts: frozenset[Part] = BOTH) -> tuple[str, int]:
-    """Return the CSV text of the stored policy's ``parts`` and its number of rows."""
-    engine.refresh()
-    rows = select(engine.rules(), engine.model, parts)
-    return csvio.export(rows), len(rows)
+def export(engine: PolicyEngine, out: TextIO, parts: frozenset[Part] = BOTH) -> Exported:
+    """Write the CSV of the stored policy's ``parts`` to ``out`` as its rows are read.
+
+    Rows come from the database a batch at a time and are written as they come, so the
+    memory taken does not grow with the policy; no snapshot is needed. Each row is
+    validated as a load validates stored rows: the rows the engine would not use (see
+    ``bad_rows``) are left out and counted, so the file loads back to the same rows.
+
+    :raises EngineUnavailable: the stored policy cannot be read.
+    """
+    model = engine.model
+    skipped = 0
+
+    def rows() -> Iterator[Rule]:
+        nonlocal skipped
+        for stored in engine.store.stream_rules(csvio.ptype_order):
+            try:
+                rule = validate(stored, model)
+            except Exception:  # noqa: BLE001 - RuleError, or a value that cannot be read
+                skipped += 1
+                continue
+            if part_of(rule, model) in parts:
+                yield rule
+
+    try:
+        written = csvio.write(rows(), out)
+    except DATABASE_ERRORS as e:
+        raise EngineUnavailable(f"cannot read the policy: {database_reason(e)}") from e
+    return Exported(written, skipped)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote: rows written, and stored rows left out as not valid."""
+
+    rows: int
+    skipped: int
 
 
 class EmptyFile(EditError):
@@ -126,6 +165,8 @@ def plan(
     wanted = select(policy.rules, model, parts)
     left_out = tuple(r for r in policy.rules if part_of(r, model) not in parts)
     change = csvio.plan(select(current, model, parts), wanted, replace=replace)
+    if policy.model is model:
+        change = dataclasses.replace(change, validated=model)  # each row checked when read
     if not wanted and not (replace and allow_empty):
         where = f"{policy.path}: " if policy.path else ""
         if policy.rules:
