@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import codecs
 import csv
+from collections.abc import Collection
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from dataclasses import field
 from functools import cached_property
@@ -229,12 +231,15 @@ def _one_cycle(graph: dict[str, list[Rule]], component: set[str]) -> tuple[Rule,
 
 
 def plan(current: Iterable[Rule], wanted: Iterable[Rule], *, replace: bool) -> Change:
-    """Return the change that merges ``wanted`` in, or makes the table equal to it."""
-    have = list(dict.fromkeys(current))
-    want = list(dict.fromkeys(wanted))
-    have_set, want_set = set(have), set(want)
-    add = tuple(r for r in want if r not in have_set)
-    remove = tuple(r for r in have if r not in want_set) if replace else ()
+    """Return the change that merges ``wanted`` in, or makes the table equal to it.
+
+    ``current`` may be a set-like view of the stored rows (a million rows are then
+    looked up in place, not copied).
+    """
+    have: Collection[Rule] = current if isinstance(current, AbstractSet) else dict.fromkeys(current)
+    want = dict.fromkeys(wanted)
+    add = tuple(r for r in want if r not in have)
+    remove = tuple(r for r in have if r not in want) if replace else ()
     return Change(add=add, remove=remove)
 
 

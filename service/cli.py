@@ -552,6 +552,7 @@ def _dry_run(
     force: bool,
 ) -> None:
     """Print the diff of a load and run its checks; fail as the real load would."""
+    engine.refresh()  # the checks decide on the policy: load it (the command starts without)
     planned = loading.plan(
         engine, policy, replace=replace, assignments=assignments, allow_empty=allow_empty
     )
@@ -810,13 +811,13 @@ def _create_app() -> Flask:
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)
         root.call_on_close(lambda: logging.disable(previous))
-    # An export streams the stored rows itself: loading the whole policy first (and
-    # following its changes) would cost seconds and memory that grow with the policy.
+    # An export streams the stored rows, and a load plans on them, without a snapshot:
+    # loading the whole policy up front (and following its changes) would cost seconds
+    # and memory that grow with the policy. A load builds one when it writes.
     here = click.get_current_context()
-    streams = (
-        here.info_name == "export" and here.parent is not None and here.parent.info_name == "policy"
-    )
-    return create_app(load_policy=not streams)  # a configuration error: one line, status 3
+    parent = here.parent.info_name if here.parent is not None else None
+    lazy = parent == "policy" and here.info_name in ("export", "load")
+    return create_app(load_policy=not lazy)  # a configuration error: one line, status 3
 
 
 class _Script(FlaskGroup):

@@ -14,8 +14,10 @@ Framework-light: no request, no click. The command line calls it; the API may to
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TextIO
@@ -32,6 +34,7 @@ from authz.errors import PolicyFileError
 from authz.errors import RuleError
 from authz.errors import database_reason
 from authz.model import PolicyModel
+from authz.rules import is_role
 from authz.rules import is_token
 from authz.rules import is_user
 from authz.rules import validate
@@ -156,15 +159,17 @@ def plan(
         naming the file's lines.
     :raises EngineUnavailable: the stored policy cannot be read.
     """
-    engine.refresh()
-    snapshot = engine.snapshot
     model = engine.model
-    # Bad stored rows are part of what a replace makes equal to the file.
-    current = list(snapshot.stored_rows)
+    revision, stored = _stored(engine)
     parts = BOTH if (assignments or not replace) else frozenset({Part.RULES})
-    wanted = select(policy.rules, model, parts)
-    left_out = tuple(r for r in policy.rules if part_of(r, model) not in parts)
-    change = csvio.plan(select(current, model, parts), wanted, replace=replace)
+    if parts == BOTH:
+        wanted: Sequence[Rule] = policy.rules
+        left_out: tuple[Rule, ...] = ()
+        change = csvio.plan(stored, wanted, replace=replace)
+    else:
+        wanted = select(policy.rules, model, parts)
+        left_out = tuple(r for r in policy.rules if part_of(r, model) not in parts)
+        change = csvio.plan(select(stored, model, parts), wanted, replace=replace)
     if policy.model is model:
         change = dataclasses.replace(change, validated=model)  # each row checked when read
     if not wanted and not (replace and allow_empty):
@@ -176,22 +181,44 @@ def plan(
         else:
             what = "no rows"
         raise EmptyFile(f"{where}the file has {what}; nothing was changed", change.remove)
-    _refuse_cycles(policy, current, change, model)
-    return Plan(change, snapshot.revision, replace, parts, left_out)
+    _refuse_cycles(policy, stored, change, model)
+    return Plan(change, revision, replace, parts, left_out)
+
+
+def _stored(engine: PolicyEngine) -> tuple[int, Collection[Rule]]:
+    """The revision and every stored row, bad ones included (a replace removes them too).
+
+    From the engine's snapshot when it is loaded; otherwise straight from the database,
+    without building a snapshot (``policy load`` on a large policy needs only the rows).
+    """
+    if engine.loaded:
+        engine.refresh()
+        snapshot = engine.snapshot
+        return snapshot.revision, snapshot.stored_rows.keys()
+    try:
+        revision, rows = engine.store.load()
+    except DATABASE_ERRORS as e:
+        raise EngineUnavailable(f"cannot read the policy: {database_reason(e)}") from e
+    return revision, dict.fromkeys(rows).keys()
 
 
 def _refuse_cycles(
-    policy: csvio.PolicyFile, current: list[Rule], change: Change, model: PolicyModel
+    policy: csvio.PolicyFile, current: Iterable[Rule], change: Change, model: PolicyModel
 ) -> None:
     """Name the file lines of rows that would close a role cycle with the stored rows.
 
     The file's own cycles were refused when it was read; these need the table's rows too.
+    Only links whose member is a role can close one (see csvio.role_cycles).
     """
-    if not any(r.ptype in model.roles for r in change.add):
+
+    def link(rule: Rule) -> bool:
+        return rule.ptype in model.roles and bool(rule.values) and is_role(rule.values[0])
+
+    if not any(link(r) for r in change.add):
         return
     gone = set(change.remove)
-    after = [r for r in current if r not in gone]
-    after += change.add
+    after = [r for r in current if link(r) and r not in gone]
+    after += [r for r in change.add if link(r)]
     added = set(change.add)
     errors: list[RuleError] = []
     for cycle in csvio.role_cycles(after, model):
@@ -250,7 +277,10 @@ def load(
             engine, policy, replace=replace, assignments=assignments, allow_empty=allow_empty
         )
         first = first or planned
-        if done and not planned.change:
+        if not planned.change:
+            if not done:
+                # Nothing to write (the table in scope already equals the file).
+                return planned, Applied((), (), planned.revision)
             break  # the table in scope equals the file
         try:
             applied = engine.apply(
