@@ -10,6 +10,7 @@ import codecs
 import csv
 from collections.abc import Collection
 from collections.abc import Iterable
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from dataclasses import field
@@ -45,8 +46,9 @@ class PolicyFile:
         return self._line_numbers.get(rule)
 
     @cached_property
-    def _line_numbers(self) -> dict[Rule, int]:
-        # Built on first use: a large file's warnings and errors look lines up by row.
+    def _line_numbers(self) -> Mapping[Rule, int]:
+        # Built on first use (parse hands over the one it made): a large file's warnings
+        # and errors look lines up by row.
         return dict(zip(self.rules, self.lines, strict=False))
 
 
@@ -139,7 +141,9 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
     if errors:
         errors.sort(key=lambda e: e.line or 0)
         raise PolicyFileError(errors, path, more=more)
-    return PolicyFile(tuple(rules), path, tuple(seen.values()), model)
+    policy = PolicyFile(tuple(rules), path, tuple(seen.values()), model)
+    policy.__dict__["_line_numbers"] = seen  # the cached_property's value, made already
+    return policy
 
 
 def role_cycles(rules: Iterable[Rule], model: PolicyModel) -> list[tuple[Rule, ...]]:

@@ -13,10 +13,12 @@ PostgreSQL database it creates and drops, or a SQLite file in a temporary folder
     python bench/bulk.py --database postgresql+psycopg://postgres@127.0.0.1/postgres
     python bench/bulk.py --authz /work/main/.venv/bin/authz   # another checkout's CLI
     python bench/bulk.py --repeat 3 --shape huge
+    python bench/bulk.py --authz /work/main/.venv/bin/authz --steps reload,export
 
 Prints seconds and peak RSS (MB) of each command, and with ``--repeat`` the median and
 range. ``--authz`` runs another installation's ``authz`` script (e.g. main's, as the
-baseline) on the same file and the same kind of database.
+baseline) on the same file and the same kind of database; ``--steps`` times only some
+commands (the file is then loaded untimed by ``--setup-authz``, this checkout's CLI).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,8 @@ sys.path.insert(0, str(REPO))
 from authz import csvio  # noqa: E402 - after the path is set, to run as a script
 from bench.shapes import SHAPES  # noqa: E402
 
+#: This checkout's CLI: the ``authz`` script beside the interpreter running the bench.
+HERE_AUTHZ = Path(sys.executable).parent / "authz"
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
@@ -117,7 +120,13 @@ class Database:
 
 
 def one_round(
-    authz: str, csv_path: Path, rows: int, db: Database, folder: Path
+    authz: str,
+    csv_path: Path,
+    rows: int,
+    db: Database,
+    folder: Path,
+    steps: list[str],
+    setup: str,
 ) -> dict[str, tuple[float, float]]:
     """Upgrade a fresh database, then time load, no-op load and export."""
     url = db.create()
@@ -129,20 +138,26 @@ def one_round(
     }
     out: dict[str, tuple[float, float]] = {}
     try:
-        subprocess.run([authz, "db", "upgrade"], env=env, check=True, capture_output=True)
-        seconds, rss, text = run(authz, ["policy", "load", str(csv_path)], env)
-        out["load"] = (seconds, rss)
+        subprocess.run([setup, "db", "upgrade"], env=env, check=True, capture_output=True)
+        load = ["policy", "load", str(csv_path)]
+        if "load" in steps:
+            seconds, rss, text = run(authz, load, env)
+            out["load"] = (seconds, rss)
+        else:  # loaded by the setup CLI, untimed
+            seconds, rss, text = run(setup, load, env)
         assert f"{rows} added" in text, text
-        seconds, rss, text = run(authz, ["policy", "load", str(csv_path)], env)
-        out["reload (no-op)"] = (seconds, rss)
-        assert "0 added" in text, text
-        exported = folder / "export.csv"
-        seconds, rss, text = run(authz, ["policy", "export", str(exported)], env)
-        out["export"] = (seconds, rss)
-        with exported.open(encoding="utf-8") as f:
-            lines = sum(1 for _ in f)
-        assert lines >= rows, (lines, rows)
-        exported.unlink()
+        if "reload" in steps:
+            seconds, rss, text = run(authz, ["policy", "load", str(csv_path)], env)
+            out["reload (no-op)"] = (seconds, rss)
+            assert "0 added" in text, text
+        if "export" in steps:
+            exported = folder / "export.csv"
+            seconds, rss, text = run(authz, ["policy", "export", str(exported)], env)
+            out["export"] = (seconds, rss)
+            with exported.open(encoding="utf-8") as f:
+                lines = sum(1 for _ in f)
+            assert lines >= rows, (lines, rows)
+            exported.unlink()
     finally:
         db.drop()
     return out
@@ -153,8 +168,18 @@ def main() -> None:
     parser.add_argument("--database", help="PostgreSQL URL to create the bench database from")
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file instead")
     parser.add_argument("--shape", default="huge", choices=sorted(SHAPES))
-    parser.add_argument("--authz", default=shutil.which("authz") or "authz", help="the CLI to time")
+    parser.add_argument("--authz", default=str(HERE_AUTHZ), help="the CLI to time")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--steps",
+        default="load,reload,export",
+        help="which commands to time (comma-separated: load, reload, export)",
+    )
+    parser.add_argument(
+        "--setup-authz",
+        default=str(HERE_AUTHZ),
+        help="the CLI that upgrades the database, and loads the file when load is not timed",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="authz-bulk-") as tmp:
         folder = Path(tmp)
@@ -168,7 +193,8 @@ def main() -> None:
         results: dict[str, list[tuple[float, float]]] = {}
         for n in range(args.repeat):
             db = Database(args.database, args.sqlite, folder)
-            got = one_round(args.authz, csv_path, rows, db, folder)
+            steps = args.steps.split(",")
+            got = one_round(args.authz, csv_path, rows, db, folder, steps, args.setup_authz)
             for step, (seconds, rss) in got.items():
                 results.setdefault(step, []).append((seconds, rss))
                 print(f"  round {n + 1}: {step:<15} {seconds:7.1f} s  peak RSS {rss:6.0f} MB")
