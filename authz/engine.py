@@ -786,7 +786,8 @@ def _plan(
     gone = set(removed)
     added = tuple(dict.fromkeys(r for r in add if r not in present or r in gone))
     # A row both removed and added stays: drop it from both sides.
-    both = set(added) & gone
-    added = tuple(r for r in added if r not in both)
-    removed = tuple(r for r in removed if r not in both)
+    both = {r for r in added if r in gone} if gone else set()
+    if both:
+        added = tuple(r for r in added if r not in both)
+        removed = tuple(r for r in removed if r not in both)
     return added, removed
