@@ -296,7 +296,8 @@ class PolicyStore:
     ) -> Iterator[Rule]:
         """Yield every distinct rule row as stored, type by type in ``order``, each type
         in insertion order; read ``batch`` rows at a time (a server-side cursor on
-        PostgreSQL), so memory stays the same whatever the number of rows.
+        PostgreSQL). No row is held once yielded: memory does not grow with the rows but
+        for one hash per row (about 70 MB a million), which finds rows stored twice.
 
         :param order: the row types present, in the order to read them.
         """
@@ -307,18 +308,29 @@ class PolicyStore:
                 sql = f"SELECT DISTINCT ptype FROM {rule_table.name}"  # noqa: S608 - constant
                 found = [row[0] for row in _raw_fetchall(conn, sql) if row[0] is not None]
                 mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-                values = ", ".join(VALUE_COLUMNS)
-                # Rows stored twice are one row of the policy: written once, at the first.
+                columns = ", ".join(VALUE_COLUMNS)
                 sql = (
-                    f"SELECT {values} FROM {rule_table.name} WHERE ptype = {mark} "  # noqa: S608
-                    f"GROUP BY ptype, {values} ORDER BY MIN(id)"
+                    f"SELECT id, {columns} FROM {rule_table.name} "  # noqa: S608 - constants
+                    f"WHERE ptype = {mark} ORDER BY id"
                 )
+                same = "IS" if conn.dialect.name == "sqlite" else "IS NOT DISTINCT FROM"
+                earlier = (
+                    f"SELECT 1 FROM {rule_table.name} WHERE ptype = {mark} AND id < {mark} "  # noqa: S608
+                    + "".join(f"AND {c} {same} {mark} " for c in VALUE_COLUMNS)
+                    + "LIMIT 1"
+                )
+                seen: set[int] = set()
                 for ptype in order(found):
-                    for row in _raw_stream(conn, sql, (ptype,), batch):
-                        raw = list(row)
-                        while raw and raw[-1] is None:
-                            raw.pop()
-                        yield Rule(ptype, tuple(raw))
+                    for row_id, *values in _raw_stream(conn, sql, (ptype,), batch):
+                        # Rows stored twice are one row of the policy: written once, at
+                        # the first. A hash seen before is checked exactly (hashes collide).
+                        key = hash((ptype, *values))
+                        if key in seen and _raw_fetchall(conn, earlier, (ptype, row_id, *values)):
+                            continue
+                        seen.add(key)
+                        while values and values[-1] is None:
+                            values.pop()
+                        yield Rule(ptype, tuple(values))
 
     def lock_revision(self, session: Session) -> int:
         """Take the write lock on the revision row and return the current revision."""

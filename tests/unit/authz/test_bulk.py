@@ -122,17 +122,24 @@ def test_a_streamed_export_writes_the_same_bytes_as_the_snapshots(
     )
 
 
+@pytest.mark.parametrize("collide", [False, True], ids=["hashes", "every-hash-collides"])
 def test_a_streamed_read_gives_a_row_stored_twice_once_at_its_first_place(
-    store: PolicyStore,
+    store: PolicyStore, monkeypatch: pytest.MonkeyPatch, collide: bool
 ) -> None:
+    if collide:  # rows with equal hashes but different values are all written
+        monkeypatch.setattr(store_module, "hash", lambda _row: 0, raising=False)
     a = ("p", "user", "/a", "GET", "allow", None, None)
     b = ("p", "user", "/b", "GET", "allow", None, None)
     g = ("g", "x@example.com", "user", None, None, None, None)
+    n = ("p", "user", "/n", "GET", "allow", None, "")  # NULL and "" are not the same
+    m = ("p", "user", "/n", "GET", "allow", "", None)
     with store.engine.connect() as conn:
-        bulk_insert(conn, rule_table.name, ["ptype", *VALUE_COLUMNS], [g, a, b, a, g])
+        bulk_insert(conn, rule_table.name, ["ptype", *VALUE_COLUMNS], [g, a, b, a, n, m, n, g])
     streamed = list(store.stream_rules(csvio.ptype_order, batch=1))
     assert streamed == [
         Rule.of("p", "user", "/a", "GET", "allow"),
         Rule.of("p", "user", "/b", "GET", "allow"),
+        Rule("p", ("user", "/n", "GET", "allow", None, "")),  # type: ignore[arg-type]
+        Rule.of("p", "user", "/n", "GET", "allow", ""),
         Rule.of("g", "x@example.com", "user"),
     ]
