@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import codecs
 import csv
+from collections.abc import Collection
 from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from dataclasses import field
+from functools import cached_property
 from pathlib import Path
+from typing import TextIO
 
 from authz.engine import Change
 from authz.errors import PolicyFileError
@@ -32,13 +38,18 @@ class PolicyFile:
     path: str | None = None
     #: the line number of each rule, in the same order (empty for rules built in memory).
     lines: tuple[int, ...] = ()
+    #: the model every rule was validated against when the file was read, or None.
+    model: PolicyModel | None = field(default=None, compare=False, repr=False)
 
     def line_of(self, rule: Rule) -> int | None:
         """Return the line a rule was read from, or None."""
-        for found, line in zip(self.rules, self.lines, strict=False):
-            if found == rule:
-                return line
-        return None
+        return self._line_numbers.get(rule)
+
+    @cached_property
+    def _line_numbers(self) -> Mapping[Rule, int]:
+        # Built on first use (parse hands over the one it made): a large file's warnings
+        # and errors look lines up by row.
+        return dict(zip(self.rules, self.lines, strict=False))
 
 
 def read_file(path: str | Path, model: PolicyModel) -> PolicyFile:
@@ -100,11 +111,16 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
             # so a large text file gets a short answer, and quickly.
             rest = sum(1 for r in physical[line - 1 :] if r.strip(" \t")[:1] not in ("", "#"))
             raise PolicyFileError(errors, path, unchecked=rest)
-        try:
-            fields = next(csv.reader([raw], skipinitialspace=True, strict=True))
-        except csv.Error as e:
-            bad(RuleError(f"cannot parse: {e}", line=line))
-            continue
+        if '"' not in raw and "\0" not in raw:
+            # No quotes: the csv module would split at each comma and nothing else (most
+            # lines of a large file; the reader costs more than the split).
+            fields = raw.split(",")
+        else:
+            try:
+                fields = next(csv.reader([raw], skipinitialspace=True, strict=True))
+            except csv.Error as e:
+                bad(RuleError(f"cannot parse: {e}", line=line))
+                continue
         fields = [f.strip(" \t") for f in fields]  # other whitespace is refused by name
         while len(fields) > 1 and fields[-1] == "":
             fields.pop()  # a trailing comma is harmless
@@ -130,7 +146,9 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
     if errors:
         errors.sort(key=lambda e: e.line or 0)
         raise PolicyFileError(errors, path, more=more)
-    return PolicyFile(tuple(rules), path, tuple(seen.values()))
+    policy = PolicyFile(tuple(rules), path, tuple(seen.values()), model)
+    policy.__dict__["_line_numbers"] = seen  # the cached_property's value, made already
+    return policy
 
 
 def role_cycles(rules: Iterable[Rule], model: PolicyModel) -> list[tuple[Rule, ...]]:
@@ -222,12 +240,15 @@ def _one_cycle(graph: dict[str, list[Rule]], component: set[str]) -> tuple[Rule,
 
 
 def plan(current: Iterable[Rule], wanted: Iterable[Rule], *, replace: bool) -> Change:
-    """Return the change that merges ``wanted`` in, or makes the table equal to it."""
-    have = list(dict.fromkeys(current))
-    want = list(dict.fromkeys(wanted))
-    have_set, want_set = set(have), set(want)
-    add = tuple(r for r in want if r not in have_set)
-    remove = tuple(r for r in have if r not in want_set) if replace else ()
+    """Return the change that merges ``wanted`` in, or makes the table equal to it.
+
+    ``current`` may be a set-like view of the stored rows (a million rows are then
+    looked up in place, not copied).
+    """
+    have: Collection[Rule] = current if isinstance(current, AbstractSet) else dict.fromkeys(current)
+    want = dict.fromkeys(wanted)
+    add = tuple(r for r in want if r not in have)
+    remove = tuple(r for r in have if r not in want) if replace else ()
     return Change(add=add, remove=remove)
 
 
@@ -238,8 +259,36 @@ def format_rule(rule: Rule) -> str:
 
 def export(rules: Iterable[Rule]) -> str:
     """Return CSV text that parses back to exactly these rules: p rows, then role rows."""
-    ordered = sorted(rules, key=lambda r: (r.is_role_link, r.ptype))
-    return "".join(format_rule(r) + "\n" for r in ordered)
+    return "".join(format_rule(r) + "\n" for r in sorted(rules, key=export_order))
+
+
+def export_order(rule: Rule) -> tuple[bool, str]:
+    """The sort key of an export: p rows, then role rows; by type; else as stored."""
+    return (rule.is_role_link, rule.ptype)
+
+
+def ptype_order(ptypes: Iterable[str]) -> list[str]:
+    """Row types in export order (a streamed export writes one type after another)."""
+    return sorted(set(ptypes), key=lambda p: (p.startswith("g"), p))
+
+
+def write(rules: Iterable[Rule], out: TextIO, *, chunk: int = 10_000) -> int:
+    """Write rules already in export order as CSV lines, as they come; return how many.
+
+    Lines are written in chunks, so memory stays that of one chunk whatever the count.
+    """
+    count = 0
+    lines: list[str] = []
+    for rule in rules:
+        lines.append(format_rule(rule))
+        if len(lines) >= chunk:
+            out.write("\n".join(lines) + "\n")
+            count += len(lines)
+            lines.clear()
+    if lines:
+        out.write("\n".join(lines) + "\n")
+        count += len(lines)
+    return count
 
 
 def describe(change: Change) -> str:
@@ -252,6 +301,6 @@ def describe(change: Change) -> str:
 def _quote(value: str) -> str:
     # Values the write path accepts hold no line breaks or control characters, so quoting
     # commas and quotes (and a leading "#", which reads like a comment) is all it takes.
-    if any(c in value for c in ',"') or value.startswith("#") or value != value.strip():
+    if "," in value or '"' in value or value.startswith("#") or value != value.strip():
         return '"' + value.replace('"', '""') + '"'
     return value

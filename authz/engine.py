@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
+from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,6 +81,10 @@ class Change:
 
     add: tuple[Rule, ...] = ()
     remove: tuple[Rule, ...] = ()
+    #: The model every row of ``add`` was already validated against (a policy file's
+    #: rows, checked line by line when it was read), or None: then the write validates
+    #: them. Only code that ran ``validate`` on each row with this very model sets it.
+    validated: PolicyModel | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def adding(cls, *rules: Rule) -> Change:
@@ -484,7 +489,8 @@ class PolicyEngine:
         :raises RuleError, StaleRevision, NotFound, LockoutRefused, EngineUnavailable:
         """
         actor = actor[:255]  # the audit column's width; actors are emails or "cli:<user>"
-        add = self.validate(change.add)
+        # Validated once: a million-row file's rows were each checked as it was read.
+        add = list(change.add) if change.validated is self.model else self.validate(change.add)
         # Rows to remove need only name a stored row, even one that no longer validates
         # (e.g. after the model was replaced).
         remove = [self._removable(r) for r in change.remove]
@@ -537,7 +543,7 @@ class PolicyEngine:
 
         :raises RuleError, NotFound, LockoutRefused, EngineUnavailable: as apply would.
         """
-        add = self.validate(change.add)
+        add = list(change.add) if change.validated is self.model else self.validate(change.add)
         remove = [self._removable(r) for r in change.remove]
         try:
             self._catch_up()
@@ -1012,7 +1018,8 @@ def _plan(
     gone = set(removed)
     added = tuple(dict.fromkeys(r for r in add if r not in present or r in gone))
     # A row both removed and added stays: drop it from both sides.
-    both = set(added) & gone
-    added = tuple(r for r in added if r not in both)
-    removed = tuple(r for r in removed if r not in both)
+    both = {r for r in added if r in gone} if gone else set()
+    if both:
+        added = tuple(r for r in added if r not in both)
+        removed = tuple(r for r in removed if r not in both)
     return added, removed

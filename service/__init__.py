@@ -45,12 +45,15 @@ from service.extensions import login_manager
 from service.passwords import Passwords
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(test_config: Mapping[str, Any] | None = None, *, load_policy: bool = True) -> Flask:
     """Build the app; ``test_config`` overrides settings by field name (tests).
 
     Called without ``test_config`` (``flask --app service``, gunicorn
     ``'service:create_app()'``), a configuration error ends the process with one line on
     stderr and status 3 instead of a traceback; tests get the ConfigError.
+
+    :param load_policy: load the policy and start following its changes; a command that
+        reads the policy from the database itself (``policy export``) skips both.
     """
     app = Flask(__name__, instance_relative_config=True)
     try:
@@ -63,7 +66,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["AUTHZ"] = settings
     logs.init_app(app, settings)
     register_extensions(app, settings)
-    register_engine(app, settings)
+    register_engine(app, settings, load_policy=load_policy)
     decisionlog.init_app(
         app,
         settings.decision_log,
@@ -121,7 +124,7 @@ def _csrf_unless_bearer() -> None:
     csrf.protect(apply_exemptions=True)
 
 
-def register_engine(app: Flask, settings: Settings) -> None:
+def register_engine(app: Flask, settings: Settings, *, load_policy: bool = True) -> None:
     """Build the policy engine into ``app.extensions["authz"]`` and try to load the policy."""
     with app.app_context():
         store = PolicyStore(db.engine, change_log_days=settings.change_log_days)
@@ -135,6 +138,8 @@ def register_engine(app: Flask, settings: Settings) -> None:
         freeze_gc=settings.env is Env.PRODUCTION,
     )
     app.extensions["authz"] = engine
+    if not load_policy:
+        return
     try:
         engine.load()
     except Exception as e:  # noqa: BLE001 - the service starts and answers 503 until it can load

@@ -13,12 +13,18 @@ Framework-light: no request, no click. The command line calls it; the API may to
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Collection
 from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TextIO
 
 from authz import Applied
 from authz import Change
+from authz import EngineUnavailable
 from authz import PolicyEngine
 from authz import Rule
 from authz import StaleRevision
@@ -26,9 +32,13 @@ from authz import csvio
 from authz.engine import STAGE_FROM
 from authz.errors import PolicyFileError
 from authz.errors import RuleError
+from authz.errors import database_reason
 from authz.model import PolicyModel
+from authz.rules import is_role
 from authz.rules import is_token
 from authz.rules import is_user
+from authz.rules import validate
+from authz.store import DATABASE_ERRORS
 from service.editing import EditError
 from service.editing import Who
 
@@ -64,11 +74,43 @@ def select(rules: Iterable[Rule], model: PolicyModel, parts: frozenset[Part]) ->
     return [r for r in rules if part_of(r, model) in parts]
 
 
-def export(engine: PolicyEngine, parts: frozenset[Part] = BOTH) -> tuple[str, int]:
-    """Return the CSV text of the stored policy's ``parts`` and its number of rows."""
-    engine.refresh()
-    rows = select(engine.rules(), engine.model, parts)
-    return csvio.export(rows), len(rows)
+def export(engine: PolicyEngine, out: TextIO, parts: frozenset[Part] = BOTH) -> Exported:
+    """Write the CSV of the stored policy's ``parts`` to ``out`` as its rows are read.
+
+    Rows come from the database a batch at a time and are written as they come, so the
+    memory taken does not grow with the policy; no snapshot is needed. Each row is
+    validated as a load validates stored rows: the rows the engine would not use (see
+    ``bad_rows``) are left out and counted, so the file loads back to the same rows.
+
+    :raises EngineUnavailable: the stored policy cannot be read.
+    """
+    model = engine.model
+    skipped = 0
+
+    def rows() -> Iterator[Rule]:
+        nonlocal skipped
+        for stored in engine.store.stream_rules(csvio.ptype_order):
+            try:
+                rule = validate(stored, model)
+            except Exception:  # noqa: BLE001 - RuleError, or a value that cannot be read
+                skipped += 1
+                continue
+            if part_of(rule, model) in parts:
+                yield rule
+
+    try:
+        written = csvio.write(rows(), out)
+    except DATABASE_ERRORS as e:
+        raise EngineUnavailable(f"cannot read the policy: {database_reason(e)}") from e
+    return Exported(written, skipped)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote: rows written, and stored rows left out as not valid."""
+
+    rows: int
+    skipped: int
 
 
 class EmptyFile(EditError):
@@ -117,15 +159,19 @@ def plan(
         naming the file's lines.
     :raises EngineUnavailable: the stored policy cannot be read.
     """
-    engine.refresh()
-    snapshot = engine.snapshot
     model = engine.model
-    # Bad stored rows are part of what a replace makes equal to the file.
-    current = list(snapshot.stored_rows)
+    revision, stored = _stored(engine)
     parts = BOTH if (assignments or not replace) else frozenset({Part.RULES})
-    wanted = select(policy.rules, model, parts)
-    left_out = tuple(r for r in policy.rules if part_of(r, model) not in parts)
-    change = csvio.plan(select(current, model, parts), wanted, replace=replace)
+    if parts == BOTH:
+        wanted: Sequence[Rule] = policy.rules
+        left_out: tuple[Rule, ...] = ()
+        change = csvio.plan(stored, wanted, replace=replace)
+    else:
+        wanted = select(policy.rules, model, parts)
+        left_out = tuple(r for r in policy.rules if part_of(r, model) not in parts)
+        change = csvio.plan(select(stored, model, parts), wanted, replace=replace)
+    if policy.model is model:
+        change = dataclasses.replace(change, validated=model)  # each row checked when read
     if not wanted and not (replace and allow_empty):
         where = f"{policy.path}: " if policy.path else ""
         if policy.rules:
@@ -135,22 +181,44 @@ def plan(
         else:
             what = "no rows"
         raise EmptyFile(f"{where}the file has {what}; nothing was changed", change.remove)
-    _refuse_cycles(policy, current, change, model)
-    return Plan(change, snapshot.revision, replace, parts, left_out)
+    _refuse_cycles(policy, stored, change, model)
+    return Plan(change, revision, replace, parts, left_out)
+
+
+def _stored(engine: PolicyEngine) -> tuple[int, Collection[Rule]]:
+    """The revision and every stored row, bad ones included (a replace removes them too).
+
+    From the engine's snapshot when it is loaded; otherwise straight from the database,
+    without building a snapshot (``policy load`` on a large policy needs only the rows).
+    """
+    if engine.loaded:
+        engine.refresh()
+        snapshot = engine.snapshot
+        return snapshot.revision, snapshot.stored_rows.keys()
+    try:
+        revision, rows = engine.store.load()
+    except DATABASE_ERRORS as e:
+        raise EngineUnavailable(f"cannot read the policy: {database_reason(e)}") from e
+    return revision, dict.fromkeys(rows).keys()
 
 
 def _refuse_cycles(
-    policy: csvio.PolicyFile, current: list[Rule], change: Change, model: PolicyModel
+    policy: csvio.PolicyFile, current: Iterable[Rule], change: Change, model: PolicyModel
 ) -> None:
     """Name the file lines of rows that would close a role cycle with the stored rows.
 
     The file's own cycles were refused when it was read; these need the table's rows too.
+    Only links whose member is a role can close one (see csvio.role_cycles).
     """
-    if not any(r.ptype in model.roles for r in change.add):
+
+    def link(rule: Rule) -> bool:
+        return rule.ptype in model.roles and bool(rule.values) and is_role(rule.values[0])
+
+    if not any(link(r) for r in change.add):
         return
     gone = set(change.remove)
-    after = [r for r in current if r not in gone]
-    after += change.add
+    after = [r for r in current if link(r) and r not in gone]
+    after += [r for r in change.add if link(r)]
     added = set(change.add)
     errors: list[RuleError] = []
     for cycle in csvio.role_cycles(after, model):
@@ -209,7 +277,10 @@ def load(
             engine, policy, replace=replace, assignments=assignments, allow_empty=allow_empty
         )
         first = first or planned
-        if done and not planned.change:
+        if not planned.change:
+            if not done:
+                # Nothing to write (the table in scope already equals the file).
+                return planned, Applied((), (), planned.revision)
             break  # the table in scope equals the file
         try:
             applied = engine.apply(

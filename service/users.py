@@ -292,13 +292,25 @@ def active_emails(emails: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
-def rule_warnings(rule: Rule) -> list[str]:
-    """The risky-row warnings of a row about to be written (editor, API and CLI alike)."""
+def rule_warnings(rule: Rule, *, known: dict[str, bool] | None = None) -> list[str]:
+    """The risky-row warnings of a row about to be written (editor, API and CLI alike).
+
+    :param known: whether each subject has an account, filled as subjects are looked
+        up; pass the same dict for many rows, so each subject is looked up once.
+    """
     settings = current_app.config["AUTHZ"]
+    exists = _exists
+    if known is not None:
+
+        def exists(subject: str) -> bool:
+            if subject not in known:
+                known[subject] = _exists(subject)
+            return known[subject]
+
     return risks(
         rule,
         engine().snapshot,
-        has_account=_exists,
+        has_account=exists,
         everyone=(settings.default_role,),
     )
 

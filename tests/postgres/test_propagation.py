@@ -228,9 +228,9 @@ def test_a_large_load_stages_its_rows_without_holding_up_an_editor(
     fills: list[str] = []
 
     def editor(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "INSERT INTO authz_stage_add" in statement:
+        if "CREATE TEMPORARY TABLE authz_stage_add" in statement:
             fills.append(statement)
-        if not waited and "INSERT INTO authz_stage_add" in statement:
+        if not waited and "CREATE TEMPORARY TABLE authz_stage_add" in statement:
             # The load is staging: the policy lock is free, an editor's write goes through.
             start = time.monotonic()
             other_engine.apply(Change(add=(edit, rows[0])), actor="ed", source="api")

@@ -587,7 +587,7 @@ def during_staging(store: PolicyStore, action: Callable[[], None]) -> list[bool]
     fired: list[bool] = []
 
     def before(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "INSERT INTO authz_stage_add" in statement:
+        if "CREATE TEMPORARY TABLE authz_stage_add" in statement:
             fired.append(True)
             if len(fired) == 1:
                 action()
