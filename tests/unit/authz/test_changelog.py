@@ -434,7 +434,7 @@ def during_staging(store: PolicyStore, action: Callable[[], None]) -> None:
     fired: list[bool] = []
 
     def before(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "INSERT INTO authz_stage_add" in statement and not fired:
+        if "CREATE TEMPORARY TABLE authz_stage_add" in statement and not fired:
             fired.append(True)
             action()
 
