@@ -83,6 +83,11 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
 #: The adapter's table: ptype plus six value columns, unused ones NULL.
 rule_table: sa.Table = CasbinRule.__table__
 VALUE_COLUMNS = ("v0", "v1", "v2", "v3", "v4", "v5")
+#: A row is edited or removed by its values: without this, by reading every row
+#: (hundreds of milliseconds at a million rows). Migration 0008.
+RULE_VALUES_INDEX = "ix_casbin_rule_v0_v1"
+if RULE_VALUES_INDEX not in {index.name for index in rule_table.indexes}:
+    sa.Index(RULE_VALUES_INDEX, rule_table.c.v0, rule_table.c.v1)
 
 revision_table = sa.Table(
     "policy_revision",
