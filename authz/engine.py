@@ -815,7 +815,7 @@ class PolicyEngine:
                 )
                 with self._write_lock:
                     try:
-                        rebase, since, locked_at = self._commit_staged(
+                        rebase, since, locked_at, token = self._commit_staged(
                             staging, planned, audit, entry, force
                         )
                     except _Moved:
@@ -828,7 +828,7 @@ class PolicyEngine:
                             rebase.revision + 1, tuple(rebase.plus), tuple(rebase.minus)
                         )
                         done = _Staged(rebase.revision, base, after, rebase.added, rebase.removed)
-                    self._swap(done.after, since=since)
+                    self._swap(done.after, since=since, token=token)
                 self._committed(
                     done.after.revision,
                     done.added,
@@ -852,11 +852,11 @@ class PolicyEngine:
         audit: dict[str, object],
         entry: AuditEntry,
         force: bool,
-    ) -> tuple[_Rebase | None, int, float]:
+    ) -> tuple[_Rebase | None, int, float, str]:
         """Move staged rows in, rebased on any write since they were planned.
 
         Return the rebase (None when nothing was written in between), the swap count at
-        the lock, and when the lock was taken.
+        the lock, when the lock was taken, and the change-log token of the new revision.
         """
         with staging.transaction() as session:
             audit_id = None
@@ -894,11 +894,11 @@ class PolicyEngine:
             self._guard(session, planned.base, planned.after, force=force)
             staging.apply(session)
             self.store.set_revision(session, current + 1)
-            self._log_staged(session, planned, rebase, early=staging.early)
+            token = self._log_staged(session, planned, rebase, early=staging.early)
             self.store.notify(session)
             if audit_id is None:
                 self.store.insert_audit(session, audit)
-        return rebase, since, locked_at
+        return rebase, since, locked_at, token
 
     def _rebase(
         self,
@@ -938,17 +938,16 @@ class PolicyEngine:
 
     def _log_staged(
         self, session: Session, planned: _Staged, rebase: _Rebase | None, *, early: bool
-    ) -> None:
+    ) -> str:
         """Log a staged change's rows as committed: rebased, they are what really changed."""
         if rebase is None:
-            self.store.record_change(
+            return self.store.record_change(
                 session,
                 planned.revision + 1,
                 planned.added,
                 planned.removed,
                 row_count=_stored_count(planned.after),
             )
-            return
         # The rows at ``rebase.revision`` are the planned base's plus the rows added in
         # between and minus those removed (each present, resp. absent, at the base); the
         # rebased rows are absent, resp. present, there.
@@ -963,7 +962,7 @@ class PolicyEngine:
         # added in between in the stored order (a full read's), while applying the log in
         # revision order would put them after: which row explains a decision (and, under
         # an order-dependent effect, the decision) would differ. Followers read it all.
-        self.store.record_change(
+        return self.store.record_change(
             session,
             rebase.revision + 1,
             rebase.added,

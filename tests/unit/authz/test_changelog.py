@@ -554,3 +554,11 @@ def test_a_full_load_freezes_the_collector_only_when_asked(
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()  # the rest of this test process collects as before
+
+
+def test_a_staged_write_keeps_its_own_change_log_token(
+    engine: PolicyEngine, store: PolicyStore
+) -> None:
+    """The next catch-up checks the chain from the writer's own revision on."""
+    engine.apply(Change(add=tuple(many(STAGE_FROM))), actor="t", source="cli")
+    assert engine._token(engine.snapshot) == store.change_token_of(engine.revision)
