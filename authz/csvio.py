@@ -23,6 +23,7 @@ from authz.errors import PolicyFileError
 from authz.errors import RuleError
 from authz.model import PolicyModel
 from authz.rules import Rule
+from authz.rules import Validator
 from authz.rules import is_role
 from authz.rules import validate
 
@@ -87,6 +88,7 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
     errors: list[RuleError] = []
     rules: list[Rule] = []
     seen: dict[Rule, int] = {}
+    check = Validator(model)  # validate's answers, the work per distinct value done once
     # One physical line is one record: values may not contain line breaks, so a stray
     # quote can never swallow the lines after it, and a comment is never parsed as CSV.
     # Lines end at LF, CRLF or CR only (not at every break str.splitlines knows, such as
@@ -124,11 +126,15 @@ def parse(text: str, model: PolicyModel, *, path: str | None = None) -> PolicyFi
         fields = [f.strip(" \t") for f in fields]  # other whitespace is refused by name
         while len(fields) > 1 and fields[-1] == "":
             fields.pop()  # a trailing comma is harmless
+        row = Rule(fields[0], tuple(fields[1:]))
         try:
-            rule = validate(Rule(fields[0], tuple(fields[1:])), model, line=line)
-        except RuleError as e:
-            bad(e)
-            continue
+            rule = check(row)
+        except RuleError:
+            try:  # the same error, with its line
+                rule = validate(row, model, line=line)
+            except RuleError as e:
+                bad(e)
+                continue
         if rule in seen:
             bad(RuleError(f"duplicates line {seen[rule]}: {rule}", line=line))
             continue
