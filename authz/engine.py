@@ -321,17 +321,24 @@ class PolicyEngine:
                 return  # another thread caught up meanwhile
             self._advance_locked(snap, current)
 
+    def _changes(
+        self, since: int, until: int, session: Session | None = None
+    ) -> list[LoggedChange] | None:
+        """The logged changes after ``since`` up to ``until``, within the catch-up limits."""
+        return self.store.read_changes(
+            since,
+            until,
+            max_revisions=CATCH_UP_REVISIONS,
+            max_rows=CATCH_UP_ROWS,
+            session=session,
+        )
+
     def _advance_locked(self, snap: Snapshot | None, current: int) -> None:
         # A refused snapshot is read again in full: a bad row may have been fixed by hand.
         if snap is not None and snap.refused is None and current > snap.revision:
             since = self._generation
             try:
-                changes = self.store.read_changes(
-                    snap.revision,
-                    current,
-                    max_revisions=CATCH_UP_REVISIONS,
-                    max_rows=CATCH_UP_ROWS,
-                )
+                changes = self._changes(snap.revision, current)
             except BadLogEntry as e:
                 log.warning("change log entry unreadable (%s); reading every row", e)
                 changes = None
@@ -682,13 +689,7 @@ class PolicyEngine:
             if base is not None and base.revision < current_rev and base.refused is None:
                 # Another instance wrote since our snapshot: its changes, from the log.
                 try:
-                    changes = self.store.read_changes(
-                        base.revision,
-                        current_rev,
-                        max_revisions=CATCH_UP_REVISIONS,
-                        max_rows=CATCH_UP_ROWS,
-                        session=session,
-                    )
+                    changes = self._changes(base.revision, current_rev, session)
                 except BadLogEntry:
                     changes = None  # read the rows instead
                 followed = self._follow(base, changes) if changes else None

@@ -114,6 +114,42 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
                 server.process.wait()
 
 
+def serve_gunicorn(
+    tmp_path: Path, start_server: Callable[..., Server], env: Mapping[str, str]
+) -> Server:
+    """``authz db init``, then the shipped gunicorn settings on a free port, each request
+    logged as ``access pid=PID METHOD PATH STATUS``; returned once it serves."""
+    init = subprocess.run(
+        [str(BIN / "authz"), "db", "init"],
+        cwd=tmp_path,
+        env=dict(env),
+        capture_output=True,
+        check=False,
+    )
+    assert init.returncode == 0, init.stderr
+    port = free_port()
+    server = start_server(
+        [
+            str(BIN / "gunicorn"),
+            "-c",
+            "python:service.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            "access pid=%(p)s %(m)s %(U)s %(s)s",
+            "service:create_app()",
+        ],
+        port=port,
+        cwd=tmp_path,
+        env=env,
+        name="gunicorn",
+    )
+    server.wait_until_serving()
+    return server
+
+
 def assert_one_line(output: str, expected_start: str) -> None:
     """The output is exactly one line, starting as expected, with no traceback."""
     assert "Traceback" not in output, output

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.cookiejar
 import re
 import sqlite3
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,10 +17,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.system.conftest import BIN
 from tests.system.conftest import Server
 from tests.system.conftest import clean_env
-from tests.system.conftest import free_port
+from tests.system.conftest import serve_gunicorn
 
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 CHEAP_HASHING = {
@@ -64,30 +62,7 @@ def test_two_workers_share_sqlite_and_stop_gracefully_on_sigterm(
         AUTHZ_LOGIN_MAX_FAILURES="1000",
         **CHEAP_HASHING,
     )
-    init = subprocess.run(
-        [str(BIN / "authz"), "db", "init"], cwd=tmp_path, env=env, capture_output=True, check=False
-    )
-    assert init.returncode == 0, init.stderr
-    port = free_port()
-    server = start_server(
-        [
-            str(BIN / "gunicorn"),
-            "-c",
-            "python:service.gunicorn_conf",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--access-logfile",
-            "-",
-            "--access-logformat",
-            "access pid=%(p)s %(m)s %(U)s %(s)s",
-            "service:create_app()",
-        ],
-        port=port,
-        cwd=tmp_path,
-        env=env,
-        name="gunicorn",
-    )
-    server.wait_until_serving()
+    server = serve_gunicorn(tmp_path, start_server, env)
 
     # Every failed login writes a throttle row: both workers write the same file at once.
     with ThreadPoolExecutor(max_workers=8) as pool:

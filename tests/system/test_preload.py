@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.system.conftest import BIN
 from tests.system.conftest import Server
 from tests.system.conftest import clean_env
-from tests.system.conftest import free_port
+from tests.system.conftest import serve_gunicorn
 
 WORKERS = 3
 PROBE = "/preload-probe"
@@ -42,30 +42,8 @@ def test_preloaded_workers_decide_and_follow_changes(
 ) -> None:
     instance = tmp_path / "instance"
     env = clean_env(AUTHZ_INSTANCE_PATH=str(instance), AUTHZ_WORKERS=str(WORKERS))
-    init = subprocess.run(
-        [str(BIN / "authz"), "db", "init"], cwd=tmp_path, env=env, capture_output=True, check=False
-    )
-    assert init.returncode == 0, init.stderr
-    port = free_port()
-    server = start_server(
-        [
-            str(BIN / "gunicorn"),
-            "-c",
-            "python:service.gunicorn_conf",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--access-logfile",
-            "-",
-            "--access-logformat",
-            "access pid=%(p)s %(m)s %(U)s %(s)s",
-            "service:create_app()",
-        ],
-        port=port,
-        cwd=tmp_path,
-        env=env,
-        name="gunicorn",
-    )
-    server.wait_until_serving()
+    server = serve_gunicorn(tmp_path, start_server, env)
+    port = int(server.base.rsplit(":", 1)[1])
     output = server.output()
     assert len(re.findall(r"Policy loaded in the master \(revision \d+\)", output)) == 1, output
 
