@@ -56,6 +56,9 @@ STAGE_ATTEMPTS = 3
 #: reads every row instead of applying the change log.
 CATCH_UP_REVISIONS = 1000
 CATCH_UP_ROWS = 50_000
+#: Seconds between checks that the stored entry of this instance's revision is still the one
+#: it applied (a database restored from a backup and written again to the same number).
+REWRITE_CHECK_EVERY = 5.0
 
 
 class _Unknown:
@@ -146,6 +149,8 @@ class PolicyEngine:
         #: Catching up serializes: the listener and the poll (and a write) waking at once
         #: must not each read a large policy, or apply the same changes twice.
         self._advance_lock = threading.Lock()
+        #: monotonic time the stored entry of this revision was last compared with ours.
+        self._rewrite_checked = time.monotonic()
         self._listeners: list[Callable[[int], None]] = []
         self._account_listeners: list[Callable[[], None]] = []
         #: Counts swaps; tells a reload racing a newer swap from a database gone back.
@@ -298,10 +303,36 @@ class PolicyEngine:
             self.accounts_revision = accounts
         snap = self._snapshot
         if snap is not None and snap.revision == current and snap.refused is None:
-            self.verified_at = time.monotonic()
-            return False
+            if not self._rewritten(snap):  # checked every REWRITE_CHECK_EVERY seconds
+                self.verified_at = time.monotonic()
+                return False
+            log.warning(
+                "the database's policy revision %d was written again since this instance "
+                "read it (restored from a backup?): reading every row",
+                current,
+            )
+            with self._advance_lock:
+                self.load()
+            return True
         self._advance(current)
         return True
+
+    def _rewritten(self, snapshot: Snapshot) -> bool:
+        """Whether the stored entry of the snapshot's revision is another write's: the
+        database went back and was written again up to the same revision number."""
+        now = time.monotonic()
+        if now - self._rewrite_checked < REWRITE_CHECK_EVERY:
+            return False  # a poll stays one query; this one, every few seconds
+        self._rewrite_checked = now
+        token = self._token(snapshot)
+        if not isinstance(token, str):
+            return False  # no entry of ours to compare (unknown, or a revision without one)
+        try:
+            stored = self.store.change_token_of(snapshot.revision)
+        except DATABASE_ERRORS as e:
+            raise EngineUnavailable(f"cannot read the change log: {database_reason(e)}") from e
+        # None: pruned since (or never logged): nothing to tell.
+        return stored is not None and stored != token
 
     def _advance(self, current: int) -> None:
         """Bring this instance to the stored revision ``current``: by the change log when

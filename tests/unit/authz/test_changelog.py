@@ -11,14 +11,17 @@ import datetime as dt
 import gc
 import json
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+import authz.engine
 from authz import store as store_module
 from authz.engine import STAGE_FROM
 from authz.engine import Change
@@ -562,3 +565,34 @@ def test_a_staged_write_keeps_its_own_change_log_token(
     """The next catch-up checks the chain from the writer's own revision on."""
     engine.apply(Change(add=tuple(many(STAGE_FROM))), actor="t", source="cli")
     assert engine._token(engine.snapshot) == store.change_token_of(engine.revision)
+
+
+def test_a_database_restored_and_written_to_the_same_revision_is_read_again(
+    model: PolicyModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restored from a backup, then written as many times as it lost: the revision number
+    is the one this instance holds, but the entry of that revision is another write's."""
+    monkeypatch.setattr(authz.engine, "REWRITE_CHECK_EVERY", 0.0)  # at every poll
+
+    def open_store() -> PolicyStore:
+        path = tmp_path / "policy.db"
+        return PolicyStore(sa.create_engine(f"sqlite:///{path}", poolclass=sa.pool.NullPool))
+
+    writer = PolicyEngine(model, open_store())
+    writer.store.create_schema()
+    writer.load()
+    writer.apply(Change.adding(Rule.of("g", "a@example.com", "admin")), actor="t", source="cli")
+    shutil.copy(tmp_path / "policy.db", tmp_path / "backup.db")
+    writer.apply(Change.removing(Rule.of("g", "a@example.com", "admin")), actor="t", source="cli")
+    follower = PolicyEngine(model, open_store())
+    follower.load()
+    assert Rule.of("g", "a@example.com", "admin") not in follower.snapshot.ruleset
+    shutil.copy(tmp_path / "backup.db", tmp_path / "policy.db")  # the restore
+    again = PolicyEngine(model, open_store())
+    again.load()
+    again.apply(Change.adding(Rule.of("p", "ops", "/ops", "GET", "allow")), actor="t", source="cli")
+    assert follower.revision == again.revision  # same number, other rows
+    assert follower.refresh() is True
+    assert sorted(follower.rules()) == sorted(again.rules())
+    assert Rule.of("g", "a@example.com", "admin") in follower.snapshot.ruleset  # as stored
+    assert follower.refresh() is False  # and then quiet again
