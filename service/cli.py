@@ -73,6 +73,11 @@ def ok(message: str) -> None:
     click.secho(message, fg="green")
 
 
+def warn(message: str) -> None:
+    """Print a warning on standard error."""
+    click.secho(message, fg="yellow", err=True)
+
+
 #: Risk warnings printed in full; beyond these they are counted.
 MAX_WARNINGS = 20
 #: Rows of a real load whose risks are analysed (about 0.1 ms a row); a dry run
@@ -97,18 +102,16 @@ def warn_risks(
         head = f"line {line}: " if line is not None else ""
         for message in messages:
             if shown < MAX_WARNINGS:
-                click.secho(f"warning: {head}[{rule}] {message}", fg="yellow", err=True)
+                warn(f"warning: {head}[{rule}] {message}")
                 shown += 1
             else:
                 more += 1
     if more:
-        click.secho(f"warning: and {more} more warning(s) not listed", fg="yellow", err=True)
+        warn(f"warning: and {more} more warning(s) not listed")
     if limit is not None and len(rules) > limit:
-        click.secho(
+        warn(
             f"note: risks analysed for the first {limit} of {len(rules)} rows written; "
-            "`policy load --dry-run` analyses every row",
-            fg="yellow",
-            err=True,
+            "`policy load --dry-run` analyses every row"
         )
 
 
@@ -267,7 +270,7 @@ def _print_init(report: Any) -> None:
     if report.admin_password:
         click.secho(f"Admin password (shown once): {report.admin_password}", fg="yellow")
     if getattr(report, "note", None):
-        click.secho(f"warning: {report.note}", fg="yellow", err=True)
+        warn(f"warning: {report.note}")
 
 
 # -- users ------------------------------------------------------------------------------
@@ -577,11 +580,9 @@ def _dry_run(
 
 def _left_out(planned: loading.Plan) -> None:
     if planned.left_out:
-        click.secho(
+        warn(
             f"note: {len(planned.left_out)} role assignment row(s) of the file left out "
-            "(--replace keeps the table's assignments; see --include-assignments)",
-            fg="yellow",
-            err=True,
+            "(--replace keeps the table's assignments; see --include-assignments)"
         )
 
 
@@ -652,11 +653,9 @@ def policy_export(file: Path | None, rules_only: bool, assignments_only: bool) -
 
 def _skipped(exported: loading.Exported) -> None:
     if exported.skipped:
-        click.secho(
+        warn(
             f"warning: {exported.skipped} stored row(s) left out: not valid under the model "
-            "(see /readyz or the log for which)",
-            fg="yellow",
-            err=True,
+            "(see /readyz or the log for which)"
         )
 
 
@@ -720,11 +719,9 @@ def tokens_create(name: str, roles: tuple[str, ...], days: int | None) -> None:
     given = ", ".join(tokens.roles_of(token.name)) or "none"
     expiry = f", expires {_when(token.expires_at)} UTC" if token.expires_at else ""
     click.secho(f"Created {token.subject} with roles: {given}{expiry}.", fg="green", err=True)
-    click.secho(
+    warn(
         "warning: store the secret now; it is not shown again (revoke and create another "
-        "if it is lost).",
-        fg="yellow",
-        err=True,
+        "if it is lost)."
     )
     click.echo(secret)
 
