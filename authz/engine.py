@@ -15,20 +15,31 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
 from authz.decision import Decision
+from authz.errors import AuthzError
 from authz.errors import EngineUnavailable
+from authz.errors import LockoutRefused
 from authz.errors import NotFound
 from authz.errors import RequestTooLarge
 from authz.errors import RuleError
 from authz.errors import StaleRevision
 from authz.errors import database_reason
+from authz.expectations import MAX_EXPECTATIONS
+from authz.expectations import Expectation
+from authz.expectations import ExpectationsBroken
+from authz.expectations import Result
+from authz.expectations import broken
+from authz.expectations import expectation
+from authz.expectations import failures
 from authz.guards import LockoutGuard
 from authz.model import PolicyModel
 from authz.patterns import MAX_VALUE
@@ -47,6 +58,7 @@ from authz.store import Staging
 from authz.store import audit_values
 
 log = logging.getLogger("authz")
+_T = TypeVar("_T")
 
 #: Changes of at least this many rows are staged, and hold the write lock only briefly.
 STAGE_FROM = 1000
@@ -101,6 +113,26 @@ class Change:
 
     def __bool__(self) -> bool:
         return bool(self.add or self.remove)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A change planned on the stored policy and not written (see PolicyEngine.what_if)."""
+
+    before: Snapshot
+    after: Snapshot
+    added: tuple[Rule, ...]
+    removed: tuple[Rule, ...]
+    #: The policy tests stored when it was planned.
+    expectations: list[Expectation]
+    #: Why the write would be refused (a role cycle, the lockout guard, a broken policy
+    #: test), or None.
+    refused: AuthzError | None
+
+    @property
+    def changed(self) -> bool:
+        """Whether any row would change."""
+        return bool(self.added or self.removed)
 
 
 @dataclass(frozen=True)
@@ -545,6 +577,25 @@ class PolicyEngine:
                 )
             except DATABASE_ERRORS as e:
                 raise EngineUnavailable(f"the change was not saved: {database_reason(e)}") from e
+        return self._locked_write(
+            lambda read_behind: self._apply(
+                add,
+                remove,
+                actor=actor,
+                source=source,
+                action=action,
+                detail=detail,
+                force=force,
+                strict=strict,
+                expected_revision=expected_revision,
+                hook=hook,
+                read_behind=read_behind,
+            )
+        )
+
+    def _locked_write(self, work: Callable[[bool], _T]) -> _T:
+        """Run ``work(read_behind)`` under the write lock, catching up first (without the
+        lock) when another writer came first; the last attempt reads behind the lock."""
         for attempt in range(STAGE_ATTEMPTS):
             if attempt:
                 # Behind another writer: reload first, without the lock (the first try
@@ -552,19 +603,7 @@ class PolicyEngine:
                 self._catch_up()
             with self._write_lock:
                 try:
-                    return self._apply(
-                        add,
-                        remove,
-                        actor=actor,
-                        source=source,
-                        action=action,
-                        detail=detail,
-                        force=force,
-                        strict=strict,
-                        expected_revision=expected_revision,
-                        hook=hook,
-                        read_behind=attempt == STAGE_ATTEMPTS - 1,
-                    )
+                    return work(attempt == STAGE_ATTEMPTS - 1)
                 except _Moved:
                     continue  # another write came first: catch up without the lock
                 except DATABASE_ERRORS as e:
@@ -573,13 +612,119 @@ class PolicyEngine:
                     ) from e
         raise AssertionError("unreachable: the last attempt reads behind the lock")
 
+    # -- policy tests -------------------------------------------------------------------
+
+    def change_expectations(
+        self,
+        add: Sequence[Expectation] = (),
+        remove: Sequence[Expectation] = (),
+        *,
+        actor: str,
+        source: str,
+        action: str,
+        replace_all: bool = False,
+        force: bool = False,
+        detail: str = "",
+    ) -> tuple[tuple[Expectation, ...], tuple[Expectation, ...]]:
+        """Add and remove policy tests in one audited transaction; return those really
+        added and removed (nothing changed: nothing written, not even an audit entry).
+
+        An expectation is added only when the policy keeps it now (ExpectationsBroken
+        names those it does not, unless ``force``): every later write is judged against
+        it. One for a request that has one already replaces it. Runs under the policy
+        write lock, so no policy write is judged against a half-written set of tests.
+
+        :param remove: expectations to remove, named by request (outcome and note ignored).
+        :param replace_all: remove every stored expectation not in ``add`` (a file loaded
+            in place of the stored ones).
+        :raises ExpectationsBroken, RuleError, EngineUnavailable:
+        """
+        actor = actor[:255]
+
+        def work(read_behind: bool) -> tuple[tuple[Expectation, ...], tuple[Expectation, ...]]:
+            with self.store.transaction() as session:
+                revision = self.store.lock_revision(session)
+                base, _token = self._locked_base(session, revision, read_behind=read_behind)
+                stored = {
+                    (s, m, p): Expectation(s, m, p, o, n)
+                    for _id, s, m, p, o, n in self.store.read_expectations(session)
+                }
+                wanted = {(e.subject, e.method, e.path): e for e in add}
+                gone = {(e.subject, e.method, e.path) for e in remove}
+                if replace_all:
+                    gone |= stored.keys()
+                gone -= wanted.keys()  # removed and added again: replaced
+                added = tuple(e for k, e in wanted.items() if stored.get(k) != e)
+                # Removed, or replaced by another outcome or note; named as they were stored.
+                removed = tuple(
+                    e for k, e in stored.items() if k in gone or (k in wanted and e != wanted[k])
+                )
+                if not (added or removed):
+                    return (), ()
+                after = len(stored) - len(removed) + len(added)
+                if after > MAX_EXPECTATIONS:
+                    raise RuleError(f"{after} policy tests; at most {MAX_EXPECTATIONS} are kept")
+                failing = failures(base, added)
+                if failing and not force:
+                    raise ExpectationsBroken(failing, adding=True)
+                note = detail
+                if failing:
+                    shown = "; ".join(str(r.expectation) for r in failing[:20])
+                    forced = f"forced past {len(failing)} failing: {shown}"
+                    note = f"{detail}; {forced}" if detail else forced
+                self.store.delete_expectations(
+                    session, [(e.subject, e.method, e.path) for e in removed]
+                )
+                self.store.insert_expectations(
+                    session, [(e.subject, e.method, e.path, e.outcome, e.note) for e in added]
+                )
+                self.store.insert_audit(
+                    session,
+                    AuditEntry(
+                        actor=actor,
+                        source=source,
+                        action=action,
+                        added=tuple(e.as_rule() for e in added),
+                        removed=tuple(e.as_rule() for e in removed),
+                        forced=bool(failing),
+                        detail=note,
+                        revision=revision,
+                    ),
+                )
+            log.info(
+                "%s by %s (%s): +%d -%d policy tests",
+                action,
+                actor,
+                source,
+                len(added),
+                len(removed),
+            )
+            return added, removed
+
+        return self._locked_write(work)
+
     def preview(self, change: Change, *, force: bool = False, strict: bool = False) -> Applied:
         """What :meth:`apply` would do, after every check it runs; nothing is written.
 
         Rows are validated, planned on the stored policy, checked for inheritance cycles
-        and judged by the lockout guard exactly as a write would be.
+        and judged by the lockout guard and the policy tests exactly as a write would be.
 
-        :raises RuleError, NotFound, LockoutRefused, EngineUnavailable: as apply would.
+        :raises RuleError, NotFound, LockoutRefused, ExpectationsBroken, EngineUnavailable:
+            as apply would.
+        """
+        planned = self.what_if(change, force=force, strict=strict)
+        if planned.refused is not None:
+            raise planned.refused
+        return Applied(planned.added, planned.removed, planned.after.revision)
+
+    def what_if(self, change: Change, *, force: bool = False, strict: bool = False) -> Planned:
+        """The policy before and after a change, planned on the stored policy as a write
+        would plan it, with the policy tests and why the write would be refused (None when
+        it would not be); nothing is written.
+
+        :raises RuleError, NotFound: a row that does not validate, or (``strict``) a row to
+            remove that is absent.
+        :raises EngineUnavailable: the database cannot be read.
         """
         add = list(change.add) if change.validated is self.model else self.validate(change.add)
         remove = [self._removable(r) for r in change.remove]
@@ -592,12 +737,20 @@ class PolicyEngine:
                     rules, ids = self.store.read_rows(session)
                     base = Snapshot.stored(revision, rules, ids, self.model)
                 added, removed = _plan(base, add, remove, strict=strict)
+                tests = self.expectations(session)
                 if not (added or removed):
-                    return Applied((), (), revision)
-                self._judged(session, base, revision + 1, added, removed, force=force)
+                    return Planned(base, base, (), (), tests, None)
+                after = base.with_changes(revision + 1, added, removed)
+                refused: AuthzError | None = None
+                try:
+                    self._judged(
+                        session, base, revision + 1, added, removed, force=force, after=after
+                    )
+                except (RuleError, LockoutRefused, ExpectationsBroken) as e:
+                    refused = e
         except DATABASE_ERRORS as e:
             raise EngineUnavailable(f"the change was not checked: {database_reason(e)}") from e
-        return Applied(added, removed, revision + 1)
+        return Planned(base, after, added, removed, tests, refused)
 
     def _catch_up(self) -> None:
         """Reload first when this instance is behind, so no lock is held for a reload.
@@ -648,15 +801,59 @@ class PolicyEngine:
         *,
         force: bool,
         leaving: frozenset[str] = frozenset(),
-    ) -> Snapshot:
+        after: Snapshot | None = None,
+    ) -> tuple[Snapshot, list[Result]]:
         """The snapshot after a planned change, once the change passed every check a write
-        makes (inheritance cycles, the lockout guard); ``base`` when nothing changes."""
+        makes (inheritance cycles, the lockout guard, the policy tests); ``base`` when
+        nothing changes. Also the policy tests a forced change breaks (for its audit entry).
+        """
         changed = bool(added or removed)
-        after = base.with_changes(revision, added, removed) if changed else base
+        if after is None:
+            after = base.with_changes(revision, added, removed) if changed else base
         self._refuse_cycles(after, added)
         if changed or leaving:
             self._guard(session, base, after, leaving, force=force)
-        return after
+        forced_past = self._expect(session, base, after, force=force) if changed else []
+        return after, forced_past
+
+    def expectations(self, session: Session | None = None) -> list[Expectation]:
+        """The stored policy tests (a stored one that no longer reads is logged and left
+        out: see :meth:`bad_expectations`)."""
+        return self._read_expectations(session)[0]
+
+    def bad_expectations(self) -> list[str]:
+        """One line per stored policy test that does not read (edited by hand)."""
+        return self._read_expectations(None)[1]
+
+    def _read_expectations(self, session: Session | None) -> tuple[list[Expectation], list[str]]:
+        try:
+            stored = (
+                self.store.read_expectations(session)
+                if session is not None
+                else self.store.expectations()
+            )
+        except DATABASE_ERRORS as e:
+            raise EngineUnavailable(f"cannot read the policy tests: {database_reason(e)}") from e
+        good: list[Expectation] = []
+        bad: list[str] = []
+        for row_id, subject, method, path, outcome, note in stored:
+            try:
+                good.append(expectation(subject, method, path, outcome, note))
+            except RuleError as e:
+                bad.append(f"stored policy test {row_id} ({subject}, {method}, {path}): {e}")
+        for line in bad:
+            log.warning("%s: not checked", line)
+        return good, bad
+
+    def _expect(
+        self, session: Session, before: Snapshot, after: Snapshot, *, force: bool
+    ) -> list[Result]:
+        """Refuse a change that breaks a policy test, unless forced; return the broken ones
+        a forced change goes past."""
+        found = broken(before, after, self.expectations(session))
+        if found and not force:
+            raise ExpectationsBroken(found)
+        return found
 
     def _guard(
         self,
@@ -715,24 +912,7 @@ class PolicyEngine:
             since = self._generation
             if expected_revision is not None and expected_revision != current_rev:
                 raise StaleRevision(expected_revision, current_rev)
-            base = self._snapshot
-            token = self._token(base) if base is not None else UNKNOWN
-            if base is not None and base.revision < current_rev and base.refused is None:
-                # Another instance wrote since our snapshot: its changes, from the log.
-                try:
-                    changes = self._changes(base.revision, current_rev, session)
-                except BadLogEntry:
-                    changes = None  # read the rows instead
-                followed = self._follow(base, changes) if changes else None
-                if followed is not None:
-                    base, token = followed
-            if base is None or base.revision != current_rev:
-                if not read_behind and base is not None:
-                    raise _Moved  # reading a large policy here would hold every writer up
-                # Another instance wrote since our snapshot: decide on what is stored.
-                rules, ids = self.store.read_rows(session)
-                base = Snapshot.stored(current_rev, rules, ids, self.model)
-                token = UNKNOWN
+            base, token = self._locked_base(session, current_rev, read_behind=read_behind)
             added, removed = _plan(base, add, remove, strict=strict)
             changed = bool(added or removed)
             leaving: frozenset[str] = frozenset()
@@ -740,11 +920,13 @@ class PolicyEngine:
                 leaving = frozenset(hook(session) or ())
                 session.flush()
             new_rev = current_rev + 1 if changed else current_rev
-            after = self._judged(
+            after, forced_past = self._judged(
                 session, base, new_rev, added, removed, leaving=leaving, force=force
             )
             if not changed and hook is None:
                 return Applied((), (), current_rev)
+            if forced_past:
+                detail = _forced_detail(detail, forced_past)
             self.store.delete_rules(session, removed)
             self.store.insert_rules(session, added)
             if changed:
@@ -771,6 +953,35 @@ class PolicyEngine:
             new_rev, added, removed, actor, source, action=action, detail=detail, notify=changed
         )
         return Applied(added, removed, new_rev)
+
+    def _locked_base(
+        self, session: Session, current_rev: int, *, read_behind: bool
+    ) -> tuple[Snapshot, str | None | _Unknown]:
+        """The snapshot of the stored revision ``current_rev``, under the write lock, and
+        its change-log token: ours, brought up to date by the log when behind.
+
+        :param read_behind: when the log cannot bring it up to date, read the stored rows
+            here; otherwise raise _Moved so the caller catches up without the lock.
+        """
+        base = self._snapshot
+        token = self._token(base) if base is not None else UNKNOWN
+        if base is not None and base.revision < current_rev and base.refused is None:
+            # Another instance wrote since our snapshot: its changes, from the log.
+            try:
+                changes = self._changes(base.revision, current_rev, session)
+            except BadLogEntry:
+                changes = None  # read the rows instead
+            followed = self._follow(base, changes) if changes else None
+            if followed is not None:
+                base, token = followed
+        if base is None or base.revision != current_rev:
+            if not read_behind and base is not None:
+                raise _Moved  # reading a large policy here would hold every writer up
+            # Another instance wrote since our snapshot: decide on what is stored.
+            rules, ids = self.store.read_rows(session)
+            base = Snapshot.stored(current_rev, rules, ids, self.model)
+            token = UNKNOWN
+        return base, token
 
     def _committed(
         self,
@@ -924,6 +1135,11 @@ class PolicyEngine:
             # The guard judges the change as planned: the writes in between were judged
             # by their own guard, and a rebase only drops rows that are there already.
             self._guard(session, planned.base, planned.after, force=force)
+            forced_past = self._expect(session, planned.base, planned.after, force=force)
+            if forced_past:
+                audit = {**audit, "detail": _forced_detail(entry.detail, forced_past)}
+                if audit_id is not None:
+                    self.store.update_audit(session, audit_id, audit)
             staging.apply(session)
             self.store.set_revision(session, current + 1)
             token = self._log_staged(session, planned, rebase, early=staging.early)
@@ -1002,6 +1218,14 @@ class PolicyEngine:
             row_count=count,
             marker=early and bool(rebase.plus),
         )
+
+
+def _forced_detail(detail: str, forced_past: list[Result]) -> str:
+    """An audit detail that records the policy tests a forced change broke."""
+    shown = "; ".join(str(r.expectation) for r in forced_past[:20])
+    more = f"; and {len(forced_past) - 20} more" if len(forced_past) > 20 else ""
+    note = f"forced past {len(forced_past)} policy test(s): {shown}{more}"
+    return f"{detail}; {note}" if detail else note
 
 
 def _stored_count(snapshot: Snapshot) -> int:

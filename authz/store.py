@@ -136,6 +136,20 @@ change_table = sa.Table(
     sa.Column("added", sa.Text, nullable=False),
     sa.Column("removed", sa.Text, nullable=False),
 )
+#: Policy tests (authz.expectations): one promise per request, checked on every write.
+expectation_table = sa.Table(
+    "policy_expectation",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("method", sa.String(32), nullable=False),
+    sa.Column("path", sa.String(255), nullable=False),
+    sa.Column("outcome", sa.String(8), nullable=False),
+    sa.Column("note", sa.Text, nullable=False, default="", server_default=""),
+    sa.UniqueConstraint("subject", "method", "path", name="uq_policy_expectation_request"),
+)
+#: An expectation as stored: (id, subject, method, path, outcome, note).
+StoredExpectation = tuple[int, str, str, str, str, str]
 #: A change of more rows than this is logged as a marker only (readers load everything).
 LOG_ROWS = 10_000
 #: Every this many revisions a write prunes the change log, at most PRUNE_BATCH entries
@@ -433,6 +447,41 @@ class PolicyStore:
                 col = rule_table.c[c]
                 conds.append(col == r.values[i] if i < len(r.values) else col.is_(None))
             session.execute(rule_table.delete().where(*conds))
+
+    @staticmethod
+    def read_expectations(conn: sa.Connection | Session) -> list[StoredExpectation]:
+        """Every stored expectation, in the order they were added."""
+        t = expectation_table
+        rows = conn.execute(
+            sa.select(t.c.id, t.c.subject, t.c.method, t.c.path, t.c.outcome, t.c.note).order_by(
+                t.c.id
+            )
+        )
+        return [(int(r[0]), r[1], r[2], r[3], r[4], r[5] or "") for r in rows]
+
+    def expectations(self) -> list[StoredExpectation]:
+        """Every stored expectation (outside any write)."""
+        with self.engine.connect() as conn:
+            return self.read_expectations(conn)
+
+    @staticmethod
+    def insert_expectations(session: Session, items: Iterable[Sequence[str]]) -> None:
+        """Insert expectations given as (subject, method, path, outcome, note)."""
+        rows = [
+            {"subject": s, "method": m, "path": p, "outcome": o, "note": n}
+            for s, m, p, o, n in items
+        ]
+        if rows:
+            session.execute(expectation_table.insert(), rows)
+
+    @staticmethod
+    def delete_expectations(session: Session, requests: Iterable[Sequence[str]]) -> None:
+        """Delete the expectations of these (subject, method, path) requests."""
+        t = expectation_table
+        for subject, method, path in requests:
+            session.execute(
+                t.delete().where(t.c.subject == subject, t.c.method == method, t.c.path == path)
+            )
 
     @staticmethod
     def insert_audit(session: Session, entry: AuditEntry | dict[str, Any]) -> int:

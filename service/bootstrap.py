@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from authz import csvio
+from authz import expectations
 from authz.engine import Change
 from service import migrations
 from service import users
@@ -66,6 +67,16 @@ def init_database(
             detail=settings.default_policy,
         )
         rows = len(applied.added)
+        if settings.default_tests and not engine.expectations():
+            # Promises the default policy keeps, so the first edits are checked too.
+            shipped = expectations.read_file(settings.default_tests)
+            engine.change_expectations(
+                shipped.expectations,
+                actor=actor,
+                source="cli",
+                action="tests.init",
+                detail=settings.default_tests,
+            )
     email = (admin_email or settings.admin_email).strip().lower()
     password = admin_password or settings.admin_password
     if not email and not create_admin:

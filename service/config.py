@@ -192,6 +192,8 @@ class Settings:
     model_path: str = shipped("model.conf")
     #: The policy a fresh install gets (loaded when the policy table is empty).
     default_policy: str = shipped("default.csv")
+    #: The policy tests a fresh install gets with it (empty: none).
+    default_tests: str = shipped("default-tests.csv")
     #: gunicorn worker processes (service/gunicorn_conf.py, ``authz serve --production``).
     workers: int = 2
     #: Seconds gunicorn gives in-flight requests to finish after SIGTERM.
@@ -361,6 +363,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "secret_key": str,
     "model_path": _model_file,
     "default_policy": _existing_file,
+    "default_tests": lambda v: _existing_file(v) if v else "",
     "workers": _positive_int,
     "graceful_timeout": _positive_int,
     "preload": _bool,

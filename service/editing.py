@@ -35,6 +35,7 @@ from authz import RuleError
 from authz import StaleRevision
 from authz import views
 from authz.errors import database_reason
+from authz.expectations import ExpectationsBroken
 from authz.index import Unsupported
 from authz.index import compile_predicate
 from authz.paths import canonical_action
@@ -117,6 +118,7 @@ HTTP_OUTCOMES: tuple[tuple[type[Exception], int, str, str], ...] = (
     (Conflict, 409, "Conflict", "conflict"),
     (StaleRevision, 409, "Stale revision", "stale-revision"),
     (LockoutRefused, 409, "Refused by the lockout guard", "lockout"),
+    (ExpectationsBroken, 409, "Refused by policy tests", "policy-tests"),
     (EngineUnavailable, 503, "Service unavailable", "unavailable"),
     (RuleError, 400, "Invalid request", "invalid"),
     (params.BadParam, 400, "Invalid request", "invalid"),
@@ -507,17 +509,36 @@ def _apply(
     )
 
 
-def add(rule: Rule, who: Who, *, force: bool = False) -> Applied:
-    """Add one row; Duplicate when the policy has it already."""
+def add_change(rule: Rule) -> tuple[Change, str, str]:
+    """The change that adds one row, its audit action and detail; Duplicate when the
+    policy has the row already."""
     new = validate(rule)
     if new in snapshot().ruleset:
         raise Duplicate(new)
     action = "rule.add" if new.ptype == "p" else "role.assign"
     detail = new.values[0] if new.ptype != "p" else ""
-    applied = _apply(Change.adding(new), who, action, detail=detail, force=force)
+    return Change.adding(new), action, detail
+
+
+def add(rule: Rule, who: Who, *, force: bool = False) -> Applied:
+    """Add one row; Duplicate when the policy has it already."""
+    change, action, detail = add_change(rule)
+    applied = _apply(change, who, action, detail=detail, force=force)
     if not applied.added:  # written meanwhile by someone else
-        raise Duplicate(new)
+        raise Duplicate(change.add[0])
     return applied
+
+
+def edit_change(rule_id: str, rule: Rule, *, since: int | None = None) -> tuple[Change, Rule]:
+    """The change that replaces the row ``rule_id`` names by ``rule`` (empty when they are
+    the same), and the row it replaces (see :func:`edit`)."""
+    new = validate(rule)
+    old = _current(rule_id, new.ptype, since, yours=new)
+    if new == old:
+        return Change(), old
+    if new in snapshot().ruleset:
+        raise Duplicate(new)
+    return Change(add=(new,), remove=(old,)), old
 
 
 def edit(
@@ -528,16 +549,23 @@ def edit(
     :param since: the revision the caller read the row at; when the row is gone, the
         audit log after it tells what the row became (Conflict), otherwise Missing.
     """
-    new = validate(rule)
-    old = _current(rule_id, new.ptype, since, yours=new)
-    if new == old:
+    change, old = edit_change(rule_id, rule, since=since)
+    if not change:
         return Applied((), (), snapshot().revision)
-    if new in snapshot().ruleset:
-        raise Duplicate(new)
     try:
-        return _apply(Change(add=(new,), remove=(old,)), who, "rule.edit", force=force)
+        return _apply(change, who, "rule.edit", force=force)
     except NotFound:  # removed between our look and the write
-        raise _conflict(old, new, since) from None
+        raise _conflict(old, change.add[0], since) from None
+
+
+def remove_change(
+    rule_id: str, *, ptype: str | None = None, since: int | None = None
+) -> tuple[Change, str, str]:
+    """The change that removes the row ``rule_id`` names, its audit action and detail."""
+    old = _current(rule_id, ptype, since, yours=None)
+    action = "rule.remove" if old.ptype == "p" else "role.remove"
+    detail = old.values[0] if old.ptype != "p" else ""
+    return Change.removing(old), action, detail
 
 
 def remove(
@@ -549,13 +577,11 @@ def remove(
     force: bool = False,
 ) -> Applied:
     """Remove the row ``rule_id`` names (Conflict or Missing when it is gone)."""
-    old = _current(rule_id, ptype, since, yours=None)
-    action = "rule.remove" if old.ptype == "p" else "role.remove"
-    detail = old.values[0] if old.ptype != "p" else ""
+    change, action, detail = remove_change(rule_id, ptype=ptype, since=since)
     try:
-        return _apply(Change.removing(old), who, action, detail=detail, force=force)
+        return _apply(change, who, action, detail=detail, force=force)
     except NotFound:
-        raise _conflict(old, None, since) from None
+        raise _conflict(change.remove[0], None, since) from None
 
 
 def _current(rule_id: str, ptype: str | None, since: int | None, *, yours: Rule | None) -> Rule:
@@ -632,30 +658,40 @@ def member_of(subject: str) -> str:
     return users.member(subject)
 
 
-def assign(subject: str, role: str, who: Who, *, force: bool = False) -> bool:
-    """Give a user, a role or a token a role; False when it had it already (nothing audited)."""
+def assign_change(subject: str, role: str) -> Change:
+    """The change that gives a subject a role (empty when it has it already)."""
     member = member_of(subject)
     rule = validate(Rule("g", (member, role)))
     users.check_role(rule.values[1])
-    if rule in snapshot().ruleset:
+    return Change() if rule in snapshot().ruleset else Change.adding(rule)
+
+
+def assign(subject: str, role: str, who: Who, *, force: bool = False) -> bool:
+    """Give a user, a role or a token a role; False when it had it already (nothing audited)."""
+    change = assign_change(subject, role)
+    if not change:
         return False
-    applied = _apply(
-        Change.adding(rule), who, "role.assign", detail=member, force=force, strict=False
-    )
+    member = change.add[0].values[0]
+    applied = _apply(change, who, "role.assign", detail=member, force=force, strict=False)
     return applied.changed
 
 
-def unassign(subject: str, role: str, who: Who, *, force: bool = False) -> bool:
-    """Take a role away; False when the subject did not have it (nothing audited)."""
+def unassign_change(subject: str, role: str) -> Change:
+    """The change that takes a role away (empty when the subject does not have it)."""
     # No account lookup: a row naming an account that no longer exists must still go.
     subject = subject.strip()
     member = subject if is_role(subject) or is_token(subject) else subject.lower()
     rule = Rule("g", (member, role.strip()))
-    if rule not in snapshot().stored_rows:
+    return Change.removing(rule) if rule in snapshot().stored_rows else Change()
+
+
+def unassign(subject: str, role: str, who: Who, *, force: bool = False) -> bool:
+    """Take a role away; False when the subject did not have it (nothing audited)."""
+    change = unassign_change(subject, role)
+    if not change:
         return False
-    applied = _apply(
-        Change.removing(rule), who, "role.remove", detail=member, force=force, strict=False
-    )
+    member = change.remove[0].values[0]
+    applied = _apply(change, who, "role.remove", detail=member, force=force, strict=False)
     return applied.changed
 
 

@@ -19,6 +19,7 @@ from authz import AuthzError
 from authz import Change
 from authz import PolicyEngine
 from authz import Rule
+from authz.expectations import ExpectationsBroken
 from authz.index import BrokenPattern
 from tests.conftest import ADMIN
 from tests.conftest import ADMIN_PASSWORD
@@ -201,6 +202,8 @@ def subclasses(cls: type) -> list[type]:
 
 
 def instance(cls: type) -> AuthzError:
+    if cls is ExpectationsBroken:  # takes the results it names, none here
+        return ExpectationsBroken([])
     for args in ((), ("reason",), ([],), (1, 2)):
         try:
             return cls(*args)  # type: ignore[no-any-return]
