@@ -173,6 +173,8 @@ class PolicyEngine:
         self.guard = guard
         self.active_subjects = active_subjects
         self.is_active = is_active
+        #: Stored policy tests already checked, by their stored values.
+        self._checked_tests: dict[tuple[str, ...], Expectation] = {}
         #: An active subject that held the editor at the last guarded write: checked first.
         self._witness: str | None = None
         self._snapshot: Snapshot | None = None
@@ -836,11 +838,21 @@ class PolicyEngine:
             raise EngineUnavailable(f"cannot read the policy tests: {database_reason(e)}") from e
         good: list[Expectation] = []
         bad: list[str] = []
+        # Each stored row is checked once: a write reads them all, and most never change.
+        known = self._checked_tests
+        fresh: dict[tuple[str, ...], Expectation] = {}
         for row_id, subject, method, path, outcome, note in stored:
-            try:
-                good.append(expectation(subject, method, path, outcome, note))
-            except RuleError as e:
-                bad.append(f"stored policy test {row_id} ({subject}, {method}, {path}): {e}")
+            key = (subject, method, path, outcome, note)
+            item = known.get(key)
+            if item is None:
+                try:
+                    item = expectation(subject, method, path, outcome, note)
+                except RuleError as e:
+                    bad.append(f"stored policy test {row_id} ({subject}, {method}, {path}): {e}")
+                    continue
+            fresh[key] = item
+            good.append(item)
+        self._checked_tests = fresh
         for line in bad:
             log.warning("%s: not checked", line)
         return good, bad

@@ -450,14 +450,16 @@ class PolicyStore:
 
     @staticmethod
     def read_expectations(conn: sa.Connection | Session) -> list[StoredExpectation]:
-        """Every stored expectation, in the order they were added."""
-        t = expectation_table
-        rows = conn.execute(
-            sa.select(t.c.id, t.c.subject, t.c.method, t.c.path, t.c.outcome, t.c.note).order_by(
-                t.c.id
-            )
+        """Every stored expectation, in the order they were added (one query, read on the
+        driver's own cursor: every policy write reads them all)."""
+        connection = conn.connection() if isinstance(conn, Session) else conn
+        sql = (
+            "SELECT id, subject, method, path, outcome, note "  # noqa: S608 - constant names
+            f"FROM {expectation_table.name} ORDER BY id"
         )
-        return [(int(r[0]), r[1], r[2], r[3], r[4], r[5] or "") for r in rows]
+        return [
+            (int(r[0]), r[1], r[2], r[3], r[4], r[5] or "") for r in _raw_fetchall(connection, sql)
+        ]
 
     def expectations(self) -> list[StoredExpectation]:
         """Every stored expectation (outside any write)."""

@@ -226,8 +226,7 @@ def compare(
     if not (added or removed):
         return WhatIf(added, removed, (), flips, refused=refused)
     limits: list[str] = []
-    roles = sorted(set(before.roles) | set(after.roles))
-    users = _touched_users(before, after, added, removed, active, limits)
+    roles, users = _touched(before, after, added, removed, active, limits)
     targets = [*_unique(routes), *_patterns(before, after, added, removed, limits)]
     targets = list({t.label: t for t in targets}.values())
     pairs = sum(len(t.methods) for t in targets)
@@ -305,53 +304,55 @@ def _unique(targets: Iterable[Target]) -> list[Target]:
     return list({t.label: t for t in targets}.values())
 
 
-def _touched_users(
+def _touched(
     before: Snapshot,
     after: Snapshot,
     added: tuple[Rule, ...],
     removed: tuple[Rule, ...],
     active: Callable[[Collection[str]], Collection[str]] | None,
     limits: list[str],
-) -> list[str]:
-    """The users and tokens a changed row names, and the members of the roles it names
-    (directly or through roles inheriting them), active ones only, at most MAX_USERS."""
-    direct: dict[str, None] = {}
-    roles: set[str] = set()
+) -> tuple[list[str], list[str]]:
+    """The roles and the users a change can give or take a request: the subjects its rows
+    name (a rule's subject, a link's member) and every member of those that are roles,
+    through inheritance, before or after it. Other subjects decide as they did.
+
+    Users are the active ones only, at most MAX_USERS (tokens named by a row too).
+    """
+    if set(after.model.roles) != {"g"}:  # role types the views do not follow: every role
+        return sorted(set(before.roles) | set(after.roles)), []
+    named: dict[str, None] = {}
     for rule in (*added, *removed):
-        for value in rule.values[:2] if rule.is_role_link else rule.values[:1]:
-            if is_user(value) or is_token(value):
-                direct[value] = None
-            elif is_role(value):
-                roles.add(value)
-    members: dict[str, None] = {}
-    seen: set[str] = set()
-    stack = list(roles)
+        named[rule.values[0] if rule.values else ""] = None
+    roles: dict[str, None] = {}
+    people: dict[str, None] = {}
+    tokens: dict[str, None] = {}
+    stack = list(named)
     listed = [views.view(before), views.view(after)]
-    while stack and len(members) <= MAX_USERS:
-        role = stack.pop()
-        if role in seen:
-            continue
-        seen.add(role)
-        for view in listed:
-            for link in view.links_to(role):
-                member = link.values[0]
-                if is_role(member):
-                    stack.append(member)
-                elif is_user(member) and member not in direct:
-                    members[member] = None
-    found = [*direct, *members]
-    users = [u for u in found if is_token(u)]
-    people = [u for u in found if not is_token(u)]
+    more = False  # users left out: their roles' lines speak for them
+    while stack:
+        subject = stack.pop()
+        if is_token(subject):
+            tokens[subject] = None
+        elif is_user(subject):
+            if len(people) < 2 * MAX_USERS or subject in named:
+                people[subject] = None
+            else:
+                more = True
+        elif is_role(subject) and subject not in roles:
+            roles[subject] = None
+            for view in listed:
+                stack.extend(link.values[0] for link in view.links_to(subject))
+    users = list(people)
     if active is not None:
-        live = set(active(people))
-        people = [u for u in people if u in live]
-    if len(people) > MAX_USERS:
+        live = set(active(users))
+        users = [u for u in users if u in live]
+    if len(users) > MAX_USERS or more:
         limits.append(
-            f"more than {MAX_USERS} active users hold the roles the change names: "
+            f"more than {MAX_USERS} active users hold the roles the change touches: "
             "the first are compared, the others are covered by their roles' lines"
         )
-        people = people[:MAX_USERS]
-    return [*people, *users]
+        users = users[:MAX_USERS]
+    return sorted(roles), [*users, *tokens]
 
 
 def _patterns(
