@@ -94,9 +94,8 @@ def main() -> None:
         url = args.database or f"sqlite:///{Path(scratch) / 'bench.db'}"
         start = time.perf_counter()
         engine = build(url)
-        print(
-            f"policy: {len(engine.rules())} rows in {time.perf_counter() - start:.1f} s ({url.split(':')[0]})"
-        )
+        took = time.perf_counter() - start
+        print(f"policy: {len(engine.rules())} rows in {took:.1f} s ({url.split(':')[0]})")
         tests = promises(args.tests)
         failing = expectations.failures(engine.snapshot, tests)
         assert not failing, [str(r) for r in failing[:3]]
