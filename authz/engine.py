@@ -56,6 +56,7 @@ from authz.store import LoggedChange
 from authz.store import PolicyStore
 from authz.store import Staging
 from authz.store import audit_values
+from authz.whatif import touched
 
 log = logging.getLogger("authz")
 _T = TypeVar("_T")
@@ -815,19 +816,21 @@ class PolicyEngine:
         self._refuse_cycles(after, added)
         if changed or leaving:
             self._guard(session, base, after, leaving, force=force)
-        forced_past = self._expect(session, base, after, force=force) if changed else []
+        forced_past = (
+            self._expect(session, base, after, (*added, *removed), force=force) if changed else []
+        )
         return after, forced_past
 
     def expectations(self, session: Session | None = None) -> list[Expectation]:
-        """The stored policy tests (a stored one that no longer reads is logged and left
-        out: see :meth:`bad_expectations`)."""
+        """The stored policy tests that read (see :meth:`bad_expectations` for the others)."""
         return self._read_expectations(session)[0]
 
-    def bad_expectations(self) -> list[str]:
-        """One line per stored policy test that does not read (edited by hand)."""
+    def bad_expectations(self) -> list[Result]:
+        """The stored policy tests that do not read (edited by hand), each with the reason:
+        while there is one, every policy write is refused (except a forced one)."""
         return self._read_expectations(None)[1]
 
-    def _read_expectations(self, session: Session | None) -> tuple[list[Expectation], list[str]]:
+    def _read_expectations(self, session: Session | None) -> tuple[list[Expectation], list[Result]]:
         try:
             stored = (
                 self.store.read_expectations(session)
@@ -837,7 +840,7 @@ class PolicyEngine:
         except DATABASE_ERRORS as e:
             raise EngineUnavailable(f"cannot read the policy tests: {database_reason(e)}") from e
         good: list[Expectation] = []
-        bad: list[str] = []
+        bad: list[Result] = []
         # Each stored row is checked once: a write reads them all, and most never change.
         known = self._checked_tests
         fresh: dict[tuple[str, ...], Expectation] = {}
@@ -848,24 +851,43 @@ class PolicyEngine:
                 try:
                     item = expectation(subject, method, path, outcome, note)
                 except RuleError as e:
-                    bad.append(f"stored policy test {row_id} ({subject}, {method}, {path}): {e}")
+                    # Kept as stored, so it can be named and removed by its id.
+                    raw = Expectation(subject, method, path, outcome, note)
+                    bad.append(Result(raw, None, f"stored policy test {row_id} does not read: {e}"))
                     continue
             fresh[key] = item
             good.append(item)
         self._checked_tests = fresh
-        for line in bad:
-            log.warning("%s: not checked", line)
+        for result in bad:
+            log.warning("%s", result.error)
         return good, bad
 
     def _expect(
-        self, session: Session, before: Snapshot, after: Snapshot, *, force: bool
+        self,
+        session: Session,
+        before: Snapshot,
+        after: Snapshot,
+        rows: tuple[Rule, ...],
+        *,
+        force: bool,
     ) -> list[Result]:
         """Refuse a change that breaks a policy test, unless forced; return the broken ones
-        a forced change goes past."""
-        found = broken(before, after, self.expectations(session))
+        a forced change goes past.
+
+        Only the tests of subjects the changed ``rows`` can reach are judged (the others
+        decide as before). A stored test that does not read refuses every change: it
+        cannot be judged, and skipping it would let through what it was there to stop.
+        """
+        good, bad = self._read_expectations(session)
+        if bad and not force:
+            raise ExpectationsBroken(bad, unreadable=True)
+        reach = touched(before, after, rows)
+        if reach is not None:
+            good = [t for t in good if t.subject in reach]
+        found = broken(before, after, good)
         if found and not force:
             raise ExpectationsBroken(found)
-        return found
+        return [*bad, *found]
 
     def _guard(
         self,
@@ -1070,19 +1092,17 @@ class PolicyEngine:
                 )
                 with self._write_lock:
                     try:
-                        rebase, since, locked_at, token = self._commit_staged(
+                        rebase, since, locked_at, token, committed = self._commit_staged(
                             staging, planned, audit, entry, force
                         )
                     except _Moved:
                         continue  # the writes in between could not be read: plan again
                     held = time.monotonic() - locked_at
                     done = planned
-                    if rebase is not None:
-                        # Built after the commit: no other writer waits for it.
-                        after = planned.after.with_changes(
-                            rebase.revision + 1, tuple(rebase.plus), tuple(rebase.minus)
+                    if rebase is not None and committed is not None:
+                        done = _Staged(
+                            rebase.revision, base, committed, rebase.added, rebase.removed
                         )
-                        done = _Staged(rebase.revision, base, after, rebase.added, rebase.removed)
                     self._swap(done.after, since=since, token=token)
                 self._committed(
                     done.after.revision,
@@ -1107,12 +1127,14 @@ class PolicyEngine:
         audit: dict[str, object],
         entry: AuditEntry,
         force: bool,
-    ) -> tuple[_Rebase | None, int, float, str]:
+    ) -> tuple[_Rebase | None, int, float, str, Snapshot | None]:
         """Move staged rows in, rebased on any write since they were planned.
 
         Return the rebase (None when nothing was written in between), the swap count at
-        the lock, when the lock was taken, and the change-log token of the new revision.
+        the lock, when the lock was taken, the change-log token of the new revision, and
+        the snapshot of what was committed when it is not the planned one.
         """
+        committed: Snapshot | None = None
         with staging.transaction() as session:
             audit_id = None
             if staging.early:
@@ -1144,10 +1166,24 @@ class PolicyEngine:
                     audit = {**audit, "revision": current + 1}
                 if audit_id is not None:
                     self.store.update_audit(session, audit_id, audit)
-            # The guard judges the change as planned: the writes in between were judged
-            # by their own guard, and a rebase only drops rows that are there already.
-            self._guard(session, planned.base, planned.after, force=force)
-            forced_past = self._expect(session, planned.base, planned.after, force=force)
+            # Judged as it commits: on the rows stored now (the writes in between each
+            # passed on their own, but the two together may not), not as planned.
+            before, after = planned.base, planned.after
+            if rebase is not None:
+                plus, minus = tuple(rebase.plus), tuple(rebase.minus)
+                before = planned.base.with_changes(current, plus, minus)
+                after = planned.after.with_changes(current + 1, plus, minus)
+                committed = after
+            self._guard(session, before, after, force=force)
+            forced_past = self._expect(
+                session,
+                before,
+                after,
+                (*planned.added, *planned.removed, *rebase.plus, *rebase.minus)
+                if rebase is not None
+                else (*planned.added, *planned.removed),
+                force=force,
+            )
             if forced_past:
                 audit = {**audit, "detail": _forced_detail(entry.detail, forced_past)}
                 if audit_id is not None:
@@ -1158,7 +1194,7 @@ class PolicyEngine:
             self.store.notify(session)
             if audit_id is None:
                 self.store.insert_audit(session, audit)
-        return rebase, since, locked_at, token
+        return rebase, since, locked_at, token, committed
 
     def _rebase(
         self,

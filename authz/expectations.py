@@ -128,6 +128,15 @@ def expectation(
         raise RuleError("HEAD is decided as GET: write GET", line=line, field="method")
     if len(path) > MAX_VALUE_LENGTH:
         raise RuleError(f"longer than {MAX_VALUE_LENGTH} characters", line=line, field="path")
+    if path != path.strip():
+        raise RuleError("has leading or trailing spaces", line=line, field="path")
+    if "%" in path:
+        # The router decides on the decoded path: /files/%61dmin is served as /files/admin.
+        raise RuleError(
+            "write the path decoded, as the router serves it (no %-escapes)",
+            line=line,
+            field="path",
+        )
     try:
         canonical_object(path)
     except UnsafePath as e:
@@ -221,8 +230,8 @@ def failures(snapshot: Snapshot, expectations: Iterable[Expectation]) -> list[Re
 def broken(before: Snapshot, after: Snapshot, expectations: Iterable[Expectation]) -> list[Result]:
     """The expectations ``before`` keeps and ``after`` does not, judged on ``after``.
 
-    One failing before the change (a promise forced past, or a policy refused then) does
-    not hold up changes that do not touch it. ``before`` is asked only about those that
+    One failing before the change (a promise forced past) does not hold up changes that
+    do not touch it. ``before`` is asked only about those that
     fail after: a change that breaks nothing costs one decision per expectation (this
     runs inside every policy write, so results are made only for failures).
     """
@@ -239,24 +248,41 @@ def broken(before: Snapshot, after: Snapshot, expectations: Iterable[Expectation
     return [
         result
         for result in (judge(after, e) for e in failing)
-        if not result.passed and judge(before, result.expectation).passed
+        if not result.passed and not _failed(judge(before, result.expectation))
     ]
+
+
+def _failed(result: Result) -> bool:
+    """Whether a policy decided against the promise (one that could not decide, such as a
+    refused policy, broke nothing: the change that repairs it is judged like any other)."""
+    return result.decision is not None and not result.passed
 
 
 class ExpectationsBroken(AuthzError):
     """A change, or a new expectation, that the policy would not keep."""
 
-    def __init__(self, results: Sequence[Result], *, adding: bool = False) -> None:
+    def __init__(
+        self, results: Sequence[Result], *, adding: bool = False, unreadable: bool = False
+    ) -> None:
         self.results = list(results)
         self.adding = adding
+        #: The stored tests named do not read: no change can be judged until they are
+        #: fixed or removed.
+        self.unreadable = unreadable
         shown = "; ".join(f"{r.expectation} ({r.why()})" for r in self.results[:5])
         more = len(self.results) - 5
         if more > 0:
             shown += f"; and {more} more"
-        if adding:
-            head = f"refused: the policy does not keep {len(self.results)} of these expectations"
+        count = len(self.results)
+        if unreadable:
+            head = (
+                f"refused: {count} stored policy test(s) do not read, so no change can be "
+                "checked; fix or remove them"
+            )
+        elif adding:
+            head = f"refused: the policy does not keep {count} of these policy tests"
         else:
-            head = f"refused: this change breaks {len(self.results)} policy test(s)"
+            head = f"refused: this change breaks {count} policy test(s)"
         super().__init__(f"{head}: {shown}")
 
 

@@ -227,8 +227,7 @@ def compare(
         return WhatIf(added, removed, (), flips, refused=refused)
     limits: list[str] = []
     roles, users = _touched(before, after, added, removed, active, limits)
-    targets = [*_unique(routes), *_patterns(before, after, added, removed, limits)]
-    targets = list({t.label: t for t in targets}.values())
+    targets = _unique([*routes, *_patterns(before, after, added, removed, limits)])
     pairs = sum(len(t.methods) for t in targets)
     if pairs * (len(roles) + len(users)) > MAX_DECISIONS // 2:
         keep = max(0, MAX_DECISIONS // 2 // max(pairs, 1) - len(roles))
@@ -301,7 +300,39 @@ def _flips(
 
 
 def _unique(targets: Iterable[Target]) -> list[Target]:
-    return list({t.label: t for t in targets}.values())
+    """One target a label: a route and a pattern written alike are compared on every
+    method either names."""
+    found: dict[str, Target] = {}
+    for target in targets:
+        known = found.get(target.label)
+        if known is not None:
+            methods = tuple(sorted({*known.methods, *target.methods}))
+            target = Target(known.label, known.path, methods)
+        found[target.label] = target
+    return list(found.values())
+
+
+def touched(before: Snapshot, after: Snapshot, rows: Iterable[Rule]) -> set[str] | None:
+    """Every subject whose decisions changed ``rows`` can alter: the subjects the rows name
+    (a rule's subject, a link's member) and every member of those, through inheritance,
+    before or after the change; None when the model's subjects are not matched through
+    ``g`` links alone (then any subject may be touched)."""
+    compared = compared_fields(after.model)
+    request = after.model.request
+    if set(after.model.roles) != {"g"} or not request or compared.get(request[0], ("",))[0] != "g":
+        return None
+    found: set[str] = set()
+    stack = [rule.values[0] for rule in rows if rule.values]
+    listed = [views.view(before), views.view(after)]
+    while stack:
+        subject = stack.pop()
+        if subject in found:
+            continue
+        found.add(subject)
+        if is_role(subject):
+            for view in listed:
+                stack.extend(link.values[0] for link in view.links_to(subject))
+    return found
 
 
 def _touched(
@@ -413,8 +444,16 @@ def _patterns(
             "the change names (or its role links bring) are compared"
         )
     found = []
+    unsampled = 0
     for pattern in sorted(methods):
         sample = pattern_sample(kind, pattern)
         if sample is not None:
             found.append(Target(pattern, sample, tuple(sorted(methods[pattern]))))
+        else:
+            unsampled += 1
+    if unsampled:
+        limits.append(
+            f"{unsampled} path pattern(s) of the policy name no path that can be tried "
+            f"under {kind} and are not compared (the routes are)"
+        )
     return found

@@ -59,6 +59,9 @@ def init_database(
     rows = 0
     if not engine.rules():
         policy = csvio.read_file(settings.default_policy, engine.model)
+        # Read before anything is written: a bad tests file must not leave a policy that
+        # a second init would find and never store the tests beside.
+        shipped = expectations.read_file(settings.default_tests) if settings.default_tests else None
         applied = engine.apply(
             Change(add=policy.rules),
             actor=actor,
@@ -67,9 +70,8 @@ def init_database(
             detail=settings.default_policy,
         )
         rows = len(applied.added)
-        if settings.default_tests and not engine.expectations():
+        if shipped is not None and not engine.expectations():
             # Promises the default policy keeps, so the first edits are checked too.
-            shipped = expectations.read_file(settings.default_tests)
             engine.change_expectations(
                 shipped.expectations,
                 actor=actor,

@@ -45,8 +45,10 @@ def stored() -> list[Expectation]:
 
 
 def find(test_id: str) -> Expectation:
-    """The stored policy test with this id, or Missing."""
-    for item in stored():
+    """The stored policy test with this id (one that does not read too, as stored, so it
+    can be removed), or Missing."""
+    engine = users.engine()
+    for item in [*engine.expectations(), *(r.expectation for r in engine.bad_expectations())]:
         if item.id == test_id:
             return item
     raise editing.Missing(f"no policy test with id {test_id!r}")
@@ -97,7 +99,7 @@ def listing(
         page,
         per_page,
         failed,
-        engine.bad_expectations(),
+        [f"{r.error} (id {r.expectation.id})" for r in engine.bad_expectations()],
     )
 
 
