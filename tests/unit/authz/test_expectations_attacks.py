@@ -93,9 +93,7 @@ def test_a_staged_write_rebased_on_a_write_in_between_is_judged_as_committed(
     """
     store_tests(engine, NO_ADMIN_FOR_VISITORS)
     grant = Rule.of("p", "auditors", "/admin/*", "GET", "allow")
-    write_in_between(
-        lambda: other_engine.apply(Change.adding(grant), actor="bob", source="web")
-    )
+    write_in_between(lambda: other_engine.apply(Change.adding(grant), actor="bob", source="web"))
     join = Rule.of("g", "anonymous", "auditors")
     try:
         engine.apply(Change.adding(*filler(), join), actor="ops", source="cli")
@@ -120,9 +118,7 @@ def test_a_staged_removal_rebased_on_a_removal_in_between_keeps_an_allow_promise
     store_tests(engine, keep)
     other_engine.refresh()
     wide = Rule.of("p", "admin", "/admin/*", ".*", "allow")
-    write_in_between(
-        lambda: other_engine.apply(Change.removing(extra), actor="bob", source="web")
-    )
+    write_in_between(lambda: other_engine.apply(Change.removing(extra), actor="bob", source="web"))
     try:
         engine.apply(Change(add=tuple(filler()), remove=(wide,)), actor="ops", source="cli")
     except ExpectationsBroken:
@@ -477,3 +473,33 @@ def test_what_if_on_a_role_with_many_members_stays_within_its_limits(
     assert any("active users" in limit for limit in diff.limits)
     assert "+ user may now GET /admin/*" in [str(line) for line in diff.lines]
     assert len(diff.lines) <= whatif.MAX_LINES
+
+
+# -- 6. audit ----------------------------------------------------------------------------------
+
+
+def test_a_forced_staged_write_names_what_it_forced_past(
+    engine: PolicyEngine, store: PolicyStore
+) -> None:
+    """Held: a large forced write's audit entry is marked forced and names the test."""
+    store_tests(engine, NO_ADMIN_FOR_VISITORS)
+    engine.apply(Change.adding(*filler(), OPEN_ADMIN), actor="ops", source="cli", force=True)
+    entry = store.audit_entries(limit=1)[0]
+    assert entry.forced and entry.revision == engine.revision
+    assert "forced past 1 policy test(s): anonymous may not GET /admin/" in entry.detail
+
+
+def test_a_refused_staged_write_leaves_no_trace(
+    engine: PolicyEngine, store: PolicyStore, db_state: Callable[[], DbState]
+) -> None:
+    """Held: no revision, no audit entry, no change-log entry, no staged row left."""
+    store_tests(engine, NO_ADMIN_FOR_VISITORS)
+    before, logged = db_state(), change_log_count(store)
+    with pytest.raises(ExpectationsBroken):
+        engine.apply(Change.adding(*filler(), OPEN_ADMIN), actor="ops", source="cli")
+    assert db_state() == before
+    assert change_log_count(store) == logged
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM casbin_rule")).scalar_one() == len(
+            before.rules
+        )
