@@ -21,6 +21,7 @@ from authz import Rule
 from authz import csvio
 from authz import store as store_module
 from authz.engine import STAGE_FROM
+from authz.errors import PolicyFileError
 from authz.expectations import ExpectationsBroken
 from authz.expectations import expectation
 from service import create_app
@@ -28,6 +29,7 @@ from service import editing
 from service import loading
 from service import policy_tests
 from service import users
+from service.bootstrap import init_database
 from service.extensions import db
 from tests.conftest import app_config
 from tests.conftest import bearer
@@ -268,3 +270,27 @@ def test_tests_stored_and_writes_made_at_once_on_two_instances_keep_every_promis
             if opened:
                 editing.remove(Rule.of("p", "anonymous", "/admin/*", "GET", "allow").id, WHO)
     assert len(refused) == 3
+
+
+@pytest.mark.fresh_install
+def test_an_init_that_stopped_before_the_tests_stores_them_when_run_again(
+    tmp_path: Path,
+) -> None:
+    """HOLE (low): ``db init`` writes the default policy, then the shipped tests in a
+    second transaction; when the tests file cannot be read the first time (a typo fixed
+    since), a second ``db init`` sees a policy already there and never stores them:
+    the install runs ungated, silently. Fix (service/bootstrap.py, init_database): store
+    the default tests when none are stored, whether or not the policy was just loaded
+    (or load both in one write)."""
+    tests_file = tmp_path / "tests.csv"
+    tests_file.write_text("anonymous, GET, /admin/, nope\n")
+    app = create_app(app_config(tmp_path, default_tests=str(tests_file)))
+    try:
+        with app.app_context(), pytest.raises(PolicyFileError):
+            init_database(actor="ops")
+        tests_file.write_text("anonymous, GET, /admin/, deny\n")
+        with app.app_context():
+            init_database(actor="ops")
+            assert policy_tests.stored() != []
+    finally:
+        dispose(app)

@@ -281,7 +281,7 @@ def test_a_percent_escape_in_a_tested_path_is_refused() -> None:
     a browser sent to ``/files/%61dmin``) has in mind: with ``p, anonymous, /files/a*``
     the test "anonymous may not GET /files/%61dmin" passes while ``GET /files/%61dmin``
     is allowed. Fix: ``expectation()`` refuses ``%`` in a path (tests are written
-    decoded), as ``tried()`` already writes them."""
+    decoded; a path that really holds ``%`` is rare enough to ask for a note)."""
     with pytest.raises(RuleError) as caught:
         expectation("anonymous", "GET", "/files/%61dmin", "deny")
     assert caught.value.field == "path"
