@@ -88,7 +88,7 @@ def test_a_policy_file_merged_while_an_editor_writes_keeps_every_promise(
     tmp_path: Path,
     in_between: Callable[[Callable[[], None]], None],
 ) -> None:
-    """HOLE (high): ops merge a large policy file that adds visitors to ``auditors`` (a
+    """Was a hole (high): ops merge a large policy file that adds visitors to ``auditors`` (a
     role that may do nothing) while an admin, on another instance, lets ``auditors`` read
     the editor (a role nobody is in). Each write keeps "anonymous may not GET /admin/";
     the staged merge is judged on the policy it planned, without the admin's row, and
@@ -195,7 +195,7 @@ def test_a_failing_read_of_the_tests_answers_503_to_writes(app: Flask) -> None:
 
 
 def test_a_stored_test_edited_by_hand_still_refuses_the_api_write(app: Flask) -> None:
-    """HOLE (medium): a stored test whose outcome was edited to ``DENY`` by hand (a typo in
+    """Was a hole (medium): a stored test whose outcome was edited to ``DENY`` by hand (a typo in
     an SQL fix) stops gating: the API lets visitors into the editor with a 201. Fix
     (authz/engine.py, _expect): refuse the write while any stored test does not read,
     naming the row (ExpectationsBroken or a RuleError: 409/400), instead of leaving it out."""
@@ -276,12 +276,11 @@ def test_tests_stored_and_writes_made_at_once_on_two_instances_keep_every_promis
 def test_an_init_that_stopped_before_the_tests_stores_them_when_run_again(
     tmp_path: Path,
 ) -> None:
-    """HOLE (low): ``db init`` writes the default policy, then the shipped tests in a
+    """Was a hole (low): ``db init`` writes the default policy, then the shipped tests in a
     second transaction; when the tests file cannot be read the first time (a typo fixed
     since), a second ``db init`` sees a policy already there and never stores them:
-    the install runs ungated, silently. Fix (service/bootstrap.py, init_database): store
-    the default tests when none are stored, whether or not the policy was just loaded
-    (or load both in one write)."""
+    the install ran ungated, silently. Now the tests file is read before the policy is
+    written: a bad one stops the first init with nothing written."""
     tests_file = tmp_path / "tests.csv"
     tests_file.write_text("anonymous, GET, /admin/, nope\n")
     app = create_app(app_config(tmp_path, default_tests=str(tests_file)))

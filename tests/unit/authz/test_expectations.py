@@ -303,15 +303,35 @@ def test_replace_all_removes_what_the_file_does_not_hold(engine: PolicyEngine) -
     assert set(engine.expectations()) == {admin, USERS_SEE_HOME}
 
 
-def test_a_stored_test_edited_into_nonsense_is_reported_not_trusted(
-    engine: PolicyEngine, store: PolicyStore
+def test_a_stored_test_edited_into_nonsense_refuses_writes_until_removed(
+    engine: PolicyEngine, store: PolicyStore, db_state: Callable[[], DbState]
 ) -> None:
+    """It cannot be judged, and skipping it would let through what it was there to stop."""
     store_tests(engine, NO_ADMIN_FOR_VISITORS)
     with store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE policy_expectation SET path = '//admin/'"))
     assert engine.expectations() == []
-    assert "policy test" in engine.bad_expectations()[0]
-    assert "//admin/" in engine.bad_expectations()[0]
+    (bad,) = engine.bad_expectations()
+    assert bad.expectation.path == "//admin/" and "does not read" in (bad.error or "")
+    before = db_state()
+    harmless = Change.adding(Rule.of("p", "user", "/x", "GET", "allow"))
+    with pytest.raises(ExpectationsBroken, match="do not read") as caught:
+        engine.apply(harmless, actor="a", source="web")
+    assert caught.value.unreadable and db_state() == before
+    # Removed by the request it names (as stored), then writes go through again.
+    engine.change_expectations(remove=[bad.expectation], actor="o", source="cli", action="t")
+    assert engine.bad_expectations() == []
+    engine.apply(harmless, actor="a", source="web")
+    # A forced write goes past it, and says so.
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO policy_expectation (subject, method, path, outcome, note) "
+                "VALUES ('user', 'get', '/', 'allow', '')"
+            )
+        )
+    engine.apply(Change.removing(*harmless.add), actor="ops", source="cli", force=True)
+    assert "forced past 1 policy test(s): user may get /" in store.audit_entries(limit=1)[0].detail
 
 
 def test_a_test_and_a_write_racing_never_leave_a_broken_promise(
