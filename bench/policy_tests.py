@@ -51,25 +51,34 @@ def build(url: str) -> PolicyEngine:
     return engine
 
 
-def promises(count: int) -> list[Expectation]:
-    """``count`` policy tests the policy keeps: the shipped ones, then users' requests."""
+def promises(count: int, *, reached: bool) -> list[Expectation]:
+    """``count`` policy tests the policy keeps: the shipped ones, then more.
+
+    ``reached``: every test names a subject that inherits ``anonymous`` (the worst case for
+    a write on ``anonymous``'s rows: each test is judged); otherwise the shape's users,
+    allowed and denied requests (a write on one group's rows reaches few of them).
+    """
     shape = SHAPES["large"]
     assert isinstance(shape, Shape)
     found = list(expectations.read_file(ROOT / "policies" / "default-tests.csv").expectations)
     u = 0
     while len(found) < count:
-        request = shape.allowed_request(u) if u % 2 else shape.denied_request(u)
-        sub, obj, act = request
-        found.append(expectations.expectation(sub, act, obj, "allow" if u % 2 else "deny"))
-        u += 997  # spread over the shape's users
+        if reached:
+            subject = ("anonymous", "user", "admin")[u % 3]
+            found.append(expectations.expectation(subject, "GET", f"/data/{u}/doc", "deny"))
+        else:
+            sub, obj, act = shape.allowed_request(u) if u % 2 else shape.denied_request(u)
+            found.append(expectations.expectation(sub, act, obj, "allow" if u % 2 else "deny"))
+        u += 1 if reached else 997  # spread over the shape's users
         u %= shape.users
     return found[:count]
 
 
-def timed_writes(engine: PolicyEngine, count: int) -> list[float]:
+def timed_writes(engine: PolicyEngine, count: int, subject: str) -> list[float]:
     times = []
     for i in range(count):
-        rule = Rule.of("p", f"group{i % 10_000}", f"/bench/{i}", "GET", "allow")
+        name = subject if subject != "group" else f"group{i % 10_000}"
+        rule = Rule.of("p", name, f"/bench/{i}", "GET", "allow")
         for change in (Change.adding(rule), Change.removing(rule)):
             start = time.perf_counter()
             engine.apply(change, actor="bench", source="cli")
@@ -96,27 +105,32 @@ def main() -> None:
         engine = build(url)
         took = time.perf_counter() - start
         print(f"policy: {len(engine.rules())} rows in {took:.1f} s ({url.split(':')[0]})")
-        tests = promises(args.tests)
-        failing = expectations.failures(engine.snapshot, tests)
-        assert not failing, [str(r) for r in failing[:3]]
-        plain: list[float] = []
-        gated: list[float] = []
-        timed_writes(engine, 5)  # warm up
-        for _ in range(args.rounds):
-            engine.change_expectations(
-                remove=engine.expectations(), actor="b", source="cli", action="test.remove"
+        for title, subject, reached in (
+            ("a write reaching every test (on anonymous's rows)", "anonymous", True),
+            ("a write on one group's rows, tests of users", "group", False),
+        ):
+            tests = promises(args.tests, reached=reached)
+            failing = expectations.failures(engine.snapshot, tests)
+            assert not failing, [str(r) for r in failing[:3]]
+            plain: list[float] = []
+            gated: list[float] = []
+            timed_writes(engine, 5, subject)  # warm up
+            for _ in range(args.rounds):
+                engine.change_expectations(
+                    remove=engine.expectations(), actor="b", source="cli", action="test.remove"
+                )
+                plain += timed_writes(engine, args.writes, subject)
+                engine.change_expectations(tests, actor="b", source="cli", action="test.add")
+                gated += timed_writes(engine, args.writes, subject)
+            added = statistics.median(gated) - statistics.median(plain)
+            print(f"{title}:")
+            print(f"  no policy tests:        {ms(plain)}")
+            print(f"  {len(tests):>5} policy tests:     {ms(gated)}")
+            print(
+                f"  added by the tests (median): {added * 1000:.2f} ms "
+                f"({statistics.median(gated) / statistics.median(plain):.2f}x)"
             )
-            plain += timed_writes(engine, args.writes)
-            engine.change_expectations(tests, actor="b", source="cli", action="test.add")
-            gated += timed_writes(engine, args.writes)
-        print(f"one-row write, no policy tests:       {ms(plain)}")
-        print(f"one-row write, {len(tests):>5} policy tests:    {ms(gated)}")
-        added = statistics.median(gated) - statistics.median(plain)
-        print(
-            f"added by the tests (median): {added * 1000:.2f} ms "
-            f"({statistics.median(gated) / statistics.median(plain):.2f}x)"
-        )
-        # The check alone: the tests read in the write's transaction and judged.
+        # The check alone, every test judged: read in a transaction, decided on both sides.
         snapshot = engine.snapshot
         after = snapshot.with_changes(
             snapshot.revision + 1, [Rule.of("p", "group1", "/x", "GET", "allow")], []
