@@ -99,6 +99,18 @@ def warn(message: str) -> None:
     click.secho(message, fg="yellow", err=True)
 
 
+def shown(text: str) -> str:
+    """Text with its control and invisible formatting characters written as escapes.
+
+    A policy test's note or path comes from a file someone else may have written: a
+    terminal control sequence could rewrite the screen, and a bidirectional override or
+    zero-width mark could make one promise read as another.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 #: Risk warnings printed in full; beyond these they are counted.
 MAX_WARNINGS = 20
 #: Rows of a real load whose risks are analysed (about 0.1 ms a row); a dry run
@@ -207,7 +219,7 @@ def _refused_by_tests(error: ExpectationsBroken) -> str:
     """Print every policy test a write would break (and the rule that would decide it) on
     standard error; return the one-line refusal."""
     for result in error.results:
-        click.secho(f"  {result}", fg="red", err=True)
+        click.secho(f"  {shown(str(result))}", fg="red", err=True)
     count = len(error.results)
     if error.adding:
         head = f"refused: the policy does not keep {count} of these policy test(s) (listed above)"
@@ -633,7 +645,7 @@ def _dry_run(
         _echo_what_if(what, rows=False)
     if what.refused is not None:
         raise failure(
-            f"dry run (nothing changed): the load would fail: {what.refused}",
+            f"dry run (nothing changed): the load would fail: {shown(what.refused)}",
             editing.EXIT_INVALID,
         )
     ok(
@@ -651,7 +663,7 @@ def _echo_what_if(what: WhatIf, *, rows: bool = True) -> None:
         lines = lines[next(start, len(lines)) :]
     for line in lines:
         if not line.startswith("Refused: "):
-            click.echo(line)
+            click.echo(shown(line))
 
 
 def _forced_past(what: WhatIf) -> str:
@@ -665,7 +677,7 @@ def _preview(change: Change, *, force: bool) -> None:
     what = policy_tests.what_if(change, force=force)
     _echo_what_if(what)
     if what.refused is not None:
-        raise failure(f"dry run (nothing changed): {what.refused}", editing.EXIT_INVALID)
+        raise failure(f"dry run (nothing changed): {shown(what.refused)}", editing.EXIT_INVALID)
     ok(f"Dry run: the change would be saved{_forced_past(what)}; nothing changed.")
 
 
@@ -840,11 +852,11 @@ def policy_test(policy_file: Path | None, tests_file: Path | None, verbose: bool
         results = policy_tests.run(snapshot, items)
     for result in results:
         if not result.passed:
-            click.secho(str(result), fg="red")
+            click.secho(shown(str(result)), fg="red")
         elif verbose:
-            click.secho(str(result), fg="green")
+            click.secho(shown(str(result)), fg="green")
     for line in unread:
-        click.secho(f"FAIL: {line} (remove it with `tests load --replace`)", fg="red")
+        click.secho(f"FAIL: {shown(line)} (remove it with `tests load --replace`)", fg="red")
     passed = sum(1 for r in results if r.passed)
     failed = len(results) - passed + len(unread)
     if not results and not unread:
@@ -927,7 +939,8 @@ def _who() -> editing.Who:
 
 def _result_line(result: Result) -> None:
     """Print one policy test with its id, whether it passes and what decides it."""
-    click.secho(f"{result.expectation.id}\t{result}", fg=None if result.passed else "red")
+    text = f"{result.expectation.id}\t{shown(str(result))}"
+    click.secho(text, fg=None if result.passed else "red")
 
 
 @tests_cli.command("list")
@@ -939,7 +952,7 @@ def tests_list(failing: bool) -> None:
     for result in page.results:
         _result_line(result)
     for line in page.bad:
-        click.secho(f"FAIL: {line} (remove it with `tests load --replace`)", fg="red")
+        click.secho(f"FAIL: {shown(line)} (remove it with `tests load --replace`)", fg="red")
     failed = page.failing + len(page.bad)
     if failing:
         click.echo(f"{failed} policy test(s) failing.")
@@ -973,14 +986,14 @@ def tests_add(subject: str, method: str, path: str, outcome: str, note: str, for
         added = policy_tests.add(item, _who(), force=force)
         result = policy_tests.run(items=[item])[0]
     if not added:
-        ok(f"Policy test {item.id} is stored already: {item}; nothing changed.")
+        ok(f"Policy test {item.id} is stored already: {shown(str(item))}; nothing changed.")
         return
     if not result.passed:
-        warn(f"warning: stored although the policy does not keep it (forced): {result}")
+        warn(f"warning: stored although the policy does not keep it (forced): {shown(str(result))}")
     if previous is not None:
-        ok(f"Replaced policy test {item.id}: {previous} -> {item}.")
+        ok(f"Replaced policy test {item.id}: {shown(str(previous))} -> {shown(str(item))}.")
     else:
-        ok(f"Added policy test {item.id}: {item}.")
+        ok(f"Added policy test {item.id}: {shown(str(item))}.")
 
 
 @tests_cli.command("remove")
@@ -999,7 +1012,7 @@ def tests_remove(target: tuple[str, ...]) -> None:
             item = policy_tests.remove(test_id, _who())
         except editing.Missing as e:
             raise editing.Missing(f"no policy test with {named} (see `tests list`)") from e
-    ok(f"Removed policy test {item.id}: {item}.")
+    ok(f"Removed policy test {item.id}: {shown(str(item))}.")
 
 
 @tests_cli.command("load")
@@ -1033,7 +1046,7 @@ def tests_load(file: Path, replace: bool, dry_run: bool, force: bool) -> None:
         added, removed = policy_tests.load(items, _who(), replace=replace, force=force)
         failing = [r for r in policy_tests.run(items=added) if not r.passed]
     for result in failing:
-        warn(f"warning: stored although the policy does not keep it (forced): {result}")
+        warn(f"warning: stored although the policy does not keep it (forced): {shown(str(result))}")
     if not (added or removed):
         ok(f"The stored policy tests already hold {file}; nothing changed.")
         return
@@ -1041,7 +1054,7 @@ def tests_load(file: Path, replace: bool, dry_run: bool, force: bool) -> None:
 
 
 def _noted(item: Expectation) -> str:
-    return f"{item} ({item.note})" if item.note else str(item)
+    return shown(f"{item} ({item.note})" if item.note else str(item))
 
 
 def _tests_dry_run(items: Sequence[Expectation], *, replace: bool, force: bool) -> None:
@@ -1061,7 +1074,7 @@ def _tests_dry_run(items: Sequence[Expectation], *, replace: bool, force: bool) 
     users.engine().refresh()
     failing = [r for r in policy_tests.run(items=added) if not r.passed]
     for result in failing:
-        click.secho(f"  {result}", fg="red", err=True)
+        click.secho(f"  {shown(str(result))}", fg="red", err=True)
     if failing and not force:
         fail(
             f"dry run (nothing changed): the load would be refused: the policy does not "
