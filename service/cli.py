@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from typing import Literal
+from typing import TextIO
 
 import click
 from flask import Flask
@@ -751,18 +752,32 @@ def policy_export(file: Path | None, rules_only: bool, assignments_only: bool) -
             exported = loading.export(engine, sys.stdout, parts)
         _skipped(exported)
         return
-    # Written beside the file, then renamed over it: a failed export leaves no half file.
+    with _written_beside(file) as out, errors():
+        exported = loading.export(engine, out, parts)
+    _skipped(exported)
+    ok(f"Exported {exported.rows} rows to {file}.")
+
+
+@contextmanager
+def _written_beside(file: Path) -> Iterator[TextIO]:
+    """A new file beside ``file`` to write, renamed over it when the block ends without
+    error: a failed export leaves no half file.
+
+    The file beside is made afresh, never opened through whatever is at its name: a link
+    planted there (in a folder others can write to) would have the export written through
+    it, over the file it points to.
+    """
     partial = file.with_name(f".{file.name}.partial")
     try:
-        with errors(), partial.open("w", encoding="utf-8", newline="\n") as out:
-            exported = loading.export(engine, out, parts)
+        partial.unlink(missing_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(partial, flags, 0o666), "w", encoding="utf-8", newline="\n") as out:
+            yield out
         partial.replace(file)
     except OSError as e:
         fail(f"cannot write {file}: {e.strerror}")
     finally:
         partial.unlink(missing_ok=True)
-    _skipped(exported)
-    ok(f"Exported {exported.rows} rows to {file}.")
 
 
 def _skipped(exported: loading.Exported) -> None:
@@ -948,6 +963,7 @@ def _result_line(result: Result) -> None:
 def tests_list(failing: bool) -> None:
     """List the stored policy tests: id, pass or FAIL, the promise, what decides it now."""
     with errors():
+        users.engine().refresh()
         page = policy_tests.listing(failing=failing, per_page=expectations.MAX_EXPECTATIONS)
     for result in page.results:
         _result_line(result)
@@ -1067,6 +1083,12 @@ def _tests_dry_run(items: Sequence[Expectation], *, replace: bool, force: bool) 
         for key, e in stored.items()
         if (replace and key not in wanted) or (key in wanted and wanted[key] != e)
     ]
+    after = len(stored) - len(removed) + len(added)
+    if after > expectations.MAX_EXPECTATIONS:
+        fail(
+            f"dry run (nothing changed): the load would be refused: {after} policy tests; "
+            f"at most {expectations.MAX_EXPECTATIONS} are kept"
+        )
     for item in removed:
         click.echo(f"- {_noted(item)}")
     for item in added:
@@ -1100,15 +1122,8 @@ def tests_export(file: Path | None) -> None:
     if file is None:
         click.echo(text, nl=False)
         return
-    # Written beside the file, then renamed over it: a failed export leaves no half file.
-    partial = file.with_name(f".{file.name}.partial")
-    try:
-        partial.write_text(text, encoding="utf-8", newline="\n")
-        partial.replace(file)
-    except OSError as e:
-        fail(f"cannot write {file}: {e.strerror}")
-    finally:
-        partial.unlink(missing_ok=True)
+    with _written_beside(file) as out:
+        out.write(text)
     count = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
     ok(f"Exported {count} policy test(s) to {file}.")
 

@@ -675,3 +675,22 @@ def test_roles_add_force_goes_past_a_policy_test_only_when_asked(
     assert Rule.of("g", USER, "admin") not in rules(app)
     assert_ok(invoke(runner, "roles", "add", USER, "admin", "--force"))
     assert Rule.of("g", USER, "admin") in rules(app)
+
+
+@pytest.mark.parametrize("group", ["tests", "policy"])
+def test_an_export_never_writes_through_a_link_planted_beside_it(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path, group: str
+) -> None:
+    """In a folder others can write to, a link at the export's partial name must not
+    have the export written over the file it points to."""
+    store_tests(app, "user, GET, /, allow\n")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n", encoding="utf-8")
+    target = tmp_path / "out.csv"
+    (tmp_path / ".out.csv.partial").symlink_to(victim)
+    assert_ok(invoke(runner, group, "export", str(target)))
+    assert victim.read_text(encoding="utf-8") == "precious\n"
+    assert not target.is_symlink()
+    row = "user,GET,/,allow" if group == "tests" else "p, user, /, GET, allow"
+    assert row in target.read_text(encoding="utf-8").splitlines()
+    assert not (tmp_path / ".out.csv.partial").exists()
