@@ -839,7 +839,8 @@ def policy_test(policy_file: Path | None, tests_file: Path | None, verbose: bool
     With both --file and --tests the database is not opened at all: CI runs the tests a
     deployment ships on the policy it ships. Exit status: 0 every test passes, 1 one
     fails (a stored test that does not read counts as failing) or a file is invalid
-    (every bad line named), 2 usage error, 3 the service cannot decide.
+    (every bad line named), 2 usage error, 3 the service cannot decide (the database
+    cannot be read, or the stored policy is refused).
     """
     engine = users.engine()
     with errors():
@@ -876,6 +877,13 @@ def policy_test(policy_file: Path | None, tests_file: Path | None, verbose: bool
     failed = len(results) - passed + len(unread)
     if not results and not unread:
         warn("note: there are no policy tests to run (see `tests add` and `tests load`)")
+    if snapshot.refused is not None:
+        # Requests get 503 until it is fixed: not a failing promise, an undecidable policy.
+        raise failure(
+            f"{passed} passed, {failed} failed: the stored policy is refused "
+            f"({shown(snapshot.refused)})",
+            editing.EXIT_UNAVAILABLE,
+        )
     if failed:
         fail(f"{passed} passed, {failed} failed")
     ok(f"{passed} passed, 0 failed")

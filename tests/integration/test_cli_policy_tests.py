@@ -35,6 +35,7 @@ from tests.integration.test_cli import fresh_app  # noqa: F401 - a fixture
 from tests.integration.test_cli import invoke
 from tests.integration.test_cli import rules
 from tests.integration.test_cli import state
+from tests.integration.test_health import raw_insert
 
 POLICY = ROOT / "policies" / "default.csv"
 TESTS = ROOT / "policies" / "default-tests.csv"
@@ -260,6 +261,16 @@ def test_a_stored_test_that_does_not_read_counts_as_failing(
     assert_ok(invoke(runner, "tests", "load", str(good), "--replace"))
     assert engine.bad_expectations() == []
     assert assert_ok(invoke(runner, "policy", "test")).strip() == "1 passed, 0 failed"
+
+
+def test_policy_test_exits_3_on_a_refused_stored_policy(app: Flask, runner: FlaskCliRunner) -> None:
+    """A stored deny row that could grant if skipped: requests get 503, tests cannot pass."""
+    store_tests(app, "user, GET, /, allow\n")
+    raw_insert(app, "p", "user", "/zzz", "GET ", "deny")
+    engine_of(app).load()  # as a new `authz` process reads it
+    out = failed(invoke(runner, "policy", "test"), status=3)
+    assert "FAIL: user may GET /: not decided" in out
+    assert "Error: 0 passed, 1 failed: the stored policy is refused" in out
 
 
 @pytest.mark.parametrize(
