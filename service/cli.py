@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from typing import Literal
+from typing import TextIO
 
 import click
 from flask import Flask
@@ -26,13 +27,20 @@ from authz import Change
 from authz import PolicyEngine
 from authz import Rule
 from authz import csvio
+from authz import expectations
 from authz import views
+from authz.errors import PolicyFileError
 from authz.errors import database_reason
+from authz.expectations import Expectation
+from authz.expectations import ExpectationsBroken
+from authz.expectations import Result
+from authz.whatif import WhatIf
 from service import editing
 from service import loading
 from service import mail
 from service import migrations
 from service import params
+from service import policy_tests
 from service import tokens
 from service import users
 from service.bootstrap import init_database
@@ -51,8 +59,22 @@ EXIT_STATUSES = (
 db_cli = AppGroup("db", help="Upgrade (migrate) and initialise the database.")
 users_cli = AppGroup("users", help="Manage accounts.")
 roles_cli = AppGroup("roles", help="Manage role assignments (g rows).")
-policy_cli = AppGroup("policy", help="Load, export and check the policy.")
+policy_cli = AppGroup("policy", help="Load, export, check and test the policy.")
 tokens_cli = AppGroup("tokens", help="Manage service tokens (bearer credentials of programs).")
+tests_cli = AppGroup(
+    "tests", help="Manage policy tests: promised decisions every policy change must keep."
+)
+
+#: Help of ``--dry-run`` on the commands that write one change.
+DRY_RUN_HELP = (
+    "Show who would gain and lose access and which policy tests would flip, and whether "
+    "the change would be refused; write nothing."
+)
+#: Help of ``--force`` on the commands that write the policy.
+FORCE_HELP = (
+    "Even if it breaks a policy test or nobody could open the policy editor after it "
+    "(recorded in the audit log)."
+)
 
 
 def actor() -> str:
@@ -76,6 +98,18 @@ def ok(message: str) -> None:
 def warn(message: str) -> None:
     """Print a warning on standard error."""
     click.secho(message, fg="yellow", err=True)
+
+
+def shown(text: str) -> str:
+    """Text with its control and invisible formatting characters written as escapes.
+
+    A policy test's note or path comes from a file someone else may have written: a
+    terminal control sequence could rewrite the screen, and a bidirectional override or
+    zero-width mark could make one promise read as another.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 #: Risk warnings printed in full; beyond these they are counted.
@@ -164,6 +198,8 @@ class _Errors:
             if self.status is not None and error.exit_code != self.status:
                 raise failure(error.message, self.status) from error
             return False
+        if isinstance(error, ExpectationsBroken) and self.status is None:
+            raise failure(_refused_by_tests(error), editing.EXIT_INVALID) from error
         known = users.AccountError | AuthzError | ConfigError | params.BadParam | editing.EditError
         if isinstance(error, known):
             status = editing.exit_code(error) if self.status is None else self.status
@@ -180,6 +216,22 @@ class _Errors:
 errors = _Errors
 
 
+def _refused_by_tests(error: ExpectationsBroken) -> str:
+    """Print every policy test a write would break (and the rule that would decide it) on
+    standard error; return the one-line refusal."""
+    for result in error.results:
+        click.secho(f"  {shown(str(result))}", fg="red", err=True)
+    count = len(error.results)
+    if error.adding:
+        head = f"refused: the policy does not keep {count} of these policy test(s) (listed above)"
+    else:
+        head = f"refused: this change breaks {count} policy test(s) (listed above)"
+    context = click.get_current_context(silent=True)
+    forcible = context is not None and any(p.name == "force" for p in context.command.params)
+    hint = "; --force writes it anyway, recorded in the audit log" if forcible else ""
+    return f"{head}; nothing was written{hint}"
+
+
 class FriendlyCommand(click.Command):
     """A command whose user errors end in one line and a non-zero exit."""
 
@@ -188,7 +240,7 @@ class FriendlyCommand(click.Command):
             return super().invoke(ctx)
 
 
-for _group in (db_cli, users_cli, roles_cli, policy_cli, tokens_cli):
+for _group in (db_cli, users_cli, roles_cli, policy_cli, tokens_cli, tests_cli):
     _group.command_class = FriendlyCommand
     _group.epilog = EXIT_STATUSES
 
@@ -407,16 +459,27 @@ def roles_list() -> None:
 @roles_cli.command("add")
 @click.argument("subject")
 @click.argument("role")
-def roles_add(subject: str, role: str) -> None:
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def roles_add(subject: str, role: str, dry_run: bool, force: bool) -> None:
     """Give a user (EMAIL, lower-case), a role or a token (token:NAME) a role.
 
     An email with no account yet is accepted, with a warning: the role applies once
     that address registers. Giving a role the subject already has changes nothing
-    (exit status 0, no audit entry).
+    (exit status 0, no audit entry). With --dry-run: exit status 0 when the change
+    would be saved, 1 when it would be refused.
     """
     with errors():
         users.engine().refresh()
-        changed = editing.assign(subject, role, editing.Who(actor(), "cli"))
+        if dry_run:
+            change = editing.assign_change(subject, role)
+            if not change:
+                ok(f"{subject} already has role {role}; nothing would change.")
+                return
+            warn_risks(change.add)
+            _preview(change, force=force)
+            return
+        changed = editing.assign(subject, role, editing.Who(actor(), "cli"), force=force)
     if changed:
         warn_risks([Rule("g", (subject, role))])
     ok(
@@ -429,14 +492,23 @@ def roles_add(subject: str, role: str) -> None:
 @roles_cli.command("remove")
 @click.argument("subject")
 @click.argument("role")
-@click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
-def roles_remove(subject: str, role: str, force: bool) -> None:
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def roles_remove(subject: str, role: str, dry_run: bool, force: bool) -> None:
     """Take a role away from a user (EMAIL, lower-case), a role or a token (token:NAME).
 
-    Taking away a role the subject does not have changes nothing (exit status 0).
+    Taking away a role the subject does not have changes nothing (exit status 0). With
+    --dry-run: exit status 0 when the change would be saved, 1 when it would be refused.
     """
     with errors():
         users.engine().refresh()
+        if dry_run:
+            change = editing.unassign_change(params.subject(subject), role)
+            if not change:
+                ok(f"{subject} does not have role {role}; nothing would change.")
+                return
+            _preview(change, force=force)
+            return
         who = editing.Who(actor(), "cli")
         changed = editing.unassign(params.subject(subject), role, who, force=force)
     ok(
@@ -470,9 +542,10 @@ def roles_remove(subject: str, role: str, force: bool) -> None:
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Run every check of a real load; print the diff or what would be refused.",
+    help="Run every check of a real load; print the diff, who would gain and lose access, "
+    "the policy tests that would flip, or what would be refused.",
 )
-@click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def policy_load(
     file: Path,
     merge: bool,
@@ -494,8 +567,8 @@ def policy_load(
     A file with no rows (none in scope, for --replace) is refused unless --replace
     --allow-empty. Every bad line is reported, with its number, before anything is
     written. Exit status: 0 loaded (or, with --dry-run, the load would pass),
-    1 invalid file or refused (by validation, a role cycle or the lockout guard),
-    2 usage error, 3 the service cannot decide.
+    1 invalid file or refused (by validation, a role cycle, the lockout guard or a
+    policy test), 2 usage error, 3 the service cannot decide.
     """
     if merge and replace:
         raise click.UsageError("--merge and --replace exclude each other: choose one")
@@ -566,16 +639,47 @@ def _dry_run(
         click.echo(csvio.describe(change))
     _left_out(planned)
     warn_risks(change.add, policy)
-    try:
-        loading.check(engine, planned, force=force)
-    except AuthzError as e:
+    # Every check a real load runs, and its effect; bounded by authz.whatif's limits, so
+    # a file of any size is compared in about a second.
+    what = policy_tests.what_if(change, force=force)
+    if what.changed:
+        _echo_what_if(what, rows=False)
+    if what.refused is not None:
         raise failure(
-            f"dry run (nothing changed): the load would fail: {e}", editing.exit_code(e)
-        ) from e
+            f"dry run (nothing changed): the load would fail: {shown(what.refused)}",
+            editing.EXIT_INVALID,
+        )
     ok(
-        f"Dry run: would add {len(change.add)} and remove {len(change.remove)} row(s); "
-        "nothing changed."
+        f"Dry run: would add {len(change.add)} and remove {len(change.remove)} row(s)"
+        f"{_forced_past(what)}; nothing changed."
     )
+
+
+def _echo_what_if(what: WhatIf, *, rows: bool = True) -> None:
+    """Print a what-if: the rows (unless printed already), the policy tests that flip, who
+    gains and loses access. Its refusal is left to the command's error line."""
+    lines = what.text()
+    if not rows:  # from the first heading after the rows' count and (indented) rows on
+        start = (at for at, line in enumerate(lines) if at and not line.startswith("  "))
+        lines = lines[next(start, len(lines)) :]
+    for line in lines:
+        if not line.startswith("Refused: "):
+            click.echo(shown(line))
+
+
+def _forced_past(what: WhatIf) -> str:
+    broken = sum(1 for flip in what.flips if flip.breaks)
+    return f", forced past {broken} policy test(s)" if broken else ""
+
+
+def _preview(change: Change, *, force: bool) -> None:
+    """Print what a change would do and stop with exit status 1 if it would be refused;
+    nothing is written, not even an audit entry."""
+    what = policy_tests.what_if(change, force=force)
+    _echo_what_if(what)
+    if what.refused is not None:
+        raise failure(f"dry run (nothing changed): {shown(what.refused)}", editing.EXIT_INVALID)
+    ok(f"Dry run: the change would be saved{_forced_past(what)}; nothing changed.")
 
 
 def _left_out(planned: loading.Plan) -> None:
@@ -589,13 +693,24 @@ def _left_out(planned: loading.Plan) -> None:
 @policy_cli.command("add")
 @click.argument("ptype")
 @click.argument("values", nargs=-1, required=True)
-@click.option("--force", is_flag=True, help="Even if nobody could open the policy editor after it.")
-def policy_add(ptype: str, values: tuple[str, ...], force: bool) -> None:
-    """Add one row: PTYPE VALUE... (e.g. ``p user /reports/* GET allow``)."""
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def policy_add(ptype: str, values: tuple[str, ...], dry_run: bool, force: bool) -> None:
+    """Add one row: PTYPE VALUE... (e.g. ``p user /reports/* GET allow``).
+
+    With --dry-run: exit status 0 when the row would be saved, 1 when it would be refused.
+    """
     engine = users.engine()
     with errors():
         rule = engine.validate([Rule(ptype, values)])[0]
         engine.refresh()
+        if dry_run:
+            if rule in engine.snapshot.ruleset:
+                ok(f"The policy already has [{rule}]; nothing would change.")
+                return
+            warn_risks([rule])
+            _preview(Change.adding(rule), force=force)
+            return
         applied = engine.apply(
             Change.adding(rule), actor=actor(), source="cli", action="rule.add", force=force
         )
@@ -637,18 +752,32 @@ def policy_export(file: Path | None, rules_only: bool, assignments_only: bool) -
             exported = loading.export(engine, sys.stdout, parts)
         _skipped(exported)
         return
-    # Written beside the file, then renamed over it: a failed export leaves no half file.
+    with _written_beside(file) as out, errors():
+        exported = loading.export(engine, out, parts)
+    _skipped(exported)
+    ok(f"Exported {exported.rows} rows to {file}.")
+
+
+@contextmanager
+def _written_beside(file: Path) -> Iterator[TextIO]:
+    """A new file beside ``file`` to write, renamed over it when the block ends without
+    error: a failed export leaves no half file.
+
+    The file beside is made afresh, never opened through whatever is at its name: a link
+    planted there (in a folder others can write to) would have the export written through
+    it, over the file it points to.
+    """
     partial = file.with_name(f".{file.name}.partial")
     try:
-        with errors(), partial.open("w", encoding="utf-8", newline="\n") as out:
-            exported = loading.export(engine, out, parts)
+        partial.unlink(missing_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(partial, flags, 0o666), "w", encoding="utf-8", newline="\n") as out:
+            yield out
         partial.replace(file)
     except OSError as e:
         fail(f"cannot write {file}: {e.strerror}")
     finally:
         partial.unlink(missing_ok=True)
-    _skipped(exported)
-    ok(f"Exported {exported.rows} rows to {file}.")
 
 
 def _skipped(exported: loading.Exported) -> None:
@@ -688,6 +817,76 @@ def policy_check(ctx: click.Context, subject: str, path: str, method: str, expla
     )
     if not decision.allowed:
         ctx.exit(CHECK_DENY)
+
+
+@policy_cli.command("test")
+@click.option(
+    "--file",
+    "policy_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Test this policy CSV (before loading it) instead of the stored policy.",
+)
+@click.option(
+    "--tests",
+    "tests_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run the policy tests of this CSV instead of the stored ones.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Print the tests that pass too.")
+def policy_test(policy_file: Path | None, tests_file: Path | None, verbose: bool) -> None:
+    """Run every policy test on the policy; print each failure with the rule that decided.
+
+    With both --file and --tests the database is not opened at all: CI runs the tests a
+    deployment ships on the policy it ships. Exit status: 0 every test passes, 1 one
+    fails (a stored test that does not read counts as failing) or a file is invalid
+    (every bad line named), 2 usage error, 3 the service cannot decide (the database
+    cannot be read, or the stored policy is refused).
+    """
+    engine = users.engine()
+    with errors():
+        bad: list[tuple[str, PolicyFileError]] = []
+        snapshot = items = None
+        if policy_file is not None:
+            try:
+                snapshot = policy_tests.policy_file_snapshot(policy_file)
+            except PolicyFileError as e:
+                bad.append(("--file", e))
+        if tests_file is not None:
+            try:
+                items = expectations.read_file(tests_file).expectations
+            except PolicyFileError as e:
+                bad.append(("--tests", e))
+        if bad:
+            fail("\n".join(f"{flag} {e}" for flag, e in bad))
+        unread: list[str] = []
+        if items is None:
+            items = tuple(engine.expectations())
+            unread = engine.bad_expectations()
+        if snapshot is None:
+            engine.refresh()  # the command starts without the stored policy: load it
+            snapshot = engine.snapshot
+        results = policy_tests.run(snapshot, items)
+    for result in results:
+        if not result.passed:
+            click.secho(shown(str(result)), fg="red")
+        elif verbose:
+            click.secho(shown(str(result)), fg="green")
+    for line in unread:
+        click.secho(f"FAIL: {shown(line)} (remove it with `tests load --replace`)", fg="red")
+    passed = sum(1 for r in results if r.passed)
+    failed = len(results) - passed + len(unread)
+    if not results and not unread:
+        warn("note: there are no policy tests to run (see `tests add` and `tests load`)")
+    if snapshot.refused is not None:
+        # Requests get 503 until it is fixed: not a failing promise, an undecidable policy.
+        raise failure(
+            f"{passed} passed, {failed} failed: the stored policy is refused "
+            f"({shown(snapshot.refused)})",
+            editing.EXIT_UNAVAILABLE,
+        )
+    if failed:
+        fail(f"{passed} passed, {failed} failed")
+    ok(f"{passed} passed, 0 failed")
 
 
 # -- tokens -----------------------------------------------------------------------------
@@ -754,11 +953,194 @@ def tokens_revoke(name: str) -> None:
     ok(f"Revoked {token.subject}; its requests are refused from now on.")
 
 
+# -- tests ------------------------------------------------------------------------------
+
+
+def _who() -> editing.Who:
+    return editing.Who(actor(), "cli")
+
+
+def _result_line(result: Result) -> None:
+    """Print one policy test with its id, whether it passes and what decides it."""
+    text = f"{result.expectation.id}\t{shown(str(result))}"
+    click.secho(text, fg=None if result.passed else "red")
+
+
+@tests_cli.command("list")
+@click.option("--failing", is_flag=True, help="Only the tests the policy does not keep.")
+def tests_list(failing: bool) -> None:
+    """List the stored policy tests: id, pass or FAIL, the promise, what decides it now."""
+    with errors():
+        users.engine().refresh()
+        page = policy_tests.listing(failing=failing, per_page=expectations.MAX_EXPECTATIONS)
+    for result in page.results:
+        _result_line(result)
+    for line in page.bad:
+        click.secho(f"FAIL: {shown(line)} (remove it with `tests load --replace`)", fg="red")
+    failed = page.failing + len(page.bad)
+    if failing:
+        click.echo(f"{failed} policy test(s) failing.")
+    else:
+        click.echo(f"{page.total + len(page.bad)} policy test(s), {failed} failing.")
+
+
+@tests_cli.command("add")
+@click.argument("subject")
+@click.argument("method")
+@click.argument("path")
+@click.argument("outcome", metavar="allow|deny")
+@click.option("--note", default="", help="Why the promise is made (shown with failures).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Store it even if the policy does not keep it now (recorded in the audit log).",
+)
+def tests_add(subject: str, method: str, path: str, outcome: str, note: str, force: bool) -> None:
+    """Promise that SUBJECT may (allow) or may not (deny) METHOD PATH.
+
+    SUBJECT is an email (lower-case), a role, anonymous or token:NAME; METHOD is upper
+    case (HEAD is decided as GET). Every later change to the policy must keep the
+    promise. A test the policy does not keep now is refused (each failing test printed
+    with the rule that decides it) unless --force. A test for a request that has one
+    already replaces it.
+    """
+    with errors():
+        item = policy_tests.parse(subject, method, path, outcome, note)
+        previous = {e.id: e for e in policy_tests.stored()}.get(item.id)
+        added = policy_tests.add(item, _who(), force=force)
+        result = policy_tests.run(items=[item])[0]
+    if not added:
+        ok(f"Policy test {item.id} is stored already: {shown(str(item))}; nothing changed.")
+        return
+    if not result.passed:
+        warn(f"warning: stored although the policy does not keep it (forced): {shown(str(result))}")
+    if previous is not None:
+        ok(f"Replaced policy test {item.id}: {shown(str(previous))} -> {shown(str(item))}.")
+    else:
+        ok(f"Added policy test {item.id}: {shown(str(item))}.")
+
+
+@tests_cli.command("remove")
+@click.argument("target", nargs=-1, required=True, metavar="ID | SUBJECT METHOD PATH")
+def tests_remove(target: tuple[str, ...]) -> None:
+    """Remove a policy test, named by its id (see `tests list`) or by its request."""
+    if len(target) not in (1, 3):
+        raise click.UsageError("give a policy test's ID, or its SUBJECT METHOD PATH")
+    if len(target) == 1:
+        test_id, named = target[0], f"id {target[0]!r}"
+    else:
+        test_id = Expectation(target[0], target[1], target[2], "deny").id
+        named = " ".join(target)
+    with errors():
+        try:
+            item = policy_tests.remove(test_id, _who())
+        except editing.Missing as e:
+            raise editing.Missing(f"no policy test with {named} (see `tests list`)") from e
+    ok(f"Removed policy test {item.id}: {shown(str(item))}.")
+
+
+@tests_cli.command("load")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True, help="Also remove the stored tests the file lacks.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Say what would be added and removed and which would fail; write nothing.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Store them even if the policy does not keep some now (recorded in the audit log).",
+)
+def tests_load(file: Path, replace: bool, dry_run: bool, force: bool) -> None:
+    """Store the policy tests of a CSV file (subject, method, path, allow|deny[, note]).
+
+    The file is read whole first: every bad line is named and nothing is stored. A test
+    for a request that has one already replaces it; --replace also removes the stored
+    tests the file does not hold. Tests the policy does not keep now are refused (each
+    printed with the rule that decides it) unless --force. Exit status: 0 loaded (or,
+    with --dry-run, the load would pass), 1 invalid file or refused, 3 the service
+    cannot decide.
+    """
+    with errors():
+        items = expectations.read_file(file).expectations
+        if dry_run:
+            _tests_dry_run(items, replace=replace, force=force)
+            return
+        added, removed = policy_tests.load(items, _who(), replace=replace, force=force)
+        failing = [r for r in policy_tests.run(items=added) if not r.passed]
+    for result in failing:
+        warn(f"warning: stored although the policy does not keep it (forced): {shown(str(result))}")
+    if not (added or removed):
+        ok(f"The stored policy tests already hold {file}; nothing changed.")
+        return
+    ok(f"Loaded {file}: {len(added)} added, {len(removed)} removed.")
+
+
+def _noted(item: Expectation) -> str:
+    return shown(f"{item} ({item.note})" if item.note else str(item))
+
+
+def _tests_dry_run(items: Sequence[Expectation], *, replace: bool, force: bool) -> None:
+    """Print what loading ``items`` would add and remove, and which would be refused."""
+    stored = {e.request: e for e in policy_tests.stored()}
+    wanted = {e.request: e for e in items}
+    added = [e for key, e in wanted.items() if stored.get(key) != e]
+    removed = [
+        e
+        for key, e in stored.items()
+        if (replace and key not in wanted) or (key in wanted and wanted[key] != e)
+    ]
+    after = len(stored) - len(removed) + len(added)
+    if after > expectations.MAX_EXPECTATIONS:
+        fail(
+            f"dry run (nothing changed): the load would be refused: {after} policy tests; "
+            f"at most {expectations.MAX_EXPECTATIONS} are kept"
+        )
+    for item in removed:
+        click.echo(f"- {_noted(item)}")
+    for item in added:
+        click.echo(f"+ {_noted(item)}")
+    users.engine().refresh()
+    failing = [r for r in policy_tests.run(items=added) if not r.passed]
+    for result in failing:
+        click.secho(f"  {shown(str(result))}", fg="red", err=True)
+    if failing and not force:
+        fail(
+            f"dry run (nothing changed): the load would be refused: the policy does not "
+            f"keep {len(failing)} of these policy test(s) (listed above)"
+        )
+    forced = f", forced past {len(failing)} failing" if failing else ""
+    ok(
+        f"Dry run: would add {len(added)} and remove {len(removed)} policy test(s){forced}; "
+        "nothing changed."
+    )
+
+
+@tests_cli.command("export")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def tests_export(file: Path | None) -> None:
+    """Write the stored policy tests as CSV (to FILE, or standard output); `tests load
+    --replace` reads it back to the same tests."""
+    with errors():
+        text = policy_tests.export()
+        unread = users.engine().bad_expectations()
+    if unread:
+        warn(f"warning: {len(unread)} stored policy test(s) left out: they do not read")
+    if file is None:
+        click.echo(text, nl=False)
+        return
+    with _written_beside(file) as out:
+        out.write(text)
+    count = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    ok(f"Exported {count} policy test(s) to {file}.")
+
+
 # -- wiring -----------------------------------------------------------------------------
 
 
 #: The command groups, on the app (``flask --app service``) and on the ``authz`` script.
-GROUPS = (db_cli, users_cli, roles_cli, policy_cli, tokens_cli)
+GROUPS = (db_cli, users_cli, roles_cli, policy_cli, tokens_cli, tests_cli)
 
 
 def register(app: Flask) -> None:
@@ -815,7 +1197,14 @@ def _create_app() -> Flask:
     # and memory that grow with the policy. A load builds one when it writes.
     here = click.get_current_context()
     parent = here.parent.info_name if here.parent is not None else None
-    lazy = parent == "policy" and here.info_name in ("export", "load")
+    # The same for the policy tests: `policy test` reads the stored policy only when no
+    # --file names one (with --file and --tests it opens no database at all).
+    lazy = (parent, here.info_name) in (
+        ("policy", "export"),
+        ("policy", "load"),
+        ("policy", "test"),
+        ("tests", "export"),
+    )
     return create_app(load_policy=not lazy)  # a configuration error: one line, status 3
 
 
@@ -833,7 +1222,7 @@ class _Script(FlaskGroup):
 cli = _Script(
     create_app=_create_app,
     add_default_commands=False,
-    help="The authorization service: serve, db, users, roles, policy, tokens.",
+    help="The authorization service: serve, db, users, roles, policy, tests, tokens.",
     epilog=EXIT_STATUSES,
 )
 for _command in (*GROUPS, serve):

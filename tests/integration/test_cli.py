@@ -762,24 +762,36 @@ def _edited_policy(runner: FlaskCliRunner, tmp_path: Path) -> Path:
     return path
 
 
+#: What a dry run says the reports row gives (the what-if's access lines).
+REPORTS_ACCESS = ["  + admin may now GET /reports/*", "  + user may now GET /reports/*"]
+
+
 @pytest.mark.parametrize(
-    ("mode", "diff", "summary"),
+    ("mode", "diff", "access", "summary"),
     [
         pytest.param(
             ["--replace"],
             ["- p, anonymous, /favicon.ico, GET, allow", "+ p, user, /reports/*, GET, allow"],
+            [
+                "  - admin may no longer GET /favicon.ico",
+                "  - anonymous may no longer GET /favicon.ico",
+                "  - user may no longer GET /favicon.ico",
+                *REPORTS_ACCESS,
+            ],
             "Dry run: would add 1 and remove 1 row(s); nothing changed.",
             id="replace",
         ),
         pytest.param(
             ["--merge"],
             ["+ p, user, /reports/*, GET, allow"],
+            REPORTS_ACCESS,
             "Dry run: would add 1 and remove 0 row(s); nothing changed.",
             id="merge",
         ),
         pytest.param(
             [],
             ["+ p, user, /reports/*, GET, allow"],
+            REPORTS_ACCESS,
             "Dry run: would add 1 and remove 0 row(s); nothing changed.",
             id="default-is-merge",
         ),
@@ -791,13 +803,15 @@ def test_policy_load_dry_run_prints_the_diff_and_changes_nothing(
     tmp_path: Path,
     mode: list[str],
     diff: list[str],
+    access: list[str],
     summary: str,
 ) -> None:
+    """The diff of rows, then who gains and loses access (the what-if), then a summary."""
     edited = _edited_policy(runner, tmp_path)
     before = state(app)
     result = invoke(runner, "policy", "load", str(edited), *mode, "--dry-run")
     assert_ok(result)
-    assert result.stdout.splitlines() == [*diff, summary]
+    assert result.stdout.splitlines() == [*diff, "Access:", *access, summary]
     assert state(app) == before
 
 
