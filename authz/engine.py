@@ -853,7 +853,14 @@ class PolicyEngine:
                 except RuleError as e:
                     # Kept as stored, so it can be named and removed by its id.
                     raw = Expectation(subject, method, path, outcome, note)
-                    bad.append(Result(raw, None, f"stored policy test {row_id} does not read: {e}"))
+                    bad.append(
+                        Result(
+                            raw,
+                            None,
+                            f"stored policy test {row_id} ({subject}, {method}, {path}) "
+                            f"does not read: {e}",
+                        )
+                    )
                     continue
             fresh[key] = item
             good.append(item)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import unicodedata
 from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -145,8 +146,15 @@ def expectation(
         raise RuleError("must be allow or deny", line=line, field="outcome")
     if len(note) > MAX_NOTE:
         raise RuleError(f"longer than {MAX_NOTE} characters", line=line, field="note")
-    if any(ord(c) < 32 or ord(c) == 127 for c in note):
-        raise RuleError("must not contain control characters", line=line, field="note")
+    for name, value in (("path", path), ("note", note)):
+        if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+            # Controls, and invisible format characters (a right-to-left override shows
+            # a test as another one).
+            raise RuleError(
+                "must not contain control or invisible formatting characters",
+                line=line,
+                field=name,
+            )
     return Expectation(subject, method, path, outcome, note.strip())
 
 

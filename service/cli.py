@@ -222,7 +222,12 @@ def _refused_by_tests(error: ExpectationsBroken) -> str:
     for result in error.results:
         click.secho(f"  {shown(str(result))}", fg="red", err=True)
     count = len(error.results)
-    if error.adding:
+    if error.unreadable:
+        head = (
+            f"refused: {count} stored policy test(s) do not read (listed above), so no change "
+            "can be checked; fix them or remove them with `tests remove ID`"
+        )
+    elif error.adding:
         head = f"refused: the policy does not keep {count} of these policy test(s) (listed above)"
     else:
         head = f"refused: this change breaks {count} policy test(s) (listed above)"
@@ -345,11 +350,19 @@ def _password(value: str | None) -> str:
 @click.option(
     "--role", "roles", multiple=True, help="Role to give (repeatable); default role when omitted."
 )
-def users_create(email: str, password: str | None, roles: tuple[str, ...]) -> None:
+@click.option(
+    "--force", is_flag=True, help="Even if it breaks a policy test (recorded in the audit log)."
+)
+def users_create(email: str, password: str | None, roles: tuple[str, ...], force: bool) -> None:
     """Create an active account."""
     with errors():
         user = users.create(
-            email, _password(password), roles=list(roles) or None, actor=actor(), source="cli"
+            email,
+            _password(password),
+            roles=list(roles) or None,
+            actor=actor(),
+            source="cli",
+            force=force,
         )
     ok(f"Created {user.email} with roles: {', '.join(users.direct_roles(user.email))}.")
 
@@ -861,7 +874,7 @@ def policy_test(policy_file: Path | None, tests_file: Path | None, verbose: bool
         unread: list[str] = []
         if items is None:
             items = tuple(engine.expectations())
-            unread = engine.bad_expectations()
+            unread = policy_tests.unreadable()
         if snapshot is None:
             engine.refresh()  # the command starts without the stored policy: load it
             snapshot = engine.snapshot
@@ -872,7 +885,7 @@ def policy_test(policy_file: Path | None, tests_file: Path | None, verbose: bool
         elif verbose:
             click.secho(shown(str(result)), fg="green")
     for line in unread:
-        click.secho(f"FAIL: {shown(line)} (remove it with `tests load --replace`)", fg="red")
+        click.secho(f"FAIL: {shown(line)}: remove it with `tests remove ID`", fg="red")
     passed = sum(1 for r in results if r.passed)
     failed = len(results) - passed + len(unread)
     if not results and not unread:
@@ -906,14 +919,17 @@ def _when(moment: Any) -> str:
     default=None,
     help=f"Days until it expires (1 to {tokens.MAX_DAYS}); never when omitted.",
 )
-def tokens_create(name: str, roles: tuple[str, ...], days: int | None) -> None:
+@click.option(
+    "--force", is_flag=True, help="Even if it breaks a policy test (recorded in the audit log)."
+)
+def tokens_create(name: str, roles: tuple[str, ...], days: int | None, force: bool) -> None:
     """Create a token; print its secret once (the last line of standard output).
 
     The secret is stored nowhere: only its keyed hash is kept, so it cannot be shown again.
     """
     with errors():
         token, secret = tokens.create(
-            name, roles=list(roles), expires_days=days, actor=actor(), source="cli"
+            name, roles=list(roles), expires_days=days, actor=actor(), source="cli", force=force
         )
     given = ", ".join(tokens.roles_of(token.name)) or "none"
     expiry = f", expires {_when(token.expires_at)} UTC" if token.expires_at else ""
@@ -976,7 +992,7 @@ def tests_list(failing: bool) -> None:
     for result in page.results:
         _result_line(result)
     for line in page.bad:
-        click.secho(f"FAIL: {shown(line)} (remove it with `tests load --replace`)", fg="red")
+        click.secho(f"FAIL: {shown(line)} (remove it with `tests remove ID`)", fg="red")
     failed = page.failing + len(page.bad)
     if failing:
         click.echo(f"{failed} policy test(s) failing.")
@@ -1124,7 +1140,7 @@ def tests_export(file: Path | None) -> None:
     --replace` reads it back to the same tests."""
     with errors():
         text = policy_tests.export()
-        unread = users.engine().bad_expectations()
+        unread = policy_tests.unreadable()
     if unread:
         warn(f"warning: {len(unread)} stored policy test(s) left out: they do not read")
     if file is None:

@@ -401,11 +401,13 @@ def create(
     source: str,
     action: str = "user.create",
     verified: bool = True,
+    force: bool = False,
 ) -> User:
     """Create an active account with its roles (default: the default role), atomically.
 
     :param verified: whether the creator vouches for the address (admins and the CLI do;
         web registration does not, and the account then proves it by a mailed link).
+    :param force: go past the policy tests its role rows break (the CLI's ``--force``).
     """
     email = normalize_email(email)
     check_password(password)
@@ -438,6 +440,7 @@ def create(
         action=action,
         detail=email,
         hook=add_user,
+        force=force,
     )
     return require(email)
 

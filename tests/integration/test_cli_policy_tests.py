@@ -255,7 +255,16 @@ def test_a_stored_test_that_does_not_read_counts_as_failing(
     assert "Error: 0 passed, 1 failed" in out
     listed = assert_ok(invoke(runner, "tests", "list"))
     assert "(anonymous, get, /x)" in listed and "1 policy test(s), 1 failing." in listed
-    # A load in place of the stored tests removes it.
+    # It refuses every policy write until it is fixed or removed (by its id).
+    refused = failed(invoke(runner, "policy", "add", "p", "user", "/x", "GET", "allow"))
+    assert "do not read" in refused
+    test_id = listed.split("(id ")[1].split(")")[0]
+    assert_ok(invoke(runner, "tests", "remove", test_id))
+    assert engine.bad_expectations() == []
+    assert_ok(invoke(runner, "policy", "add", "p", "user", "/x", "GET", "allow"))
+    with engine.store.transaction() as session:
+        engine.store.insert_expectations(session, [("anonymous", "get", "/x", "deny", "")])
+    # A load in place of the stored tests removes it too.
     good = tmp_path / "good.csv"
     good.write_text("anonymous, GET, /admin/, deny\n", encoding="utf-8")
     assert_ok(invoke(runner, "tests", "load", str(good), "--replace"))
@@ -363,21 +372,39 @@ def test_a_write_that_breaks_a_policy_test_is_refused_and_forced_past(
     assert everything(app)["revision"] == before["revision"] + 1
 
 
-def test_a_refused_token_or_account_write_names_the_test(
+def test_token_and_account_creation_are_refused_and_forced(
     app: Flask, runner: FlaskCliRunner
 ) -> None:
-    """Commands without --force still list what refused them, and write nothing."""
+    """A token or an account given a role a test forbids is refused, with the test listed
+    and nothing written; --force creates it and the audit entry says so."""
     store_tests(app, "token:ci, GET, /admin/, deny\nnew@example.com, GET, /admin/, deny\n")
     before = everything(app)
     token = invoke(runner, "tokens", "create", "ci", "--role", "admin")
     assert "FAIL: token:ci may not GET /admin/" in failed(token)
-    assert "--force" not in token.output
+    assert "--force writes it anyway" in token.output
     account = invoke(
         runner, "users", "create", "new@example.com", "--password", "pw-new-1234", "--role", "admin"
     )
     assert "FAIL: new@example.com may not GET /admin/" in failed(account)
     assert everything(app) == before
     assert "ci" not in assert_ok(invoke(runner, "tokens", "list"))
+    assert_ok(invoke(runner, "tokens", "create", "ci", "--role", "admin", "--force"))
+    assert "forced past 1 policy test(s): token:ci may not GET /admin/" in audit(app)[0].detail
+    assert_ok(
+        invoke(
+            runner,
+            "users",
+            "create",
+            "new@example.com",
+            "--password",
+            "pw-new-1234",
+            "--role",
+            "admin",
+            "--force",
+        )
+    )
+    entry = audit(app)[0]
+    assert entry.forced and "new@example.com may not GET /admin/" in entry.detail
 
 
 def test_force_help_says_it_goes_past_policy_tests(runner: FlaskCliRunner) -> None:
@@ -576,13 +603,22 @@ def test_tests_export_to_an_unwritable_place_fails_cleanly(
 def test_notes_and_paths_cannot_disguise_what_the_terminal_shows(
     app: Flask, runner: FlaskCliRunner
 ) -> None:
-    """A bidirectional override or a C1 control in a note is shown escaped, never raw."""
-    store_tests(app, "user, GET, /, allow, \u202eeton \u009b2J\n")
-    for args in (["tests", "list"], ["policy", "test", "-v"], ["tests", "export"]):
-        out = assert_ok(invoke(runner, *args))
-        if args[1] != "export":  # the export is data, written as stored
-            assert "\u202e" not in out and "\u009b" not in out, args
-            assert "\\u202eeton \\x9b2J" in out, args
+    """A bidirectional override or a C1 control in a note is refused; one stored by hand is
+    shown escaped, never raw."""
+    before = everything(app)
+    refused = failed(
+        invoke(runner, "tests", "add", "user", "GET", "/", "allow", "--note", "\u202eeton")
+    )
+    assert "note" in refused and everything(app) == before
+    engine = engine_of(app)
+    with engine.store.transaction() as session:  # edited by hand in the database
+        engine.store.insert_expectations(
+            session, [("user", "GET", "/", "allow", "\u202eeton \u009b2J")]
+        )
+    for args in (["tests", "list"], ["policy", "test", "-v"]):
+        out = invoke(runner, *args).output
+        assert "\u202e" not in out and "\u009b" not in out, args
+        assert "does not read: note: must not contain control" in out, args
 
 
 # -- --dry-run: the what-if ------------------------------------------------------------------
