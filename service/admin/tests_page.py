@@ -9,6 +9,7 @@ test shown with the rule that decides it.
 from __future__ import annotations
 
 from flask import Response
+from flask import abort
 from flask import flash
 from flask import redirect
 from flask import render_template
@@ -34,6 +35,7 @@ from service.admin.views import add_error
 from service.admin.views import bp
 from service.admin.views import broken_by
 from service.admin.views import who
+from service.converters import RULE_ID
 
 #: Bad lines of an uploaded file listed on the page; beyond these they are counted.
 SHOWN_ERRORS = 20
@@ -106,9 +108,16 @@ def test_add() -> BaseResponse:
     return redirect(url_for("admin.tests"))
 
 
-@bp.route("/tests/<rule_id:test_id>/remove", methods=["GET", "POST"])
-def test_remove(test_id: str) -> BaseResponse | str:
-    """Remove a policy test, after confirmation."""
+@bp.route("/tests/remove", methods=["GET", "POST"])
+def test_remove() -> BaseResponse | str:
+    """Remove a policy test (``?id=``), after confirmation.
+
+    The id is a query parameter, not a path segment: a test id is not a resource of its
+    own to grant in the policy, and the page is the editor's, as its path says.
+    """
+    test_id = request.args.get("id", "")
+    if not RULE_ID.match(test_id):
+        abort(404, description="No such policy test.")
     item = policy_tests.find(test_id)
     form = ConfirmForm()
     back = url_for("admin.tests")

@@ -203,7 +203,7 @@ def test_a_test_without_csrf_is_refused(app: Flask, admin: FlaskClient) -> None:
 
 def test_removing_a_test_asks_for_confirmation_then_removes(app: Flask, admin: FlaskClient) -> None:
     store(app, NO_VISITORS)
-    path = f"/admin/tests/{NO_VISITORS.id}/remove"
+    path = f"/admin/tests/remove?id={NO_VISITORS.id}"
     page = text(admin.get(path))
     assert "Remove the policy test “anonymous may not GET /admin/”?" in page
     assert stored(app) == [NO_VISITORS]
@@ -211,7 +211,8 @@ def test_removing_a_test_asks_for_confirmation_then_removes(app: Flask, admin: F
     assert stored(app) == []
     assert app.extensions["authz"].store.audit_entries()[0].action == "test.remove"
     assert admin.get(path).status_code == 404
-    assert admin.get("/admin/tests/not-an-id/remove").status_code == 404
+    for other in ("not-an-id", NO_VISITORS.id.upper(), f"{NO_VISITORS.id}%00", ""):
+        assert admin.get(f"/admin/tests/remove?id={other}").status_code == 404
 
 
 def test_the_export_downloads_csv_that_loads_back(app: Flask, admin: FlaskClient) -> None:
