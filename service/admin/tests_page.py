@@ -198,7 +198,11 @@ def try_save() -> BaseResponse:
         method=form.method.data or "",
     )
     if not form.validate_on_submit():
-        flash("Not saved: the form was incomplete or expired; try the request again.", "error")
+        if form.csrf_token.errors:
+            flash("Not saved: the form expired; try the request again.", "error")
+        else:
+            problems = "; ".join(f"{name}: {e[0].rstrip('.')}" for name, e in form.errors.items())
+            flash(f"Not saved: {problems}.", "error")
         return redirect(back)
     try:
         item = policy_tests.tried(
