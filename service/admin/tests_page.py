@@ -26,6 +26,7 @@ from authz.expectations import parse as parse_tests
 from service import editing
 from service import params
 from service import policy_tests
+from service import users
 from service.admin.forms import ConfirmForm
 from service.admin.forms import LoadTestsForm
 from service.admin.forms import PolicyTestForm
@@ -69,6 +70,8 @@ def _tests_page(
         adding=True,
         refused_for="load" if load is not None else "add",
         load_errors=load_errors or [],
+        # Named with their ids, so each can be removed (the listing gives their text).
+        bad=users.engine().bad_expectations() if listing.bad else [],
     )
     return Response(html, status=status)
 

@@ -312,8 +312,15 @@ def test_stored_tests_that_do_not_read_are_shown_as_an_error(
         session.execute(sa.insert(expectation_table).values(**row, note=""))
     response = admin.get("/admin/tests")
     assert response.status_code == 200
-    assert re.search(r'id="bad-tests"[^>]*role="alert"', response.get_data(as_text=True))
-    assert "(Not A Subject, GET, /): subject:" in text(response)
+    html = response.get_data(as_text=True)
+    assert re.search(r'id="bad-tests"[^>]*role="alert"', html)
+    assert "does not read: subject:" in text(response)
+    # Each is named by its id and removed through the usual confirmation.
+    bad = Expectation("Not A Subject", "GET", "/", "allow")
+    remove = f"/admin/tests/remove?id={bad.id}"
+    assert f'href="{remove}"' in html
+    assert form_post(admin, remove, remove).status_code == 302
+    assert 'id="bad-tests"' not in admin.get("/admin/tests").get_data(as_text=True)
 
 
 def test_values_are_escaped_on_the_page(app: Flask, admin: FlaskClient) -> None:
@@ -590,3 +597,22 @@ def test_a_save_decides_now_not_when_the_page_was_shown(app: Flask, admin: Flask
     data["outcome"] = "deny"  # ignored: not a field of the form
     assert admin.post("/admin/try/save", data=data).status_code == 302
     assert stored(app) == [Expectation(USER, "GET", "/admin/", "allow")]
+
+
+def test_a_stored_test_that_does_not_read_refuses_rule_writes_until_removed(
+    app: Flask, admin: FlaskClient
+) -> None:
+    engine = app.extensions["authz"]
+    with engine.store.transaction() as session:
+        row = {"subject": "user", "method": "get", "path": "/", "outcome": "allow", "note": ""}
+        session.execute(sa.insert(expectation_table).values(**row))
+    before = state(app)
+    response = add_rule(admin, subject="user", path="/reports", methods="GET")
+    assert response.status_code == 409
+    assert "Refused by policy tests" in text(response)
+    assert "does not read: method:" in text(response)
+    assert state(app) == before
+    bad = Expectation("user", "get", "/", "allow")
+    remove = f"/admin/tests/remove?id={bad.id}"
+    assert form_post(admin, remove, remove).status_code == 302
+    assert add_rule(admin, subject="user", path="/reports", methods="GET").status_code == 302
