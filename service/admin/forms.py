@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from flask_wtf.file import FileRequired
 from wtforms import BooleanField
 from wtforms import HiddenField
 from wtforms import IntegerField
@@ -20,6 +22,8 @@ from wtforms.widgets import CheckboxInput
 from wtforms.widgets import ListWidget
 
 from authz import ANONYMOUS
+from authz.expectations import MAX_NOTE
+from authz.rules import MAX_VALUE_LENGTH
 from service.tokens import MAX_DAYS
 
 #: The first entry of a role picker: nothing chosen, and choosing nothing does not validate.
@@ -106,3 +110,32 @@ class TokenForm(FlaskForm):
         f"Expires after (days, 1 to {MAX_DAYS}; empty: never)",
         validators=[Optional(), NumberRange(min=1, max=MAX_DAYS)],
     )
+
+
+class PolicyTestForm(FlaskForm):
+    """A new policy test: a request and the outcome the policy must keep giving it."""
+
+    subject = StringField(
+        "Subject (email, role, anonymous or token:NAME)",
+        validators=[DataRequired(), Length(max=MAX_VALUE_LENGTH)],
+    )
+    method = StringField("Method", default="GET", validators=[DataRequired(), Length(max=32)])
+    path = StringField("Path", validators=[DataRequired(), Length(max=MAX_VALUE_LENGTH)])
+    outcome = SelectField("Expected outcome", choices=["allow", "deny"])
+    note = StringField("Note (why it matters)", validators=[Length(max=MAX_NOTE)])
+
+
+class LoadTestsForm(FlaskForm):
+    """A policy tests file to store (CSV: subject, method, path, outcome, note)."""
+
+    file = FileField("Policy tests file (CSV)", validators=[FileRequired("choose a file")])
+    replace = BooleanField("Replace: remove the stored tests the file does not hold")
+
+
+class SaveTriedForm(FlaskForm):
+    """A tried request, saved as a policy test of what the policy decides now."""
+
+    subject = HiddenField(validators=[DataRequired(), Length(max=MAX_VALUE_LENGTH)])
+    method = HiddenField(validators=[DataRequired(), Length(max=32)])
+    path = HiddenField(validators=[DataRequired(), Length(max=MAX_VALUE_LENGTH)])
+    note = StringField("Note (optional)", validators=[Length(max=MAX_NOTE)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from flask import Blueprint
@@ -24,11 +25,16 @@ from authz import AuthzError
 from authz import Change
 from authz import EngineUnavailable
 from authz import Rule
+from authz import RuleError
 from authz import UnsafePath
+from authz.expectations import ExpectationsBroken
+from authz.expectations import Result
 from authz.paths import canonical_action
 from authz.paths import canonical_object
+from authz.whatif import WhatIf
 from service import editing
 from service import params
+from service import policy_tests
 from service import tokens
 from service import users
 from service.admin.create_forms import AccountForm
@@ -38,6 +44,7 @@ from service.admin.create_forms import StateForm
 from service.admin.forms import AssignRoleForm
 from service.admin.forms import ConfirmForm
 from service.admin.forms import RuleForm
+from service.admin.forms import SaveTriedForm
 from service.admin.forms import TokenForm
 from service.models import ServiceToken
 from service.models import User
@@ -114,6 +121,30 @@ def refused(e: Exception) -> None:
     flash(f"Not saved: {e}.", "error")
 
 
+def previewing() -> bool:
+    """Whether a form was posted with its "Preview" button: show the what-if, save nothing."""
+    return request.form.get("preview") == "1"
+
+
+def what_if(change: Change) -> WhatIf | None:
+    """The what-if of a change, or None (flashing why) when it cannot be planned.
+
+    A database that cannot be read is the app's 503, as for any other page.
+    """
+    try:
+        return policy_tests.what_if(change)
+    except EngineUnavailable:
+        raise
+    except (AuthzError, editing.EditError) as e:
+        flash(f"No preview: {e}.", "error")
+        return None
+
+
+def broken_by(e: ExpectationsBroken) -> tuple[list[Result], int]:
+    """The policy tests a refused write breaks, and the status its form answers with."""
+    return e.results, editing.http_outcome(e)[0]
+
+
 def find_user(email: str) -> User:
     """The account with exactly this email, or 404 (never another spelling's account)."""
     user = users.get(email)
@@ -122,17 +153,36 @@ def find_user(email: str) -> User:
     return user
 
 
-def confirm_removal(form: ConfirmForm, rule: Rule, title: str, message: str, back: str) -> str:
-    """The confirmation page of a row removal, warning when it locks the admin out."""
+def confirm_removal(
+    form: ConfirmForm,
+    rule: Rule,
+    title: str,
+    message: str,
+    back: str,
+    *,
+    broken: list[Result] | None = None,
+    status: int = 200,
+) -> Response:
+    """The confirmation page of a row removal, with the what-if of the removal, warning
+    when it locks the admin out; after a refusal, the policy tests it breaks."""
     form.revision.data = str(users.engine().revision)
+    change = Change.removing(rule)
     warning = (
         "This takes away your own access to the policy editor."
-        if editing.would_lock_out(actor(), Change.removing(rule))
+        if editing.would_lock_out(actor(), change)
         else ""
     )
-    return render_template(
-        "admin/confirm.html", form=form, title=title, message=message, warning=warning, back=back
+    html = render_template(
+        "admin/confirm.html",
+        form=form,
+        title=title,
+        message=message,
+        warning=warning,
+        back=back,
+        whatif=what_if(change),
+        broken=broken or [],
     )
+    return Response(html, status=status)
 
 
 # -- rules ------------------------------------------------------------------------------
@@ -210,6 +260,8 @@ def _rule_form(rule_id: str | None) -> BaseResponse | str:
             warn(rule)
     warn_self = False
     conflict: editing.Conflict | None = None
+    whatif: WhatIf | None = None
+    broken: list[Result] = []
     status = 200
     if request.method == "POST":
         status = 400
@@ -218,27 +270,39 @@ def _rule_form(rule_id: str | None) -> BaseResponse | str:
         # Every field's error at once: the form's own checks and the engine's.
         if not _field_errors(form, new) and valid:
             change = Change(add=(new,), remove=(rule,) if rule is not None else ())
-            if editing.would_lock_out(actor(), change) and not form.confirm_self.data:
-                warn_self = True
-            else:
-                try:
+            try:
+                if previewing():
+                    planned = (
+                        editing.add_change(new)[0]
+                        if rule is None
+                        else editing.edit_change(rule.id, new, since=since(form.revision.data))[0]
+                    )
+                    whatif = what_if(planned)
+                    warn_self = editing.would_lock_out(actor(), planned)
+                    status = 200
+                elif editing.would_lock_out(actor(), change) and not form.confirm_self.data:
+                    warn_self = True
+                else:
                     if rule is None:
                         editing.add(new, who())
                     else:
                         editing.edit(rule.id, new, who(), since=since(form.revision.data))
-                except editing.Duplicate:
-                    add_error(form.subject, "this rule already exists")
-                except editing.Conflict as e:
-                    conflict, status = e, 409
-                except (AuthzError, editing.EditError) as e:
-                    status = editing.http_outcome(e)[0]
-                    refused(e)
-                else:
                     verb = "Added" if rule is None else "Changed"
                     flash(f"{verb} rule [{new}].", "success")
                     warn(new)
                     return redirect(url_for("admin.rules"))
-    return _rule_page(form, rule, status, conflict=conflict, warn_self=warn_self)
+            except editing.Duplicate:
+                add_error(form.subject, "this rule already exists")
+            except editing.Conflict as e:
+                conflict, status = e, 409
+            except ExpectationsBroken as e:
+                broken, status = broken_by(e)
+            except (AuthzError, editing.EditError) as e:
+                status = editing.http_outcome(e)[0]
+                refused(e)
+    return _rule_page(
+        form, rule, status, conflict=conflict, warn_self=warn_self, whatif=whatif, broken=broken
+    )
 
 
 def _rule_page(
@@ -248,8 +312,14 @@ def _rule_page(
     *,
     conflict: editing.Conflict | None = None,
     warn_self: bool = False,
+    whatif: WhatIf | None = None,
+    broken: list[Result] | None = None,
 ) -> Response:
-    """The rule form; after a conflict it posts over the current version, or adds anew."""
+    """The rule form; after a conflict it posts over the current version, or adds anew.
+
+    A preview shows the change's what-if under the form; a refusal by policy tests, each
+    broken test above it.
+    """
     target = None
     if conflict is not None:
         target = (
@@ -264,6 +334,8 @@ def _rule_page(
         warn_self=warn_self,
         conflict=conflict,
         target=target,
+        whatif=whatif,
+        broken=broken or [],
     )
     return Response(html, status=status)
 
@@ -319,17 +391,20 @@ def rule_delete(rule_id: str) -> BaseResponse | str:
             f"Not removed: {editing.Conflict(found[0], None, found[1], found[2]).message}.", "error"
         )
         return redirect(url_for("admin.rules"))
+    title, message, back = "Remove this rule?", f"Remove [{rule}]?", url_for("admin.rules")
+    confirming = partial(confirm_removal, form, rule, title, message, back)
     if form.validate_on_submit():
         try:
             editing.remove(rule.id, who(), ptype="p", since=since(form.revision.data))
+        except ExpectationsBroken as e:
+            broken, status = broken_by(e)
+            return confirming(broken=broken, status=status)
         except (AuthzError, editing.EditError) as e:
             refused(e)
         else:
             flash(f"Removed rule [{rule}].", "success")
         return redirect(url_for("admin.rules"))
-    return confirm_removal(
-        form, rule, "Remove this rule?", f"Remove [{rule}]?", url_for("admin.rules")
-    )
+    return confirming()
 
 
 # -- roles ------------------------------------------------------------------------------
@@ -372,6 +447,8 @@ def role_new() -> BaseResponse | str:
     """Create a role with its first rule (a role exists while a row names it)."""
     form = RoleForm()
     status = 200
+    whatif: WhatIf | None = None
+    broken: list[Result] = []
     if request.method == "POST":
         status = 400
         valid = form.validate_on_submit()
@@ -388,19 +465,25 @@ def role_new() -> BaseResponse | str:
         if role and role in users.known_roles():
             add_error(form.role, f"the role {role!r} exists already")
         elif not _field_errors(form, first, subject="role") and valid:
-            try:
-                editing.create_role(role, first, who())
-            except editing.EditError as e:
-                field = getattr(form, e.field or "role", form.role)
-                add_error(field, e.message)
-            except AuthzError as e:
-                status = editing.http_outcome(e)[0]
-                refused(e)
+            if previewing():
+                whatif, status = what_if(Change.adding(first)), 200
             else:
-                flash(f"Created role {role} with its first rule [{first}].", "success")
-                warn(first)
-                return redirect(url_for("admin.role", role=role))
-    return Response(render_template("admin/role_new.html", form=form), status=status)
+                try:
+                    editing.create_role(role, first, who())
+                except editing.EditError as e:
+                    field = getattr(form, e.field or "role", form.role)
+                    add_error(field, e.message)
+                except ExpectationsBroken as e:
+                    broken, status = broken_by(e)
+                except AuthzError as e:
+                    status = editing.http_outcome(e)[0]
+                    refused(e)
+                else:
+                    flash(f"Created role {role} with its first rule [{first}].", "success")
+                    warn(first)
+                    return redirect(url_for("admin.role", role=role))
+    html = render_template("admin/role_new.html", form=form, whatif=whatif, broken=broken)
+    return Response(html, status=status)
 
 
 @bp.get("/roles/<role:role>")
@@ -441,17 +524,24 @@ def users_list() -> str:
 
 
 @bp.get("/users/<email:email>")
-def user_detail(email: str) -> str:
+def user_detail(email: str) -> Response:
     """One account: state, direct and effective roles, effective permissions."""
     return _user_page(find_user(email), AssignRoleForm())
 
 
-def _user_page(user: User, form: AssignRoleForm) -> str:
+def _user_page(
+    user: User,
+    form: AssignRoleForm,
+    *,
+    whatif: WhatIf | None = None,
+    broken: list[Result] | None = None,
+    status: int = 200,
+) -> Response:
     engine = users.engine()
     direct = users.direct_roles(user.email)
     form.role.choices = [r for r in assignable_roles() if r not in direct]
     form.revision.data = str(engine.revision)
-    return render_template(
+    html = render_template(
         "admin/user.html",
         user=user,
         direct=direct,
@@ -460,7 +550,10 @@ def _user_page(user: User, form: AssignRoleForm) -> str:
         sessions=users.list_sessions(user.id),
         form=form,
         confirm=ConfirmForm(),
+        whatif=whatif,
+        broken=broken or [],
     )
+    return Response(html, status=status)
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
@@ -469,6 +562,7 @@ def user_new() -> BaseResponse | str:
     form = AccountForm()
     form.roles.choices = assignable_roles()
     status = 200
+    broken: list[Result] = []
     if request.method == "POST":
         status = 400
         valid = form.validate_on_submit()
@@ -498,13 +592,16 @@ def user_new() -> BaseResponse | str:
                     e.field or "", form.email
                 )
                 add_error(target, e.message)
+            except ExpectationsBroken as e:
+                broken, status = broken_by(e)
             except AuthzError as e:
                 status = editing.http_outcome(e)[0]
                 refused(e)
             else:
                 flash(f"Created the account {user.email}.", "success")
                 return redirect(url_for("admin.user_detail", email=user.email))
-    return Response(render_template("admin/user_new.html", form=form), status=status)
+    html = render_template("admin/user_new.html", form=form, broken=broken)
+    return Response(html, status=status)
 
 
 def assignable_roles() -> list[str]:
@@ -520,9 +617,21 @@ def user_assign(email: str) -> BaseResponse:
     form = AssignRoleForm()
     form.role.choices = assignable_roles()
     if not (form.validate_on_submit() and form.role.data):
-        return Response(_user_page(user, form), status=400)
+        return _user_page(user, form, status=400)
+    if previewing():
+        try:
+            change = editing.assign_change(user.email, form.role.data)
+        except (AuthzError, editing.EditError, users.AccountError) as e:
+            if isinstance(e, EngineUnavailable):
+                raise
+            add_error(form.role, str(e))
+            return _user_page(user, form, status=400)
+        return _user_page(user, form, whatif=what_if(change))
     try:
         changed = editing.assign(user.email, form.role.data, who())
+    except ExpectationsBroken as e:
+        broken, status = broken_by(e)
+        return _user_page(user, form, broken=broken, status=status)
     except (AuthzError, editing.EditError, users.AccountError) as e:
         refused(e)
     else:
@@ -542,9 +651,20 @@ def user_unassign(email: str, role: str) -> BaseResponse | str:
     rule = Rule("g", (user.email, role))
     form = ConfirmForm()
     back = url_for("admin.user_detail", email=user.email)
+    confirming = partial(
+        confirm_removal,
+        form,
+        rule,
+        "Remove this role?",
+        f"Take role {role!r} away from {user.email}?",
+        back,
+    )
     if form.validate_on_submit():
         try:
             changed = editing.unassign(user.email, role, who())
+        except ExpectationsBroken as e:
+            broken, status = broken_by(e)
+            return confirming(broken=broken, status=status)
         except (AuthzError, editing.EditError) as e:
             refused(e)
         else:
@@ -557,9 +677,7 @@ def user_unassign(email: str, role: str) -> BaseResponse | str:
         return redirect(back)
     if rule not in users.engine().snapshot.ruleset:
         abort(404, description=f"{user.email} does not have role {role!r}.")
-    return confirm_removal(
-        form, rule, "Remove this role?", f"Take role {role!r} away from {user.email}?", back
-    )
+    return confirming()
 
 
 @bp.post("/users/<email:email>/unthrottle")
@@ -686,10 +804,14 @@ def _token_form() -> TokenForm:
     return form
 
 
-def _tokens_page(form: TokenForm, status: int = 200) -> Response:
+def _tokens_page(
+    form: TokenForm, status: int = 200, broken: list[Result] | None = None
+) -> Response:
     found, page, pages = paginate(tokens.list_tokens(), params.page(request.args.get("page")))
     rows = [(t, tokens.state(t), tokens.roles_of(t.name)) for t in found]
-    html = render_template("admin/tokens.html", rows=rows, form=form, page=page, pages=pages)
+    html = render_template(
+        "admin/tokens.html", rows=rows, form=form, page=page, pages=pages, broken=broken or []
+    )
     return Response(html, status=status)
 
 
@@ -717,6 +839,9 @@ def token_create() -> Response:
                 e.field or "", form.name
             )
             add_error(field, e.message)
+        except ExpectationsBroken as e:
+            broken, status = broken_by(e)
+            return _tokens_page(form, status=status, broken=broken)
         except AuthzError as e:  # the database or the engine refused the write
             flash(f"Not created: {e}.", "error")
         else:
@@ -795,6 +920,16 @@ def try_request() -> str:
             error = f"refused path: {e}"
         except params.BadParam as e:
             error = str(e)
+    save = promise = None
+    if tried is not None:
+        # The test names the subject as tried, never the one it was decided as (a
+        # deactivated account's verdict above is anonymous's; its test is its own).
+        try:
+            promise = policy_tests.tried(tried.subject, method, path)
+        except RuleError:  # a request no test can name (a method the tests refuse)
+            promise = None
+        else:
+            save = SaveTriedForm(formdata=None, subject=tried.subject, method=method, path=path)
     return render_template(
         "admin/try.html",
         subject=subject,
@@ -803,6 +938,9 @@ def try_request() -> str:
         decision=tried.decision if tried else None,
         note=tried.note if tried else "",
         error=error,
+        save=save,
+        promise=promise,
+        saved=request.args.get("saved", "") != "",
     )
 
 
@@ -874,3 +1012,7 @@ def reach() -> str:
         unmatched_count=unmatched_count,
         error=error,
     )
+
+
+# The policy tests pages register their routes on this blueprint (they import from here).
+from service.admin import tests_page as _tests_page  # noqa: E402, F401

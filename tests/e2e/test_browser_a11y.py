@@ -111,6 +111,26 @@ def rule_conflict(page: Page) -> None:
     assert page.locator("#conflict").count() == 1
 
 
+def preview_rule(page: Page) -> None:
+    """An action from /admin/rules/new: preview a rule; the what-if under the form."""
+    fields = {"subject": "user", "path": "/reports/:id", "methods": "POST"}
+    fill_and_submit(fields, "#preview")(page)
+    expect(page.locator("#whatif")).to_be_visible()
+
+
+def refused_rule(page: Page) -> None:
+    """An action from /admin/rules/new: a rule the stored test refuses; the refusal shown."""
+    fill_and_submit({"subject": "anonymous", "path": "/admin/*", "methods": "GET"}, "#save")(page)
+    expect(page.locator("#refused")).to_be_visible()
+
+
+def refused_test(page: Page) -> None:
+    """An action from /admin/tests: a test the policy does not keep; the refusal shown."""
+    fields = {"subject": "user", "method": "GET", "path": "/admin/rules", "note": "no"}
+    fill_and_submit(fields, "#add-test")(page)
+    expect(page.locator("#refused")).to_be_visible()
+
+
 @dataclass(frozen=True)
 class Visit:
     """One page to check: who opens it, where, the status it answers, an action after."""
@@ -194,6 +214,14 @@ VISITS = [
     Visit("audit", "admin", "/admin/audit"),
     Visit("audit-filtered", "admin", f"/admin/audit?actor={ADMIN}&since=2000-01-01"),
     Visit("audit-bad-date", "admin", "/admin/audit?since=yesterday", status=400),
+    Visit("tests", "admin", "/admin/tests"),
+    Visit("tests-failing", "admin", "/admin/tests?failing=1&q=nothing-matches"),
+    Visit("tests-add-errors", "admin", "/admin/tests", then=submit("#add-test")),
+    Visit("tests-add-refused", "admin", "/admin/tests", then=refused_test),
+    Visit("tests-load-errors", "admin", "/admin/tests", then=submit("#load-tests")),
+    Visit("test-remove", "admin", "/admin/tests/remove?id={test}"),
+    Visit("rule-preview", "admin", "/admin/rules/new", then=preview_rule),
+    Visit("rule-refused", "admin", "/admin/rules/new", then=refused_rule),
     Visit("try", "admin", "/admin/try"),
     Visit("try-decided", "admin", f"/admin/try?subject={USER}&path=/admin/&method=GET"),
     Visit("reach", "admin", "/admin/reach?path=/admin/rules&method=GET"),
@@ -231,6 +259,12 @@ def _prepare(base: str, admin: Page, spare: Page) -> None:
     admin.goto(f"{base}/admin/tokens")
     fill_and_submit({"name": "deploy"}, "#create-token")(admin)
     expect(admin.locator("#secret")).to_be_visible()
+    # A policy test, for the tests page and the refusals of the rule form.
+    admin.goto(f"{base}/admin/tests")
+    admin.select_option("main [name=outcome]", "deny")
+    fields = {"subject": "anonymous", "method": "GET", "path": "/admin/", "note": "no visitors"}
+    fill_and_submit(fields, "#add-test")(admin)
+    expect(admin.locator("#tests tr.test")).to_have_count(1)
 
 
 @pytest.fixture(scope="module")
@@ -245,9 +279,14 @@ def site(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         admin.goto(f"{base}/admin/rules")
         rule_id = admin.locator("#rules tr.rule").first.get_attribute("data-id")
         assert rule_id
+        admin.goto(f"{base}/admin/tests")
+        test_id = admin.locator("#tests tr.test").first.get_attribute("data-id")
+        assert test_id
         try:
             yield Site(
-                base, {"anonymous": anonymous, "user": user, "admin": admin}, {"rule": rule_id}
+                base,
+                {"anonymous": anonymous, "user": user, "admin": admin},
+                {"rule": rule_id, "test": test_id},
             )
         finally:
             for context in contexts:
