@@ -22,6 +22,8 @@ from sqlalchemy.exc import ArgumentError
 #: The repository root (in a checkout), where model.conf and policies/ are edited.
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "AUTHZ_"
+#: Variables of the test suite (e.g. AUTHZ_TEST_POSTGRES_URL), not settings of the service.
+TEST_PREFIX = "AUTHZ_TEST_"
 #: Exit status of every entry point (CLI, flask, gunicorn) on a configuration error.
 CONFIG_ERROR_STATUS = 3
 
@@ -443,8 +445,8 @@ def load_settings(
     names = {f.name for f in fields(Settings)}
     values: dict[str, Any] = {}
     for key, raw in environ.items():
-        if not key.startswith(PREFIX):
-            continue
+        if not key.startswith(PREFIX) or key.startswith(TEST_PREFIX):
+            continue  # AUTHZ_TEST_*: the test suite's own (README "Development")
         name = key[len(PREFIX) :].lower()
         if name not in names:
             # A misspelt variable would otherwise be silently ignored.

@@ -71,6 +71,15 @@ def test_a_wrong_value_names_the_variable_and_the_reason(
     assert "\n" not in str(info.value)
 
 
+def test_the_test_suites_own_variables_are_not_settings(tmp_path: Path) -> None:
+    """AUTHZ_TEST_POSTGRES_URL (README "Development") points the suite at a server; the
+    service it starts must not refuse it as a misspelt setting."""
+    s = settings(tmp_path, AUTHZ_TEST_POSTGRES_URL="postgresql+psycopg://u@db/t")
+    assert s.database_url.startswith("sqlite:")  # not a setting: the default stays
+    with pytest.raises(ConfigError, match="AUTHZ_TESTS_URL: unknown setting"):
+        settings(tmp_path, AUTHZ_TESTS_URL="x")
+
+
 @pytest.mark.parametrize(
     ("env", "missing"),
     [
