@@ -1,4 +1,10 @@
-"""Policy rows: rules (``p`` rows) and role assignments (``g`` rows)."""
+"""Policy rows: rules (``p`` rows) and role assignments (``g`` rows).
+
+Every write takes ``?dry_run=1``: the change is built as the write would build it (so a
+duplicate or a missing row answers as the write does), planned on the stored policy, and
+answered with its what-if (who gains and loses which request, which policy tests flip,
+whether the write would be refused); nothing is written, not even an audit entry.
+"""
 
 from __future__ import annotations
 
@@ -153,7 +159,8 @@ def rule_replace(rule_id: str) -> Response:
     """Replace a rule: the old row out and the new one in, in one change.
 
     Checked against that row only; 409 with the current row when it changed meanwhile.
-    The id is derived from the content, so the changed rule has a new id.
+    The id is derived from the content, so the changed rule has a new id. ``?dry_run=1``:
+    its what-if.
     """
     names = rule_names()
     data = body(rule_fields(names))
@@ -169,7 +176,8 @@ def rule_replace(rule_id: str) -> Response:
 
 @bp.delete("/policy/rules/<rule_id:rule_id>")
 def rule_remove(rule_id: str) -> Response:
-    """Remove a rule (409 with what it became when it changed meanwhile)."""
+    """Remove a rule (409 with what it became when it changed meanwhile; ``?dry_run=1``:
+    its what-if)."""
     since, writer = write_revision(), who()
     if dry_run():
         change, _action, _detail = editing.remove_change(rule_id, ptype=RULE, since=since)
@@ -223,6 +231,7 @@ def link_add() -> Response:
 
     As on the command line, a typo must not create a row for a role no rule names. An
     email with no account is accepted (a grant ahead of registration), with a warning.
+    ``?dry_run=1``: its what-if.
     """
     data = body(LINK_FIELDS)
     read_at(data)
@@ -250,7 +259,7 @@ def link_add() -> Response:
 
 @bp.delete("/policy/roles/<rule_id:rule_id>")
 def link_remove(rule_id: str) -> Response:
-    """Take a role away from an account, a role or a token."""
+    """Take a role away from an account, a role or a token (``?dry_run=1``: its what-if)."""
     since, writer = write_revision(), who()
     if dry_run():
         change, _action, _detail = editing.remove_change(rule_id, ptype=LINK, since=since)

@@ -9,6 +9,7 @@ explanation). Adding a test the policy does not keep is refused (409, reason
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
@@ -48,6 +49,13 @@ CSV = "text/csv"
 #: The name a downloaded export is saved under.
 EXPORT_NAME = "policy-tests.csv"
 
+#: A percent-escape, or the start of a query or a fragment. The path of a test is the path
+#: the router routes, already decoded and without its query, so a test naming one of
+#: these would promise something about another request than the one it appears to
+#: (``/admin%2F`` is not ``/admin/``; ``/admin/?x`` is not ``/admin/`` with a query).
+_UNROUTED = re.compile(r"[?#]|%[0-9A-Fa-f]{2}")
+UNROUTED = "write the path as the router sees it: decoded, without a query or fragment"
+
 Key = tuple[str, str, str]
 
 
@@ -59,18 +67,20 @@ def key(item: Expectation) -> Key:
 def read_test(data: Mapping[str, Any]) -> Expectation:
     """The policy test a body describes; Invalid names every bad field at once."""
     values = {name: data.get(name, "") for name in _VALID}
-    errors: list[schemas.FieldError] = []
-    # A path with surrounding spaces is a real request path, but a file of tests trims
-    # its values: such a test would export as another one than it is.
-    if values["path"] != values["path"].strip():
-        errors.append(schemas.FieldError("path", "must not start or end with spaces"))
+    errors: dict[str, str] = {}
     for name in _VALID:
         try:
             policy_tests.parse(**{**_VALID, name: values[name]})
         except RuleError as e:
-            errors.append(schemas.FieldError(e.field or name, e.message))
+            errors.setdefault(e.field or name, e.message)
+    # A path with surrounding spaces is a real request path, but a file of tests trims
+    # its values: such a test would export as another one than it is.
+    if "path" not in errors and values["path"] != values["path"].strip():
+        errors["path"] = "must not start or end with spaces"
+    if "path" not in errors and _UNROUTED.search(values["path"]):
+        errors["path"] = UNROUTED
     if errors:
-        raise schemas.Invalid(errors)
+        raise schemas.Invalid([schemas.FieldError(f, m) for f, m in errors.items()])
     return policy_tests.parse(**values)  # each value passed alone: together too
 
 
@@ -222,7 +232,15 @@ def read_csv() -> list[Expectation]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PolicyFileError([], message=f"not UTF-8 text: {e}") from None
-    return list(parse_file(text).expectations)
+    found = parse_file(text)
+    unrouted = [
+        RuleError(UNROUTED, line=line, field="path")
+        for item, line in zip(found.expectations, found.lines, strict=True)
+        if _UNROUTED.search(item.path)
+    ]
+    if unrouted:
+        raise PolicyFileError(unrouted)
+    return list(found.expectations)
 
 
 @bp.post("/policy/tests/load")

@@ -91,7 +91,10 @@ CREATE_FIELDS = {
 
 @bp.post("/tokens")
 def token_create() -> Response:
-    """Create a token with its roles; the answer is the only place its secret appears."""
+    """Create a token with its roles; the answer is the only place its secret appears.
+
+    ``?dry_run=1``: the what-if of its role assignments; no token, no secret.
+    """
     data = body(CREATE_FIELDS)
     roles = data.get("roles", [])
     wrong = [
@@ -180,7 +183,10 @@ def token_detail(name: str) -> Response:
 
 @bp.delete("/tokens/<token:name>")
 def token_revoke(name: str) -> Response:
-    """Revoke a token: refused at once here, on every instance at its next poll."""
+    """Revoke a token: refused at once here, on every instance at its next poll.
+
+    ``?dry_run=1``: the what-if of removing its rows; the token stays as it is.
+    """
     token = find_token(name)
     if request.get_data(cache=True):
         body({})  # nothing to send; a field here is a client mistake worth reporting

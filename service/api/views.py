@@ -7,6 +7,7 @@ through the engine's one write path with the logged-in account as the actor and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,6 +120,11 @@ def dry_run() -> bool:
     The middleware has already authorized it as the write it stands for (same method,
     same path), so a dry run tells no one more than the write would.
     """
+    # A misspelt name would be ignored like any unknown parameter, and the write made:
+    # DRY_RUN, dry-run or dryRun is refused instead.
+    for name in request.args:
+        if name != "dry_run" and re.sub(r"[^a-z]", "", name.lower()) == "dryrun":
+            raise schemas.Invalid([schemas.FieldError(name, "write it as dry_run")])
     return schemas.flag(request.args, "dry_run")
 
 
