@@ -118,7 +118,7 @@ def dry_run() -> bool:
     """Whether the request asks for a dry run (``?dry_run=1``): plan it, write nothing.
 
     The middleware has already authorized it as the write it stands for (same method,
-    same path), so a dry run tells no one more than the write would.
+    same path): no one may plan a change they may not make.
     """
     # A misspelt name would be ignored like any unknown parameter, and the write made:
     # DRY_RUN, dry-run or dryRun is refused instead.
