@@ -212,6 +212,7 @@ def _extras(e: Exception) -> dict[str, Any]:
                 f"line {error.line}: {error.message}" if error.line else error.message,
             ).as_dict()
             for error in e.errors
+            if isinstance(error, RuleError)
         ]
         return {"errors": errors, "more_errors": e.more}
     return {}
