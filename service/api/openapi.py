@@ -24,6 +24,8 @@ from flask import Response
 from flask import current_app
 from werkzeug.routing import Rule as Route
 
+from authz.expectations import MAX_NOTE
+from authz.expectations import OUTCOMES
 from authz.rules import EFFECTS
 from authz.rules import MAX_VALUE_LENGTH
 from service import params
@@ -32,6 +34,8 @@ from service.api.decisions import CHECK_FIELDS
 from service.api.policy import LINK_FIELDS
 from service.api.policy import rule_fields
 from service.api.policy import rule_names
+from service.api.tests import CSV
+from service.api.tests import TEST_FIELDS
 from service.api.tokens import CREATE_FIELDS as TOKEN_FIELDS
 from service.api.views import bp
 from service.api.views import ok
@@ -71,6 +75,10 @@ STRINGS = array(STRING)
 INSTANT: Schema = {"type": "string", "format": "date-time"}
 MAYBE_INSTANT: Schema = {"type": ["string", "null"], "format": "date-time"}
 REVISION: Schema = {"type": "integer", "minimum": 0, "description": "policy revision"}
+COUNT: Schema = {"type": "integer", "minimum": 0}
+MAYBE_STRING: Schema = {"type": ["string", "null"]}
+#: A rule as ``[ptype, *values]``, or null where no rule decided.
+MAYBE_ROW: Schema = {"type": ["array", "null"], "items": STRING}
 
 #: JSON types of the ``schemas.Field`` kinds.
 _KINDS = {str: "string", int: "integer", list: "array", dict: "object"}
@@ -85,6 +93,8 @@ _FIELD_DETAILS: dict[str, Schema] = {
     "method": {"maxLength": MAX_VALUE_LENGTH},
     "roles": {"items": STRING},
     "expires_days": {"minimum": 1, "maximum": 3650},
+    "outcome": {"enum": list(OUTCOMES)},
+    "note": {"maxLength": MAX_NOTE},
 }
 
 
@@ -143,7 +153,8 @@ def components() -> dict[str, Schema]:
     return {
         "Problem": {
             "type": "object",
-            "description": "RFC 9457 problem details; 409s add reason and more.",
+            "description": "RFC 9457 problem details; 409s add reason and more. A change "
+            "refused by policy tests (reason policy-tests) lists each broken test in tests.",
             "required": ["type", "title", "status", "detail"],
             "properties": {
                 "type": STRING,
@@ -151,9 +162,12 @@ def components() -> dict[str, Schema]:
                 "status": {"type": "integer", "minimum": 400, "maximum": 599},
                 "detail": STRING,
                 "errors": array(field_error),
+                "more_errors": COUNT,
                 "reason": STRING,
                 "current_revision": REVISION,
                 "existing": {"type": "object"},
+                "tests": array(ref("TestResult")),
+                "more_tests": COUNT,
             },
         },
         "FieldError": field_error,
@@ -184,6 +198,57 @@ def components() -> dict[str, Schema]:
             }
         ),
         "Decision": strict(DECISION),
+        "Test": strict(
+            {
+                "id": ref("RuleId"),
+                "subject": STRING,
+                "method": STRING,
+                "path": STRING,
+                "outcome": {"enum": list(OUTCOMES)},
+                "note": STRING,
+            }
+        ),
+        "TestResult": strict(
+            {
+                "expectation": ref("Test"),
+                "passed": {"type": "boolean"},
+                "allowed": {"type": ["boolean", "null"]},
+                "rule": MAYBE_ROW,
+                "explain": STRING,
+            }
+        ),
+        "WhatIf": strict(
+            {
+                "added": array(STRINGS),
+                "removed": array(STRINGS),
+                "tests": array(
+                    strict(
+                        {
+                            "expectation": ref("Test"),
+                            "change": {"enum": ["breaks", "passes"]},
+                            "rule": MAYBE_ROW,
+                            "explain": STRING,
+                            "text": STRING,
+                        }
+                    )
+                ),
+                "access": array(
+                    strict(
+                        {
+                            "change": {"enum": ["gains", "loses"]},
+                            "subject": STRING,
+                            "method": STRING,
+                            "path": STRING,
+                            "text": STRING,
+                        }
+                    )
+                ),
+                "more": COUNT,
+                "limits": STRINGS,
+                "refused": MAYBE_STRING,
+                "compared": {"type": "object", "additionalProperties": COUNT},
+            }
+        ),
         "Check": strict(CHECK),
         "Token": strict(
             {
@@ -238,6 +303,41 @@ PAGING = (
 REVISION_QUERY = query(
     "revision", REVISION, "the revision the change is based on (or in the body, not both)"
 )
+#: A yes/no query parameter; any other spelling is a 400.
+FLAG: Schema = {"type": "string", "enum": ["1", "0", "true", "false"]}
+DRY_RUN = query(
+    "dry_run",
+    FLAG,
+    "1: plan the change and answer what it would do (200); nothing is written",
+)
+
+
+def dry_run_answer() -> Schema:
+    """The answer to a dry run of a policy change: accepted or not, and its what-if."""
+    return strict(
+        {
+            "dry_run": {"const": True},
+            "accepted": {"type": "boolean"},
+            "revision": REVISION,
+            "what_if": ref("WhatIf"),
+        }
+    )
+
+
+def tests_dry_run_answer() -> Schema:
+    """The answer to a dry run of a policy-test write: what it adds and removes, and the
+    new tests the current policy does not keep (any one refuses it)."""
+    return strict(
+        {
+            "dry_run": {"const": True},
+            "accepted": {"type": "boolean"},
+            "revision": REVISION,
+            "added": array(ref("Test")),
+            "removed": array(ref("Test")),
+            "tests": array(ref("TestResult")),
+            "refused": MAYBE_STRING,
+        }
+    )
 
 
 # -- the operations ---------------------------------------------------------------------
@@ -260,6 +360,11 @@ class Operation:
     errors: tuple[int, ...] = ()
     anonymous: bool = False
     location: bool = False
+    #: The answer to ``?dry_run=1`` (200, nothing written), for a write that takes one.
+    dry_run: Json | None = None
+    #: The media type of the request body and of the success answer.
+    body_media: str = JSON
+    media: str = JSON
 
 
 #: Errors any operation may answer: a refused path or bad input, no or a bad credential,
@@ -271,8 +376,11 @@ ERRORS = {
     401: "Not logged in, or the bearer token is invalid, expired or revoked",
     403: "The policy does not allow this subject this request",
     404: "No such resource (or a path parameter in another spelling than its canonical one)",
-    409: "Conflict: a stale revision, a duplicate row, the lockout guard or a revoked token",
+    409: "Conflict: a stale revision, a duplicate row, the lockout guard, a revoked token, "
+    "or policy tests the change breaks (reason policy-tests; tests lists each with the rule "
+    "that now decides it)",
     413: "The request body is too large",
+    415: "The request body is not of the media type the operation reads",
     414: "The request URI is too long to decide on",
     422: "Too many items in one call",
     503: "The policy engine cannot decide; retry after Retry-After seconds",
@@ -328,6 +436,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=WRITE_ERRORS,
         location=True,
         example=NEW_RULE,
+        dry_run=dry_run_answer,
     ),
     ("/policy/rules/{rule_id}", "GET"): Operation(
         "One rule", "policy", at_revision(rule=ref("Rule")), errors=(404,)
@@ -339,6 +448,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body=_rule_body,
         errors=WRITE_ERRORS,
         example=NEW_RULE,
+        dry_run=dry_run_answer,
     ),
     ("/policy/rules/{rule_id}", "DELETE"): Operation(
         "Remove a rule",
@@ -349,6 +459,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         query=(REVISION_QUERY,),
         errors=WRITE_ERRORS,
         example={"revision": 3},
+        dry_run=dry_run_answer,
     ),
     ("/policy/roles", "GET"): Operation(
         "List role assignments",
@@ -369,6 +480,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=WRITE_ERRORS,
         location=True,
         example={"member": "boss@example.com", "role": "admin", "revision": 3},
+        dry_run=dry_run_answer,
     ),
     ("/policy/roles/{rule_id}", "GET"): Operation(
         "One role assignment", "policy", at_revision(assignment=ref("Assignment")), errors=(404,)
@@ -382,6 +494,75 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         query=(REVISION_QUERY,),
         errors=WRITE_ERRORS,
         example={"revision": 3},
+        dry_run=dry_run_answer,
+    ),
+    # policy tests
+    ("/policy/tests", "GET"): Operation(
+        "List policy tests, each with its result on the current policy",
+        "policy tests",
+        lambda: strict(
+            {
+                "revision": REVISION,
+                "total": COUNT,
+                "page": {"type": "integer", "minimum": 1},
+                "per_page": {"type": "integer", "minimum": 1},
+                "failing": {**COUNT, "description": "failing tests in all (unfiltered)"},
+                "bad": {**STRINGS, "description": "stored tests that do not read"},
+                "items": array(ref("TestResult")),
+            }
+        ),
+        query=(
+            *PAGING,
+            query(
+                "q",
+                {"type": "string", "maxLength": 255},
+                "only tests with a value containing this (any case)",
+            ),
+            query("failing", FLAG, "1: only tests the current policy does not keep"),
+        ),
+    ),
+    ("/policy/tests", "POST"): Operation(
+        "Add a policy test; refused (409, reason policy-tests) when the policy does not keep it",
+        "policy tests",
+        at_revision(test=ref("TestResult"), replaced={"oneOf": [ref("Test"), {"type": "null"}]}),
+        status=201,
+        body=lambda: body_schema(TEST_FIELDS),
+        errors=(409,),
+        location=True,
+        example={"subject": "anonymous", "method": "GET", "path": "/admin/", "outcome": "deny"},
+        dry_run=tests_dry_run_answer,
+    ),
+    ("/policy/tests/{test_id}", "GET"): Operation(
+        "One policy test with its result", "policy tests", at_revision(test=ref("TestResult"))
+    ),
+    ("/policy/tests/{test_id}", "DELETE"): Operation(
+        "Remove a policy test",
+        "policy tests",
+        at_revision(removed=ref("Test")),
+        body=lambda: EMPTY,
+        body_required=False,
+        dry_run=tests_dry_run_answer,
+    ),
+    ("/policy/tests/export", "GET"): Operation(
+        "The policy tests as a CSV file (subject, method, path, outcome, note)",
+        "policy tests",
+        lambda: STRING,
+        media=CSV,
+    ),
+    ("/policy/tests/load", "POST"): Operation(
+        "Store a CSV file's policy tests in one write; refused (409) when the policy does "
+        "not keep one",
+        "policy tests",
+        at_revision(added=array(ref("Test")), removed=array(ref("Test"))),
+        body=lambda: STRING,
+        body_media=CSV,
+        query=(
+            query("replace", FLAG, "1: remove the stored tests the file does not hold"),
+            query("allow_empty", FLAG, "1: let an empty file replace every test"),
+        ),
+        errors=(409, 413, 415),
+        example="anonymous, GET, /admin/, deny, the editor is for admins\n",
+        dry_run=tests_dry_run_answer,
     ),
     ("/policy/roles/{role}/members", "GET"): Operation(
         "The direct members of a role",
@@ -505,12 +686,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body=lambda: body_schema(TOKEN_FIELDS),
         errors=(409,),
         example={"name": "ci", "roles": ["admin"], "expires_days": 90},
+        dry_run=dry_run_answer,
     ),
     ("/tokens/{name}", "GET"): Operation(
         "One service token", "tokens", at_revision(token=ref("Token")), errors=(404,)
     ),
     ("/tokens/{name}", "DELETE"): Operation(
-        "Revoke a service token", "tokens", at_revision(token=ref("Token")), errors=(404, 409)
+        "Revoke a service token",
+        "tokens",
+        at_revision(token=ref("Token")),
+        errors=(404, 409),
+        dry_run=dry_run_answer,
     ),
 }
 
@@ -560,10 +746,20 @@ def operation(path: str, method: str, route: Route, spec: Operation) -> Schema:
     """The OpenAPI operation object of one route and method."""
     success: Schema = {
         "description": spec.summary,
-        "content": {"application/json": {"schema": spec.response()}},
+        "content": {spec.media: {"schema": spec.response()}},
     }
     if spec.location:
         success["headers"] = {"Location": {"schema": STRING, "required": True}}
+    answers = {str(spec.status): success}
+    if spec.dry_run is not None:
+        if spec.status == 200:  # the write and its dry run answer 200 alike
+            success["content"][spec.media]["schema"] = {"oneOf": [spec.response(), spec.dry_run()]}
+        else:
+            answers["200"] = {
+                "description": "The dry run (dry_run=1): what the write would do; nothing "
+                "was written",
+                "content": {JSON: {"schema": spec.dry_run()}},
+            }
     statuses = sorted({*ALWAYS, *spec.errors, *((404,) if route.arguments else ())})
     document: Schema = {
         "operationId": re.sub(r"\W+", "_", f"{method} {path.removeprefix(API_PREFIX)}")
@@ -572,19 +768,24 @@ def operation(path: str, method: str, route: Route, spec: Operation) -> Schema:
         "summary": spec.summary,
         "tags": [spec.tag],
         "responses": {
-            str(spec.status): success,
+            **answers,
             **{str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses},
         },
     }
     names = [m.group(1) for m in _ARGUMENT.finditer(route.rule)]
     parameters = [path_parameter(route, name) for name in names] + list(spec.query)
+    if spec.dry_run is not None:
+        parameters.append(DRY_RUN)
     if parameters:
         document["parameters"] = parameters
     if spec.body is not None:
         media: Schema = {"schema": spec.body()}
         if spec.example is not None:
             media["example"] = spec.example
-        document["requestBody"] = {"required": spec.body_required, "content": {JSON: media}}
+        document["requestBody"] = {
+            "required": spec.body_required,
+            "content": {spec.body_media: media},
+        }
     if spec.anonymous:
         document["security"] = [{}]
     elif method != "GET":

@@ -1,4 +1,10 @@
-"""Policy rows: rules (``p`` rows) and role assignments (``g`` rows)."""
+"""Policy rows: rules (``p`` rows) and role assignments (``g`` rows).
+
+Every write takes ``?dry_run=1``: the change is built as the write would build it (so a
+duplicate or a missing row answers as the write does), planned on the stored policy, and
+answered with its what-if (who gains and loses which request, which policy tests flip,
+whether the write would be refused); nothing is written, not even an audit entry.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,9 @@ from service.api.views import actor
 from service.api.views import api_field
 from service.api.views import body
 from service.api.views import bp
+from service.api.views import dry_run
 from service.api.views import ok
+from service.api.views import planned
 from service.api.views import write_revision
 from service.users import engine
 
@@ -128,11 +136,15 @@ def rule(rule_id: str) -> Response:
 
 @bp.post("/policy/rules")
 def rule_add() -> Response:
-    """Add a rule; 409 when the policy already has it."""
+    """Add a rule; 409 when the policy already has it (``?dry_run=1``: its what-if)."""
     names = rule_names()
     data = body(rule_fields(names))
     read_at(data)
-    applied = editing.add(rule_from(data, names), who())
+    rule, writer = rule_from(data, names), who()
+    if dry_run():
+        change, _action, _detail = editing.add_change(rule)
+        return planned(change, strict=True)
+    applied = editing.add(rule, writer)
     new = applied.added[0]
     response = ok(
         {"revision": applied.revision, "rule": rule_item(new, names), "warnings": warnings(new)},
@@ -147,12 +159,16 @@ def rule_replace(rule_id: str) -> Response:
     """Replace a rule: the old row out and the new one in, in one change.
 
     Checked against that row only; 409 with the current row when it changed meanwhile.
-    The id is derived from the content, so the changed rule has a new id.
+    The id is derived from the content, so the changed rule has a new id. ``?dry_run=1``:
+    its what-if.
     """
     names = rule_names()
     data = body(rule_fields(names))
-    new = rule_from(data, names)
-    applied = editing.edit(rule_id, new, who(), since=read_at(data))
+    new, writer = rule_from(data, names), who()
+    if dry_run():
+        change, _old = editing.edit_change(rule_id, new, since=read_at(data))
+        return planned(change, strict=True)
+    applied = editing.edit(rule_id, new, writer, since=read_at(data))
     return ok(
         {"revision": applied.revision, "rule": rule_item(new, names), "warnings": warnings(new)}
     )
@@ -160,8 +176,13 @@ def rule_replace(rule_id: str) -> Response:
 
 @bp.delete("/policy/rules/<rule_id:rule_id>")
 def rule_remove(rule_id: str) -> Response:
-    """Remove a rule (409 with what it became when it changed meanwhile)."""
-    applied = editing.remove(rule_id, who(), ptype=RULE, since=write_revision())
+    """Remove a rule (409 with what it became when it changed meanwhile; ``?dry_run=1``:
+    its what-if)."""
+    since, writer = write_revision(), who()
+    if dry_run():
+        change, _action, _detail = editing.remove_change(rule_id, ptype=RULE, since=since)
+        return planned(change, strict=True)
+    applied = editing.remove(rule_id, writer, ptype=RULE, since=since)
     return ok(
         {"revision": applied.revision, "removed": rule_item(applied.removed[0], rule_names())}
     )
@@ -210,12 +231,19 @@ def link_add() -> Response:
 
     As on the command line, a typo must not create a row for a role no rule names. An
     email with no account is accepted (a grant ahead of registration), with a warning.
+    ``?dry_run=1``: its what-if.
     """
     data = body(LINK_FIELDS)
     read_at(data)
     member = editing.member_of(data["member"])
     new = editing.validate(Rule(LINK, (member, data["role"])))
-    if not editing.assign(member, data["role"], who()):
+    writer = who()
+    if dry_run():
+        change = editing.assign_change(member, data["role"])
+        if not change:
+            raise editing.Duplicate(new)
+        return planned(change, strict=False)
+    if not editing.assign(member, data["role"], writer):
         raise editing.Duplicate(new)
     response = ok(
         {
@@ -231,6 +259,10 @@ def link_add() -> Response:
 
 @bp.delete("/policy/roles/<rule_id:rule_id>")
 def link_remove(rule_id: str) -> Response:
-    """Take a role away from an account, a role or a token."""
-    applied = editing.remove(rule_id, who(), ptype=LINK, since=write_revision())
+    """Take a role away from an account, a role or a token (``?dry_run=1``: its what-if)."""
+    since, writer = write_revision(), who()
+    if dry_run():
+        change, _action, _detail = editing.remove_change(rule_id, ptype=LINK, since=since)
+        return planned(change, strict=True)
+    applied = editing.remove(rule_id, writer, ptype=LINK, since=since)
     return ok({"revision": applied.revision, "removed": link_item(applied.removed[0])})

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from werkzeug.datastructures import MultiDict
+
 from authz.rules import ANONYMOUS
 from authz.rules import EMAIL_PATTERN
 from authz.rules import MAX_VALUE_LENGTH
@@ -194,3 +196,24 @@ def choice(value: str | None, field: str, allowed: tuple[str, ...]) -> str | Non
     if value not in allowed:
         raise Invalid([FieldError(field, f"must be one of {', '.join(allowed)}")])
     return value
+
+
+#: The spellings of a yes/no query parameter (``?dry_run=1``); anything else is refused,
+#: so that a misspelt "yes" never turns a dry run into a write.
+FLAGS = {"1": True, "true": True, "0": False, "false": False, "": False}
+
+
+def flag(args: MultiDict[str, str], name: str) -> bool:
+    """Return a yes/no query parameter (absent: no); Invalid for any other spelling.
+
+    Given twice, it is refused: a client and a proxy reading different copies of
+    ``dry_run`` would disagree about whether a request writes.
+    """
+    values = args.getlist(name)
+    if not values:
+        return False
+    if len(values) > 1:
+        raise Invalid([FieldError(name, "give it once")])
+    if values[0] not in FLAGS:
+        raise Invalid([FieldError(name, "must be 1 or 0")])
+    return FLAGS[values[0]]

@@ -7,6 +7,7 @@ through the engine's one write path with the logged-in account as the actor and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,12 +20,17 @@ from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 
 from authz import AuthzError
+from authz import Change
 from authz import EngineUnavailable
+from authz import PolicyFileError
 from authz import Rule
 from authz import RuleError
 from authz import StaleRevision
+from authz.expectations import ExpectationsBroken
+from authz.whatif import WhatIf
 from service import editing
 from service import params
+from service import policy_tests
 from service import users as accounts
 from service.api import schemas
 from service.responses import problem
@@ -36,6 +42,8 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 SOURCE = "api"
 #: Model field names as the API names them; other models' fields keep their own names.
 FIELD_NAMES = {"sub": "subject", "obj": "path", "act": "methods", "eft": "effect"}
+#: Broken policy tests a refusal lists; beyond these they are counted (``more_tests``).
+MAX_LISTED_TESTS = 200
 
 
 class Problem(Exception):
@@ -103,6 +111,44 @@ def ok(payload: dict[str, Any], status: int = 200) -> Response:
     return response
 
 
+# -- dry runs: ?dry_run=1 on every policy write ----------------------------------------
+
+
+def dry_run() -> bool:
+    """Whether the request asks for a dry run (``?dry_run=1``): plan it, write nothing.
+
+    The middleware has already authorized it as the write it stands for (same method,
+    same path): no one may plan a change they may not make.
+    """
+    # A misspelt name would be ignored like any unknown parameter, and the write made:
+    # DRY_RUN, dry-run or dryRun is refused instead.
+    for name in request.args:
+        if name != "dry_run" and re.sub(r"[^a-z]", "", name.lower()) == "dryrun":
+            raise schemas.Invalid([schemas.FieldError(name, "write it as dry_run")])
+    return schemas.flag(request.args, "dry_run")
+
+
+def what_if_answer(result: WhatIf, *, accepted: bool | None = None) -> Response:
+    """The answer to a dry run: whether the write would be accepted, and its effect.
+
+    :param accepted: overrides "not refused" where the write itself goes past a refusal
+        (a revoked token's own policy tests).
+    """
+    return ok(
+        {
+            "dry_run": True,
+            "accepted": result.refused is None if accepted is None else accepted,
+            "revision": accounts.engine().revision,
+            "what_if": result.as_dict(),
+        }
+    )
+
+
+def planned(change: Change, *, strict: bool) -> Response:
+    """Answer a dry run of a policy change: its what-if, computed on the stored policy."""
+    return what_if_answer(policy_tests.what_if(change, strict=strict))
+
+
 @bp.get("/csrf")
 def csrf() -> Response:
     """Return the CSRF token that session callers send in ``X-CSRFToken`` on writes."""
@@ -152,6 +198,23 @@ def _extras(e: Exception) -> dict[str, Any]:
         return {"errors": [schemas.FieldError(b.field, b.message).as_dict() for b in e.errors]}
     if isinstance(e, StaleRevision):
         return {"current_revision": e.current}
+    if isinstance(e, ExpectationsBroken):
+        # Each broken test with the rule that now decides it: what to fix, or whom to ask.
+        shown = e.results[:MAX_LISTED_TESTS]
+        return {
+            "tests": [r.as_dict() for r in shown],
+            "more_tests": len(e.results) - len(shown),
+        }
+    if isinstance(e, PolicyFileError):
+        errors = [
+            schemas.FieldError(
+                api_field(error.field),
+                f"line {error.line}: {error.message}" if error.line else error.message,
+            ).as_dict()
+            for error in e.errors
+            if isinstance(error, RuleError)
+        ]
+        return {"errors": errors, "more_errors": e.more}
     return {}
 
 

@@ -221,10 +221,11 @@ def fuzz(app: Flask, credentials: dict[str, dict[str, str]]) -> Counter[int]:
             try:
                 run()
             except hypothesis.errors.Unsatisfiable:
-                # Negative data for an operation without any input (GET /csrf), or whose
-                # only input is a path segment of any text (a subject: its spelling is
-                # checked by the view, tests/integration/test_check_api.py): there is
-                # nothing the router would still route that the schema calls invalid.
+                # Negative data for an operation without any input (GET /csrf, the policy
+                # tests' export), or whose only input is a path segment of any text (a
+                # subject: its spelling is checked by the view,
+                # tests/integration/test_check_api.py): there is nothing the router would
+                # still route that the schema calls invalid.
                 assert kind == GenerationMode.NEGATIVE.value
                 unsatisfiable.append(operation.label)
             except Exception as e:  # noqa: BLE001 - every failure is reported below
@@ -232,6 +233,7 @@ def fuzz(app: Flask, credentials: dict[str, dict[str, str]]) -> Counter[int]:
     assert not failures, "\n\n".join(failures)
     assert sorted(unsatisfiable) == [
         "GET /api/v1/csrf",
+        "GET /api/v1/policy/tests/export",
         "GET /api/v1/subjects/{subject}/permissions",
         "GET /api/v1/subjects/{subject}/roles",
     ]
