@@ -131,10 +131,11 @@ def expectation(
         raise RuleError(f"longer than {MAX_VALUE_LENGTH} characters", line=line, field="path")
     if path != path.strip():
         raise RuleError("has leading or trailing spaces", line=line, field="path")
-    if "%" in path:
-        # The router decides on the decoded path: /files/%61dmin is served as /files/admin.
+    if "%" in path or "?" in path or "#" in path:
+        # The router decides on the decoded path, without its query: /files/%61dmin?x is
+        # served as /files/admin.
         raise RuleError(
-            "write the path decoded, as the router serves it (no %-escapes)",
+            "write the path as the router serves it: decoded, without a query or fragment",
             line=line,
             field="path",
         )

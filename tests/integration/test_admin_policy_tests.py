@@ -177,7 +177,7 @@ def test_a_test_the_policy_does_not_keep_is_refused_with_the_deciding_rule(
         ({"path": "/a/../admin/"}, "path", ""),
         ({"path": "admin"}, "path", ""),
         ({"outcome": "maybe"}, "outcome", "Not a valid choice"),
-        ({"note": "line\x01break"}, "note", "control characters"),
+        ({"note": "line\x01break"}, "note", "must not contain control"),
         ({"note": "x" * 501}, "note", "500"),
     ],
 )

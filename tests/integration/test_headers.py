@@ -49,6 +49,7 @@ def get_paths(app: Flask) -> list[str]:
         "subject": USER,
         "role": "user",
         "rule_id": rule_id,
+        "test_id": rule_id,  # a policy test of that id: none (404)
         "filename": "style.css",
         "token": "not-a-valid-token",  # verification, reset and invitation links
         "name": "nobody",  # a service token (none of that name: 404)

@@ -25,6 +25,7 @@ from werkzeug.test import TestResponse
 
 from authz import Change
 from authz import Rule
+from authz.expectations import expectation
 from service import tokens
 from service import users
 from service.converters import CONVERTERS
@@ -42,6 +43,7 @@ TARGET = "kofi.boss@example.com"
 ROLE = "fiskal"
 TARGET_RULE = Rule.of("p", ROLE, "/fiskal", "GET", "allow")
 TARGET_LINK = Rule.of("g", TARGET, ROLE)
+TARGET_TEST = expectation(ROLE, "GET", "/fiskal", "allow")
 HELPDESK = "help@example.com"
 HELPDESK_PASSWORD = "helpdesk-password-1"
 
@@ -83,7 +85,10 @@ def canonical_value(rule: UrlRule, name: str) -> str:
     if converter is CONVERTERS["token"]:
         return ROLE  # a token of the same name
     if converter is CONVERTERS["rule_id"]:
-        # Role assignments live under .../roles/<rule_id>; every other id names a rule.
+        # Role assignments live under .../roles/<rule_id>, policy tests under
+        # .../tests/<rule_id>; every other id names a rule.
+        if "/tests/" in rule.rule:
+            return TARGET_TEST.id
         return TARGET_LINK.id if "/roles/" in rule.rule else TARGET_RULE.id
     raise AssertionError(f"{rule.rule}: no canonical converter for <{name}>")
 
@@ -181,6 +186,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[
             source="cli",
         )
         engine.apply(Change.adding(TARGET_LINK), actor="test", source="cli")
+        engine.change_expectations([TARGET_TEST], actor="test", source="cli", action="test.add")
         tokens.create(ROLE, actor="test", source="cli")
         # The helpdesk may do anything in the editor and the API, except on the target:
         # one deny row per route, naming the route's canonical path exactly.
