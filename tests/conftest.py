@@ -26,6 +26,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -626,3 +627,24 @@ class AuthActions:
 @pytest.fixture
 def auth(client: FlaskClient) -> AuthActions:
     return AuthActions(client)
+
+
+@pytest.fixture
+def write_in_between(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], None]:
+    """Arm a write to run once, right after a large change's rows are staged and before its
+    lock: the moment another admin's small write can commit (the staged write then rebases)."""
+    from authz import store as store_module
+
+    def arm(write: Callable[[], None]) -> None:
+        real = store_module.Staging.fill
+        done: list[bool] = []
+
+        def fill(self: store_module.Staging, add: Any, remove_ids: Any) -> None:
+            real(self, add, remove_ids)
+            if not done:
+                done.append(True)
+                write()
+
+        monkeypatch.setattr(store_module.Staging, "fill", fill)
+
+    return arm

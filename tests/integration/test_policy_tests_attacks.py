@@ -19,7 +19,6 @@ from flask import Flask
 
 from authz import Rule
 from authz import csvio
-from authz import store as store_module
 from authz.engine import STAGE_FROM
 from authz.errors import PolicyFileError
 from authz.expectations import ExpectationsBroken
@@ -63,30 +62,11 @@ def second(app: Flask, tmp_path: Path) -> Iterator[Flask]:
     dispose(other)
 
 
-@pytest.fixture
-def in_between(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], None]:
-    """Run a write once, after a large change's rows are staged and before its lock."""
-
-    def arm(write: Callable[[], None]) -> None:
-        real = store_module.Staging.fill
-        done: list[bool] = []
-
-        def fill(self: store_module.Staging, add: object, remove_ids: object) -> None:
-            real(self, add, remove_ids)  # type: ignore[arg-type]
-            if not done:
-                done.append(True)
-                write()
-
-        monkeypatch.setattr(store_module.Staging, "fill", fill)
-
-    return arm
-
-
 def test_a_policy_file_merged_while_an_editor_writes_keeps_every_promise(
     app: Flask,
     second: Flask,
     tmp_path: Path,
-    in_between: Callable[[Callable[[], None]], None],
+    write_in_between: Callable[[Callable[[], None]], None],
 ) -> None:
     """Was a hole (high): ops merge a large policy file that adds visitors to ``auditors`` (a
     role that may do nothing) while an admin, on another instance, lets ``auditors`` read
@@ -109,7 +89,7 @@ def test_a_policy_file_merged_while_an_editor_writes_keeps_every_promise(
                 editing.Who("admin@example.com", "web"),
             )
 
-    in_between(admin_writes)
+    write_in_between(admin_writes)
     with app.app_context():
         engine = users.engine()
         policy = csvio.read_file(path, engine.model)
@@ -127,14 +107,16 @@ def test_a_test_stored_on_one_instance_gates_a_large_write_on_the_other(
     app: Flask,
     second: Flask,
     tmp_path: Path,
-    in_between: Callable[[Callable[[], None]], None],
+    write_in_between: Callable[[Callable[[], None]], None],
 ) -> None:
     """Held: the staged write reads the tests under the policy lock, on every backend."""
     lines = [f"p, team{i}, /t/{i}, GET, allow" for i in range(STAGE_FROM)]
     lines.append("p, anonymous, /admin/*, GET, allow")
     path = tmp_path / "merge.csv"
     path.write_text("\n".join(lines) + "\n")
-    in_between(lambda: promise(second, "anonymous", "GET", "/admin/", "deny", "stored meanwhile"))
+    write_in_between(
+        lambda: promise(second, "anonymous", "GET", "/admin/", "deny", "stored meanwhile")
+    )
     revision = None
     with app.app_context():
         engine = users.engine()

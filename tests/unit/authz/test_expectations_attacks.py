@@ -17,7 +17,6 @@ import pytest
 import sqlalchemy as sa
 
 from authz import expectations as tests
-from authz import store as store_module
 from authz import whatif
 from authz.engine import STAGE_FROM
 from authz.engine import Change
@@ -54,28 +53,6 @@ def change_log_count(store: PolicyStore) -> int:
 
 
 # -- 1. bypass: a staged write rebased on a write in between --------------------------------
-
-
-@pytest.fixture
-def write_in_between(
-    monkeypatch: pytest.MonkeyPatch,
-) -> Callable[[Callable[[], None]], None]:
-    """Run a write once, right after a large change's rows are staged and before its lock:
-    the moment another admin's small write can commit (the staged write then rebases)."""
-
-    def arm(write: Callable[[], None]) -> None:
-        real = store_module.Staging.fill
-        done: list[bool] = []
-
-        def fill(self: store_module.Staging, add: object, remove_ids: object) -> None:
-            real(self, add, remove_ids)  # type: ignore[arg-type]
-            if not done:
-                done.append(True)
-                write()
-
-        monkeypatch.setattr(store_module.Staging, "fill", fill)
-
-    return arm
 
 
 def test_a_staged_write_rebased_on_a_write_in_between_is_judged_as_committed(
