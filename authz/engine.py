@@ -33,13 +33,13 @@ from authz.errors import RequestTooLarge
 from authz.errors import RuleError
 from authz.errors import StaleRevision
 from authz.errors import database_reason
-from authz.expectations import MAX_EXPECTATIONS
 from authz.expectations import Expectation
 from authz.expectations import ExpectationsBroken
 from authz.expectations import Result
 from authz.expectations import broken
 from authz.expectations import expectation
 from authz.expectations import failures
+from authz.expectations import plan as plan_tests
 from authz.guards import LockoutGuard
 from authz.model import PolicyModel
 from authz.patterns import MAX_VALUE
@@ -648,25 +648,13 @@ class PolicyEngine:
             with self.store.transaction() as session:
                 revision = self.store.lock_revision(session)
                 base, _token = self._locked_base(session, revision, read_behind=read_behind)
-                stored = {
-                    (s, m, p): Expectation(s, m, p, o, n)
+                stored = [
+                    Expectation(s, m, p, o, n)
                     for _id, s, m, p, o, n in self.store.read_expectations(session)
-                }
-                wanted = {(e.subject, e.method, e.path): e for e in add}
-                gone = {(e.subject, e.method, e.path) for e in remove}
-                if replace_all:
-                    gone |= stored.keys()
-                gone -= wanted.keys()  # removed and added again: replaced
-                added = tuple(e for k, e in wanted.items() if stored.get(k) != e)
-                # Removed, or replaced by another outcome or note; named as they were stored.
-                removed = tuple(
-                    e for k, e in stored.items() if k in gone or (k in wanted and e != wanted[k])
-                )
+                ]
+                added, removed = plan_tests(stored, add, remove, replace_all=replace_all)
                 if not (added or removed):
                     return (), ()
-                after = len(stored) - len(removed) + len(added)
-                if after > MAX_EXPECTATIONS:
-                    raise RuleError(f"{after} policy tests; at most {MAX_EXPECTATIONS} are kept")
                 failing = failures(base, added)
                 if failing and not force:
                     raise ExpectationsBroken(failing, adding=True)

@@ -70,6 +70,11 @@ class Expectation(NamedTuple):
         return self.subject, self.path, self.method
 
     @property
+    def request_key(self) -> tuple[str, str, str]:
+        """The request it is about, as written (one expectation per request)."""
+        return self.subject, self.method, self.path
+
+    @property
     def id(self) -> str:
         """A stable identifier of the request (one expectation per request)."""
         text = "\x1f".join((self.subject, self.method, self.path))
@@ -168,6 +173,37 @@ def _check_subject(subject: str, line: int | None) -> None:
     if folded != subject and (is_user(folded) or is_role(folded)):
         raise RuleError(f"write it as {folded}", line=line, field="subject")
     raise RuleError("must be an email, a role, anonymous or token:NAME", line=line, field="subject")
+
+
+def plan(
+    stored: Iterable[Expectation],
+    add: Iterable[Expectation] = (),
+    remove: Iterable[Expectation] = (),
+    *,
+    replace_all: bool = False,
+) -> tuple[tuple[Expectation, ...], tuple[Expectation, ...]]:
+    """What a write of policy tests adds and removes over the ``stored`` ones.
+
+    One identical to a stored test is no change; one for a stored request replaces it
+    (the stored one is removed); ``remove`` names tests by request (outcome and note
+    ignored); ``replace_all`` removes every stored test ``add`` does not hold. A test both
+    removed and added is replaced. RuleError when more than MAX_EXPECTATIONS would be kept.
+    """
+    by_request = {e.request_key: e for e in stored}
+    wanted = {e.request_key: e for e in add}
+    gone = {e.request_key for e in remove}
+    if replace_all:
+        gone |= by_request.keys()
+    gone -= wanted.keys()
+    added = tuple(e for k, e in wanted.items() if by_request.get(k) != e)
+    # Removed, or replaced by another outcome or note; named as they were stored.
+    removed = tuple(
+        e for k, e in by_request.items() if k in gone or (k in wanted and e != wanted[k])
+    )
+    kept = len(by_request) - len(removed) + len(added)
+    if kept > MAX_EXPECTATIONS:
+        raise RuleError(f"{kept} policy tests; at most {MAX_EXPECTATIONS} are kept")
+    return added, removed
 
 
 # -- running ------------------------------------------------------------------------------

@@ -109,6 +109,16 @@ def unreadable() -> list[str]:
     return [f"{r.error} (id {r.expectation.id})" for r in users.engine().bad_expectations()]
 
 
+def plan(
+    items: Iterable[Expectation], *, replace: bool = False
+) -> tuple[tuple[Expectation, ...], tuple[Expectation, ...]]:
+    """The tests a write of ``items`` would add and remove, as the engine plans it (a
+    stored test that does not read counts, as stored: a replace removes it too)."""
+    engine = users.engine()
+    stored = [*engine.expectations(), *(r.expectation for r in engine.bad_expectations())]
+    return tests.plan(stored, items, replace_all=replace)
+
+
 def add(item: Expectation, who: editing.Who, *, force: bool = False) -> bool:
     """Store a policy test (replacing one for the same request); False when it was stored
     as it is already. ExpectationsBroken when the policy does not keep it."""

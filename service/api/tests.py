@@ -9,9 +9,8 @@ explanation). Adding a test the policy does not keep is refused (409, reason
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Response
@@ -20,7 +19,6 @@ from flask import url_for
 
 from authz import PolicyFileError
 from authz import RuleError
-from authz.expectations import MAX_EXPECTATIONS
 from authz.expectations import Expectation
 from authz.expectations import parse as parse_file
 from service import params
@@ -49,20 +47,6 @@ CSV = "text/csv"
 #: The name a downloaded export is saved under.
 EXPORT_NAME = "policy-tests.csv"
 
-#: A percent-escape, or the start of a query or a fragment. The path of a test is the path
-#: the router routes, already decoded and without its query, so a test naming one of
-#: these would promise something about another request than the one it appears to
-#: (``/admin%2F`` is not ``/admin/``; ``/admin/?x`` is not ``/admin/`` with a query).
-_UNROUTED = re.compile(r"[?#]|%[0-9A-Fa-f]{2}")
-UNROUTED = "write the path as the router sees it: decoded, without a query or fragment"
-
-Key = tuple[str, str, str]
-
-
-def key(item: Expectation) -> Key:
-    """The request a test is about: one test per request."""
-    return item.subject, item.method, item.path
-
 
 def read_test(data: Mapping[str, Any]) -> Expectation:
     """The policy test a body describes; Invalid names every bad field at once."""
@@ -77,8 +61,6 @@ def read_test(data: Mapping[str, Any]) -> Expectation:
     # its values: such a test would export as another one than it is.
     if "path" not in errors and values["path"] != values["path"].strip():
         errors["path"] = "must not start or end with spaces"
-    if "path" not in errors and _UNROUTED.search(values["path"]):
-        errors["path"] = UNROUTED
     if errors:
         raise schemas.Invalid([schemas.FieldError(f, m) for f, m in errors.items()])
     return policy_tests.parse(**values)  # each value passed alone: together too
@@ -89,23 +71,7 @@ def result_item(item: Expectation) -> dict[str, object]:
     return policy_tests.run(items=[item])[0].as_dict()
 
 
-def plan(
-    items: Iterable[Expectation], *, replace: bool = False
-) -> tuple[list[Expectation], list[Expectation]]:
-    """The tests a write of ``items`` would add and remove, as the engine plans it: one
-    identical to a stored test is no change; one for a stored request replaces it."""
-    stored = {key(e): e for e in policy_tests.stored()}
-    wanted = {key(e): e for e in items}
-    gone = (set(stored) if replace else set()) - wanted.keys()
-    added = [e for k, e in wanted.items() if stored.get(k) != e]
-    removed = [e for k, e in stored.items() if k in gone or (k in wanted and e != wanted[k])]
-    after = len(stored) - len(removed) + len(added)
-    if after > MAX_EXPECTATIONS:
-        raise RuleError(f"{after} policy tests; at most {MAX_EXPECTATIONS} are kept")
-    return added, removed
-
-
-def dry_answer(added: list[Expectation], removed: list[Expectation]) -> Response:
+def dry_answer(added: Sequence[Expectation], removed: Sequence[Expectation]) -> Response:
     """The answer to a dry run of a test write: what it would add and remove, and the new
     tests the current policy does not keep (any one refuses the write)."""
     failing = [r for r in policy_tests.run(items=added) if not r.passed]
@@ -158,7 +124,7 @@ def policy_test_add() -> Response:
     """
     item = read_test(body(TEST_FIELDS))
     writer = who()
-    added, removed = plan([item])
+    added, removed = policy_tests.plan([item])
     if not added:
         raise Problem(
             409,
@@ -233,13 +199,6 @@ def read_csv() -> list[Expectation]:
     except UnicodeDecodeError as e:
         raise PolicyFileError([], message=f"not UTF-8 text: {e}") from None
     found = parse_file(text)
-    unrouted = [
-        RuleError(UNROUTED, line=line, field="path")
-        for item, line in zip(found.expectations, found.lines, strict=True)
-        if _UNROUTED.search(item.path)
-    ]
-    if unrouted:
-        raise PolicyFileError(unrouted)
     return list(found.expectations)
 
 
@@ -261,7 +220,7 @@ def policy_tests_load() -> Response:
             "replacing with an empty file removes every policy test: add ?allow_empty=1",
         )
     if dry_run():
-        return dry_answer(*plan(items, replace=replace))
+        return dry_answer(*policy_tests.plan(items, replace=replace))
     added, removed = policy_tests.load(items, writer, replace=replace)
     return ok(
         {
