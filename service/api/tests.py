@@ -116,6 +116,16 @@ def policy_tests_list() -> Response:
     )
 
 
+def _stored_already(item: Expectation) -> Problem:
+    return Problem(
+        409,
+        "Conflict",
+        f"the policy test [{item}] is stored already",
+        reason="duplicate",
+        existing=item.as_dict(),
+    )
+
+
 @bp.post("/policy/tests")
 def policy_test_add() -> Response:
     """Add a policy test; 409 when the policy does not keep it, or has it already.
@@ -126,23 +136,11 @@ def policy_test_add() -> Response:
     writer = who()
     added, removed = policy_tests.plan([item])
     if not added:
-        raise Problem(
-            409,
-            "Conflict",
-            f"the policy test [{item}] is stored already",
-            reason="duplicate",
-            existing=item.as_dict(),
-        )
+        raise _stored_already(item)
     if dry_run():
         return dry_answer(added, removed)
     if not policy_tests.add(item, writer):  # stored meanwhile by another request
-        raise Problem(
-            409,
-            "Conflict",
-            f"the policy test [{item}] is stored already",
-            reason="duplicate",
-            existing=item.as_dict(),
-        )
+        raise _stored_already(item)
     response = ok(
         {
             "revision": engine().revision,
