@@ -34,8 +34,10 @@ from authz.snapshot import Snapshot
 
 #: Methods compared for a pattern whose rows name methods by a regular expression.
 COMMON_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-#: Lines shown; beyond these they are counted.
+#: Lines kept; beyond these they are counted.
 MAX_LINES = 200
+#: Lines shown per subject and direction in a summary (the rest are counted).
+PER_SUBJECT = 8
 #: Active users decided one by one (members of a changed role beyond these are covered
 #: by the role's own line).
 MAX_USERS = 500
@@ -121,6 +123,19 @@ class Access:
 
 
 @dataclass(frozen=True)
+class More:
+    """Lines of one subject beyond those shown: a user who loses a role loses many."""
+
+    gained: bool
+    subject: str
+    count: int
+
+    def __str__(self) -> str:
+        verb = "may now" if self.gained else "may no longer"
+        return f"{'+' if self.gained else '-'} {self.subject} {verb} {self.count} more request(s)"
+
+
+@dataclass(frozen=True)
 class Flip:
     """A policy test the change breaks, or one that it makes pass."""
 
@@ -173,6 +188,21 @@ class WhatIf:
         """Whether the change adds or removes any row."""
         return bool(self.added or self.removed)
 
+    def summary(self, per_subject: int = PER_SUBJECT) -> list[Access | More]:
+        """The access lines, at most ``per_subject`` for one subject gaining (or losing),
+        then one line counting the rest of each: a short diff to read."""
+        shown: list[Access | More] = []
+        counts: dict[tuple[bool, str], int] = {}
+        for line in self.lines:
+            key = (line.gained, line.subject)
+            counts[key] = counts.get(key, 0) + 1
+            if counts[key] <= per_subject:
+                shown.append(line)
+        for (gained, subject), count in counts.items():
+            if count > per_subject:
+                shown.append(More(gained, subject, count - per_subject))
+        return shown
+
     def text(self) -> list[str]:
         """The diff as lines of text, for a terminal."""
         out = [f"{len(self.added)} row(s) added, {len(self.removed)} removed"]
@@ -184,7 +214,7 @@ class WhatIf:
             out.append("Policy tests:")
             out += [f"  {f}" for f in self.flips]
         out.append("Access:" if self.lines else "Access: no route or policy path changes")
-        out += [f"  {line}" for line in self.lines]
+        out += [f"  {line}" for line in self.summary()]
         if self.more:
             out.append(f"  ... and {self.more} more line(s)")
         out += [f"Note: {limit}" for limit in self.limits]

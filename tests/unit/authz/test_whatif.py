@@ -156,3 +156,18 @@ def test_the_decisions_made_are_bounded(
     assert any("paths not compared" in limit for limit in result.limits)
     # Each path compared has a method at least: paths x subjects stays within the budget.
     assert 0 < result.compared["paths"] * result.compared["roles"] <= 20
+
+
+def test_a_subject_with_many_lines_is_summarised(before: Snapshot) -> None:
+    """Taking a user's only role takes many requests: a few are shown, the rest counted."""
+    result = diff(before, removed=(Rule.of("g", "bob@example.com", "user"),))
+    bob = [line for line in result.lines if line.subject == "bob@example.com"]
+    assert len(bob) > whatif.PER_SUBJECT
+    summary = [str(item) for item in result.summary()]
+    shown = [line for line in summary if "bob@example.com" in line]
+    assert len(shown) == whatif.PER_SUBJECT + 1
+    assert (
+        shown[-1]
+        == f"- bob@example.com may no longer {len(bob) - whatif.PER_SUBJECT} more request(s)"
+    )
+    assert result.text()[-1] == f"  {shown[-1]}"
