@@ -388,3 +388,15 @@ def test_the_what_if_does_not_claim_500_active_users_for_grants_ahead_of_account
     assert response.status_code == 200
     limits = response.json["what_if"]["limits"]
     assert not any("active users" in line for line in limits), limits
+
+
+@pytest.mark.parametrize("query", ["dry_run", "dry_run="])
+def test_a_bare_dry_run_flag_is_not_read_as_a_write(app: Flask, api: Api, query: str) -> None:
+    """``?dry_run`` with no value (as many clients write a flag) is read as "0": the rule
+    is added. The OpenAPI document lists 1, 0, true, false only; a bare flag should be a
+    400 (or a dry run), never the write."""
+    before = everything(app)
+    body = {"subject": "user", "path": "/reports/*", "methods": "POST"}
+    response = api.post(f"/policy/rules?{query}", body)
+    assert everything(app) == before, response.status_code
+    assert response.status_code == 400
