@@ -400,3 +400,46 @@ def test_a_bare_dry_run_flag_is_not_read_as_a_write(app: Flask, api: Api, query:
     response = api.post(f"/policy/rules?{query}", body)
     assert everything(app) == before, response.status_code
     assert response.status_code == 400
+
+
+def test_a_403_is_no_oracle_for_which_tests_exist(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    """A plain user gets the same 403 for a stored test's id and for an unknown one, in
+    the editor and the API: the middleware decides before the view looks anything up."""
+    store(app, NO_VISITORS)
+    auth.login()
+    unknown = "0123456789abcdef"
+    pages = [
+        (f"/admin/tests/remove?id={NO_VISITORS.id}", "/admin/tests/remove?id=" + unknown),
+        (f"{API}/policy/tests/{NO_VISITORS.id}", f"{API}/policy/tests/{unknown}"),
+    ]
+    for real, fake in pages:
+        first, second = client.get(real), client.get(fake)
+        assert first.status_code == second.status_code == 403
+        assert first.get_data(as_text=True).replace(NO_VISITORS.id, unknown) == second.get_data(
+            as_text=True
+        ).replace(NO_VISITORS.id, unknown)
+
+
+def test_a_registration_refused_by_a_test_names_no_test_and_writes_nothing(
+    app: Flask, client: FlaskClient
+) -> None:
+    watched = "watched@example.com"
+    store(app, Expectation(watched, "GET", "/", "deny", "secret reason"))
+    before = everything(app)
+    token = csrf_token(client, "/register")
+    response = client.post(
+        "/register",
+        data={
+            "csrf_token": token,
+            "email": watched,
+            "password": "a long enough password 1",
+            "confirm": "a long enough password 1",
+        },
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "cannot be created here" in page
+    assert "secret reason" not in page and "may not GET" not in page and "p, user" not in page
+    assert everything(app) == before
