@@ -152,6 +152,9 @@ def expectation(
         raise RuleError("must be allow or deny", line=line, field="outcome")
     if len(note) > MAX_NOTE:
         raise RuleError(f"longer than {MAX_NOTE} characters", line=line, field="note")
+    if note.strip()[:1] in ("=", "+", "-", "@"):
+        # A spreadsheet opening an export would run it as a formula (=HYPERLINK(...)).
+        raise RuleError("must not start with = + - or @", line=line, field="note")
     for name, value in (("path", path), ("note", note)):
         if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
             # Controls, and invisible format characters (a right-to-left override shows

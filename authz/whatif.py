@@ -41,6 +41,8 @@ PER_SUBJECT = 8
 #: Active users decided one by one (members of a changed role beyond these are covered
 #: by the role's own line).
 MAX_USERS = 500
+#: Candidate users asked about at once (whether their accounts are active).
+USER_BATCH = 500
 #: Path patterns compared when the policy has more: those the change names, and those of
 #: the roles its role links touch.
 MAX_PATTERNS = 2000
@@ -389,30 +391,31 @@ def _touched(
     tokens: dict[str, None] = {}
     stack = list(named)
     listed = [views.view(before), views.view(after)]
-    more = False  # users left out: their roles' lines speak for them
     while stack:
         subject = stack.pop()
         if is_token(subject):
             tokens[subject] = None
         elif is_user(subject):
-            if len(people) < 2 * MAX_USERS or subject in named:
-                people[subject] = None
-            else:
-                more = True
+            people[subject] = None
         elif is_role(subject) and subject not in roles:
             roles[subject] = None
             for view in listed:
                 stack.extend(link.values[0] for link in view.links_to(subject))
-    users = list(people)
-    if active is not None:
-        live = set(active(users))
-        users = [u for u in users if u in live]
-    if len(users) > MAX_USERS or more:
-        limits.append(
-            f"more than {MAX_USERS} active users hold the roles the change touches: "
-            "the first are compared, the others are covered by their roles' lines"
-        )
-        users = users[:MAX_USERS]
+    # Users the rows name first, then members; active ones, asked in batches until enough
+    # are found (rows may name emails that have no account yet).
+    candidates = [*(u for u in people if u in named), *(u for u in people if u not in named)]
+    users: list[str] = []
+    for start in range(0, len(candidates), USER_BATCH):
+        batch = candidates[start : start + USER_BATCH]
+        live = set(active(batch)) if active is not None else set(batch)
+        users += [u for u in batch if u in live]
+        if len(users) > MAX_USERS:
+            limits.append(
+                f"more than {MAX_USERS} active users hold the roles the change touches: "
+                "the first are compared, the others are covered by their roles' lines"
+            )
+            users = users[:MAX_USERS]
+            break
     return sorted(roles), [*users, *tokens]
 
 

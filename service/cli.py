@@ -26,6 +26,7 @@ from authz import AuthzError
 from authz import Change
 from authz import PolicyEngine
 from authz import Rule
+from authz import RuleError
 from authz import csvio
 from authz import expectations
 from authz import views
@@ -1059,6 +1060,11 @@ def tests_remove(target: tuple[str, ...]) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--replace", is_flag=True, help="Also remove the stored tests the file lacks.")
 @click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Let --replace with a file holding no test remove every stored test.",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Say what would be added and removed and which would fail; write nothing.",
@@ -1068,7 +1074,7 @@ def tests_remove(target: tuple[str, ...]) -> None:
     is_flag=True,
     help="Store them even if the policy does not keep some now (recorded in the audit log).",
 )
-def tests_load(file: Path, replace: bool, dry_run: bool, force: bool) -> None:
+def tests_load(file: Path, replace: bool, allow_empty: bool, dry_run: bool, force: bool) -> None:
     """Store the policy tests of a CSV file (subject, method, path, allow|deny[, note]).
 
     The file is read whole first: every bad line is named and nothing is stored. A test
@@ -1081,9 +1087,11 @@ def tests_load(file: Path, replace: bool, dry_run: bool, force: bool) -> None:
     with errors():
         items = expectations.read_file(file).expectations
         if dry_run:
-            _tests_dry_run(items, replace=replace, force=force)
+            _tests_dry_run(items, replace=replace, allow_empty=allow_empty, force=force)
             return
-        added, removed = policy_tests.load(items, _who(), replace=replace, force=force)
+        added, removed = policy_tests.load(
+            items, _who(), replace=replace, force=force, allow_empty=allow_empty
+        )
         failing = [r for r in policy_tests.run(items=added) if not r.passed]
     for result in failing:
         warn(f"warning: stored although the policy does not keep it (forced): {shown(str(result))}")
@@ -1097,22 +1105,14 @@ def _noted(item: Expectation) -> str:
     return shown(f"{item} ({item.note})" if item.note else str(item))
 
 
-def _tests_dry_run(items: Sequence[Expectation], *, replace: bool, force: bool) -> None:
+def _tests_dry_run(
+    items: Sequence[Expectation], *, replace: bool, allow_empty: bool, force: bool
+) -> None:
     """Print what loading ``items`` would add and remove, and which would be refused."""
-    stored = {e.request: e for e in policy_tests.stored()}
-    wanted = {e.request: e for e in items}
-    added = [e for key, e in wanted.items() if stored.get(key) != e]
-    removed = [
-        e
-        for key, e in stored.items()
-        if (replace and key not in wanted) or (key in wanted and wanted[key] != e)
-    ]
-    after = len(stored) - len(removed) + len(added)
-    if after > expectations.MAX_EXPECTATIONS:
-        fail(
-            f"dry run (nothing changed): the load would be refused: {after} policy tests; "
-            f"at most {expectations.MAX_EXPECTATIONS} are kept"
-        )
+    try:
+        added, removed = policy_tests.plan(items, replace=replace, allow_empty=allow_empty)
+    except (RuleError, editing.EditError) as e:
+        fail(f"dry run (nothing changed): the load would be refused: {e}")
     for item in removed:
         click.echo(f"- {_noted(item)}")
     for item in added:

@@ -109,13 +109,27 @@ def unreadable() -> list[str]:
     return [f"{r.error} (id {r.expectation.id})" for r in users.engine().bad_expectations()]
 
 
+class EmptyReplace(editing.EditError):
+    """A replace by a file that holds no policy test: it would remove every promise."""
+
+
 def plan(
-    items: Iterable[Expectation], *, replace: bool = False
+    items: Iterable[Expectation], *, replace: bool = False, allow_empty: bool = False
 ) -> tuple[tuple[Expectation, ...], tuple[Expectation, ...]]:
     """The tests a write of ``items`` would add and remove, as the engine plans it (a
-    stored test that does not read counts, as stored: a replace removes it too)."""
+    stored test that does not read counts, as stored: a replace removes it too).
+
+    :raises EmptyReplace: ``replace`` with no item would remove every stored test; a
+        truncated file must not do that quietly (``allow_empty`` says it is meant).
+    """
+    items = list(items)
     engine = users.engine()
     stored = [*engine.expectations(), *(r.expectation for r in engine.bad_expectations())]
+    if replace and not items and stored and not allow_empty:
+        raise EmptyReplace(
+            f"the file holds no policy test: replacing with it would remove all "
+            f"{len(stored)} stored; allow an empty file to do that"
+        )
     return tests.plan(stored, items, replace_all=replace)
 
 
@@ -138,12 +152,22 @@ def remove(test_id: str, who: editing.Who) -> Expectation:
 
 
 def load(
-    items: Iterable[Expectation], who: editing.Who, *, replace: bool = False, force: bool = False
+    items: Iterable[Expectation],
+    who: editing.Who,
+    *,
+    replace: bool = False,
+    force: bool = False,
+    allow_empty: bool = False,
 ) -> tuple[tuple[Expectation, ...], tuple[Expectation, ...]]:
     """Store a file's policy tests in one audited write (``replace``: and remove the stored
-    ones it does not hold); return those added and removed."""
+    ones it does not hold); return those added and removed.
+
+    :raises EmptyReplace: see :func:`plan`.
+    """
+    items = list(items)
+    plan(items, replace=replace, allow_empty=allow_empty)  # refuses an empty replace
     return users.engine().change_expectations(
-        list(items),
+        items,
         actor=who.actor,
         source=who.source,
         action="tests.load",

@@ -14,6 +14,7 @@ from wtforms import IntegerField
 from wtforms import SelectField
 from wtforms import SelectMultipleField
 from wtforms import StringField
+from wtforms.validators import AnyOf
 from wtforms.validators import DataRequired
 from wtforms.validators import Length
 from wtforms.validators import NumberRange
@@ -130,6 +131,7 @@ class LoadTestsForm(FlaskForm):
 
     file = FileField("Policy tests file (CSV)", validators=[FileRequired("choose a file")])
     replace = BooleanField("Replace: remove the stored tests the file does not hold")
+    allow_empty = BooleanField("Allow an empty file (with Replace: remove every stored test)")
 
 
 class SaveTriedForm(FlaskForm):
@@ -138,4 +140,7 @@ class SaveTriedForm(FlaskForm):
     subject = HiddenField(validators=[DataRequired(), Length(max=MAX_VALUE_LENGTH)])
     method = HiddenField(validators=[DataRequired(), Length(max=32)])
     path = HiddenField(validators=[DataRequired(), Length(max=MAX_VALUE_LENGTH)])
+    #: The outcome the page showed: the decision is made again at the click, and the
+    #: test is stored only when it is still this one.
+    outcome = HiddenField(validators=[DataRequired(), AnyOf(("allow", "deny"))])
     note = StringField("Note (optional)", validators=[Length(max=MAX_NOTE)])

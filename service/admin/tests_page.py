@@ -174,7 +174,15 @@ def tests_load() -> BaseResponse:
         add_error(load.file, "bad lines: nothing was stored")
         return _tests_page(load=load, load_errors=lines, status=400)
     try:
-        added, removed = policy_tests.load(parsed.expectations, who(), replace=load.replace.data)
+        added, removed = policy_tests.load(
+            parsed.expectations,
+            who(),
+            replace=load.replace.data,
+            allow_empty=load.allow_empty.data,
+        )
+    except policy_tests.EmptyReplace as e:
+        add_error(load.file, e.message)
+        return _tests_page(load=load, status=400)
     except ExpectationsBroken as e:
         broken, status = broken_by(e)
         return _tests_page(load=load, broken=broken, status=status)
@@ -211,6 +219,14 @@ def try_save() -> BaseResponse:
         item = policy_tests.tried(
             form.subject.data, form.method.data, form.path.data, (form.note.data or "").strip()
         )
+        if item.outcome != form.outcome.data:
+            # The policy changed since the page showed the other promise: store neither.
+            flash(
+                f"Not saved: the policy changed since you tried it; it now decides {item}. "
+                "Look at the decision again before saving it.",
+                "error",
+            )
+            return redirect(back)
         policy_tests.add(item, who())
     except (RuleError, UnsafePath, params.BadParam, ExpectationsBroken) as e:
         # ExpectationsBroken: the policy changed between the decision and the write.

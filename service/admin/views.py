@@ -929,7 +929,13 @@ def try_request() -> str:
         except RuleError:  # a request no test can name (a method the tests refuse)
             promise = None
         else:
-            save = SaveTriedForm(formdata=None, subject=tried.subject, method=method, path=path)
+            save = SaveTriedForm(
+                formdata=None,
+                subject=tried.subject,
+                method=method,
+                path=path,
+                outcome=promise.outcome,
+            )
     return render_template(
         "admin/try.html",
         subject=subject,

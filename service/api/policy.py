@@ -31,6 +31,7 @@ from service.api.views import bp
 from service.api.views import dry_run
 from service.api.views import ok
 from service.api.views import planned
+from service.api.views import with_dry_run
 from service.api.views import write_revision
 from service.users import engine
 
@@ -135,6 +136,7 @@ def rule(rule_id: str) -> Response:
 
 
 @bp.post("/policy/rules")
+@with_dry_run
 def rule_add() -> Response:
     """Add a rule; 409 when the policy already has it (``?dry_run=1``: its what-if)."""
     names = rule_names()
@@ -155,6 +157,7 @@ def rule_add() -> Response:
 
 
 @bp.put("/policy/rules/<rule_id:rule_id>")
+@with_dry_run
 def rule_replace(rule_id: str) -> Response:
     """Replace a rule: the old row out and the new one in, in one change.
 
@@ -175,6 +178,7 @@ def rule_replace(rule_id: str) -> Response:
 
 
 @bp.delete("/policy/rules/<rule_id:rule_id>")
+@with_dry_run
 def rule_remove(rule_id: str) -> Response:
     """Remove a rule (409 with what it became when it changed meanwhile; ``?dry_run=1``:
     its what-if)."""
@@ -226,6 +230,7 @@ def members(role: str) -> Response:
 
 
 @bp.post("/policy/roles")
+@with_dry_run
 def link_add() -> Response:
     """Give an account, a role or a token a role; 409 when it already has it directly.
 
@@ -258,6 +263,7 @@ def link_add() -> Response:
 
 
 @bp.delete("/policy/roles/<rule_id:rule_id>")
+@with_dry_run
 def link_remove(rule_id: str) -> Response:
     """Take a role away from an account, a role or a token (``?dry_run=1``: its what-if)."""
     since, writer = write_revision(), who()

@@ -30,6 +30,7 @@ from service.api.views import body
 from service.api.views import bp
 from service.api.views import dry_run
 from service.api.views import ok
+from service.api.views import with_dry_run
 from service.users import engine
 
 #: The body of a new policy test.
@@ -127,6 +128,7 @@ def _stored_already(item: Expectation) -> Problem:
 
 
 @bp.post("/policy/tests")
+@with_dry_run
 def policy_test_add() -> Response:
     """Add a policy test; 409 when the policy does not keep it, or has it already.
 
@@ -163,6 +165,7 @@ def policy_test(test_id: str) -> Response:
 
 
 @bp.delete("/policy/tests/<rule_id:test_id>")
+@with_dry_run
 def policy_test_remove(test_id: str) -> Response:
     """Remove a policy test (never refused by the policy: it only drops a promise)."""
     if request.get_data(cache=True):
@@ -201,6 +204,7 @@ def read_csv() -> list[Expectation]:
 
 
 @bp.post("/policy/tests/load")
+@with_dry_run
 def policy_tests_load() -> Response:
     """Store a file's policy tests in one audited write (``?replace=1``: and remove the
     stored ones it does not hold); refused, all of it, when the policy does not keep one.
@@ -212,14 +216,16 @@ def policy_tests_load() -> Response:
     allow_empty = schemas.flag(request.args, "allow_empty")
     items = read_csv()
     writer = who()
-    if replace and not items and not allow_empty:
+    try:
+        planned = policy_tests.plan(items, replace=replace, allow_empty=allow_empty)
+    except policy_tests.EmptyReplace:
         raise schemas.Invalid(
             [schemas.FieldError(None, "the file holds no policy test")],
             "replacing with an empty file removes every policy test: add ?allow_empty=1",
-        )
+        ) from None
     if dry_run():
-        return dry_answer(*policy_tests.plan(items, replace=replace))
-    added, removed = policy_tests.load(items, writer, replace=replace)
+        return dry_answer(*planned)
+    added, removed = policy_tests.load(items, writer, replace=replace, allow_empty=allow_empty)
     return ok(
         {
             "revision": engine().revision,

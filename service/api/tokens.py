@@ -30,6 +30,7 @@ from service.api.views import dry_run
 from service.api.views import ok
 from service.api.views import page_of
 from service.api.views import what_if_answer
+from service.api.views import with_dry_run
 from service.models import ServiceToken
 from service.users import engine
 
@@ -90,6 +91,7 @@ CREATE_FIELDS = {
 
 
 @bp.post("/tokens")
+@with_dry_run
 def token_create() -> Response:
     """Create a token with its roles; the answer is the only place its secret appears.
 
@@ -182,6 +184,7 @@ def token_detail(name: str) -> Response:
 
 
 @bp.delete("/tokens/<token:name>")
+@with_dry_run
 def token_revoke(name: str) -> Response:
     """Revoke a token: refused at once here, on every instance at its next poll.
 

@@ -8,8 +8,10 @@ through the engine's one write path with the logged-in account as the actor and
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
+from typing import TypeVar
 
 from flask import Blueprint
 from flask import Response
@@ -114,6 +116,35 @@ def ok(payload: dict[str, Any], status: int = 200) -> Response:
 # -- dry runs: ?dry_run=1 on every policy write ----------------------------------------
 
 
+#: Endpoints of the writes that take ``?dry_run=1`` (marked by :func:`with_dry_run`).
+DRY_RUNS: set[str] = set()
+_View = TypeVar("_View", bound=Callable[..., Any])
+
+
+def with_dry_run(view: _View) -> _View:
+    """Mark a write view that answers ``?dry_run=1`` (it calls :func:`dry_run`)."""
+    DRY_RUNS.add(f"{bp.name}.{view.__name__}")
+    return view
+
+
+def _dry_run_names() -> list[str]:
+    """The query parameters that ask for a dry run, in any spelling (DRY_RUN, dry-run)."""
+    return [name for name in request.args if re.sub(r"[^a-z]", "", name.lower()) == "dryrun"]
+
+
+@bp.before_request
+def no_dry_run_is_a_write() -> None:
+    """A write asked for a dry run it has none of is refused, never made (an account's
+    deactivation with ``?dry_run=1`` would otherwise deactivate it)."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.endpoint in DRY_RUNS:
+        return
+    asked = _dry_run_names()
+    if asked:
+        raise schemas.Invalid(
+            [schemas.FieldError(asked[0], "this write has no dry run; nothing was written")]
+        )
+
+
 def dry_run() -> bool:
     """Whether the request asks for a dry run (``?dry_run=1``): plan it, write nothing.
 
@@ -121,10 +152,13 @@ def dry_run() -> bool:
     same path): no one may plan a change they may not make.
     """
     # A misspelt name would be ignored like any unknown parameter, and the write made:
-    # DRY_RUN, dry-run or dryRun is refused instead.
-    for name in request.args:
-        if name != "dry_run" and re.sub(r"[^a-z]", "", name.lower()) == "dryrun":
+    # DRY_RUN, dry-run or dryRun is refused instead; so is a bare ``?dry_run``, which
+    # asks for one without saying yes or no.
+    for name in _dry_run_names():
+        if name != "dry_run":
             raise schemas.Invalid([schemas.FieldError(name, "write it as dry_run")])
+        if "" in request.args.getlist(name):
+            raise schemas.Invalid([schemas.FieldError(name, "must be 1 or 0")])
     return schemas.flag(request.args, "dry_run")
 
 

@@ -546,6 +546,7 @@ def test_a_tried_request_is_saved_as_a_test_in_one_click(app: Flask, admin: Flas
         subject=USER,
         method="GET",
         path="/admin/",
+        outcome="deny",
         note="users stay out",
     )
     assert response.status_code == 302
@@ -562,7 +563,9 @@ def test_a_deactivated_account_is_saved_under_its_own_name(app: Flask, admin: Fl
         users.set_active(USER, False, actor="test", source="cli")
     tried = f"/admin/try?subject={USER}&path=/&method=GET"
     assert f"Stores the policy test {USER} may GET /" in text(admin.get(tried))
-    response = form_post(admin, tried, "/admin/try/save", subject=USER, method="GET", path="/")
+    response = form_post(
+        admin, tried, "/admin/try/save", subject=USER, method="GET", path="/", outcome="allow"
+    )
     assert response.status_code == 302
     assert stored(app) == [Expectation(USER, "GET", "/", "allow")]
 
@@ -588,16 +591,26 @@ def test_a_forged_save_stores_nothing(
     assert state(app) == before
 
 
-def test_a_save_decides_now_not_when_the_page_was_shown(app: Flask, admin: FlaskClient) -> None:
-    """The outcome is never taken from the form: a page shown before a change saves what
-    the policy decides at the click."""
+def test_a_save_decides_again_and_stores_only_the_promise_the_page_showed(
+    app: Flask, admin: FlaskClient
+) -> None:
+    """The decision is made again at the click: a page shown before a change stores
+    neither its promise (no longer kept) nor the opposite one (never shown)."""
     tried = f"/admin/try?subject={USER}&path=/admin/&method=GET"
+    page = admin.get(tried).get_data(as_text=True)
+    assert 'name="outcome" type="hidden" value="deny"' in page
     token = csrf_token(admin, tried)
     grant = Change.adding(Rule.of("g", USER, "admin"))
     app.extensions["authz"].apply(grant, actor="t", source="cli")
     data = {"csrf_token": token, "subject": USER, "method": "GET", "path": "/admin/"}
-    data["outcome"] = "deny"  # ignored: not a field of the form
-    assert admin.post("/admin/try/save", data=data).status_code == 302
+    response = admin.post("/admin/try/save", data={**data, "outcome": "deny"})
+    assert response.status_code == 302
+    assert "the policy changed since you tried it" in text(admin.get(response.headers["Location"]))
+    assert stored(app) == []
+    # A forged outcome the policy does not decide stores nothing either.
+    admin.post("/admin/try/save", data={**data, "outcome": "maybe"})
+    assert stored(app) == []
+    admin.post("/admin/try/save", data={**data, "outcome": "allow"})
     assert stored(app) == [Expectation(USER, "GET", "/admin/", "allow")]
 
 

@@ -225,11 +225,14 @@ def test_html_in_a_note_and_a_path_is_escaped_on_the_tests_page(
 
 def test_the_export_does_not_hand_a_spreadsheet_a_formula(app: Flask, api: Api) -> None:
     """A note is free text written by anyone who may add a test; opened in a spreadsheet,
-    a cell starting with = + - @ runs as a formula."""
-    store(app, Expectation("anonymous", "GET", "/login", "allow", '=HYPERLINK("http://x.test")'))
-    exported = api.get("/policy/tests/export").get_data(as_text=True)
-    cells = [c.strip().strip('"') for line in exported.splitlines()[1:] for c in line.split(",")]
-    assert not any(c[:1] in "=+-@" for c in cells if c), exported
+    a cell starting with = + - @ runs as a formula. Such a note is refused where it is
+    written (subjects, methods, paths and outcomes cannot hold a formula's parentheses)."""
+    for note in ('=HYPERLINK("http://x.test")', "+1", " -2", "@SUM(1)"):
+        body = {"subject": "anonymous", "method": "GET", "path": "/login", "outcome": "allow"}
+        response = api.post("/policy/tests", {**body, "note": note})
+        assert response.status_code == 400, note
+        assert response.json["errors"][0]["field"] == "note"
+    assert stored(app) == []
 
 
 # -- Q4: what the editor shows is what it stores -------------------------------------------
