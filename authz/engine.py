@@ -56,7 +56,7 @@ from authz.store import LoggedChange
 from authz.store import PolicyStore
 from authz.store import Staging
 from authz.store import audit_values
-from authz.whatif import touched
+from authz.whatif import reached_by
 
 log = logging.getLogger("authz")
 _T = TypeVar("_T")
@@ -876,9 +876,9 @@ class PolicyEngine:
         good, bad = self._read_expectations(session)
         if bad and not force:
             raise ExpectationsBroken(bad, unreadable=True)
-        reach = touched(before, after, rows)
-        if reach is not None:
-            good = [t for t in good if t.subject in reach]
+        reached = reached_by(before, after, rows) if good else None
+        if reached is not None:
+            good = [t for t in good if reached(t.subject)]
         found = broken(before, after, good)
         if found and not force:
             raise ExpectationsBroken(found)

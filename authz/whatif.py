@@ -344,27 +344,49 @@ def _unique(targets: Iterable[Target]) -> list[Target]:
     return list(found.values())
 
 
-def touched(before: Snapshot, after: Snapshot, rows: Iterable[Rule]) -> set[str] | None:
-    """Every subject whose decisions changed ``rows`` can alter: the subjects the rows name
-    (a rule's subject, a link's member) and every member of those, through inheritance,
-    before or after the change; None when the model's subjects are not matched through
-    ``g`` links alone (then any subject may be touched)."""
+def reached_by(
+    before: Snapshot, after: Snapshot, rows: Iterable[Rule]
+) -> Callable[[str], bool] | None:
+    """Whether changed ``rows`` can alter a subject's decisions: a subject they name (a
+    rule's subject, a link's member), or one inheriting such a subject before or after
+    the change; None when the model's subjects are not matched through ``g`` links alone
+    (then any subject may be).
+
+    Asked upward, per subject (its roles), not downward from the rows (every member of a
+    role a hundred thousand accounts hold): the cost is the subjects asked about.
+    """
     compared = compared_fields(after.model)
     request = after.model.request
     if set(after.model.roles) != {"g"} or not request or compared.get(request[0], ("",))[0] != "g":
         return None
-    found: set[str] = set()
-    stack = [rule.values[0] for rule in rows if rule.values]
-    listed = [views.view(before), views.view(after)]
-    while stack:
-        subject = stack.pop()
-        if subject in found:
-            continue
-        found.add(subject)
-        if is_role(subject):
-            for view in listed:
-                stack.extend(link.values[0] for link in view.links_to(subject))
-    return found
+    rows = list(rows)
+    named = {rule.values[0] for rule in rows if rule.values}
+    if not any(is_role(name) for name in named):
+        return named.__contains__  # users and tokens are inherited by no one
+    # Rules alone leave every subject's roles as they were: ask the policy before the
+    # change only (its answers are cached); links changed: ask both.
+    asked = (before, after) if any(rule.is_role_link for rule in rows) else (before,)
+
+    def held(snapshot: Snapshot, subject: str) -> list[str] | None:
+        try:
+            return snapshot.roles_for(subject)
+        except AuthzError:  # a refused policy: its roles are unknown
+            return None
+
+    known: dict[str, bool] = {}  # tests share subjects (user, admin, anonymous...)
+
+    def reached(subject: str) -> bool:
+        found = known.get(subject)
+        if found is None:
+            found = subject in named or any(
+                # Unknown roles (a refused policy) count as reached: judged, not skipped.
+                (roles := held(snapshot, subject)) is None or not named.isdisjoint(roles)
+                for snapshot in asked
+            )
+            known[subject] = found
+        return found
+
+    return reached
 
 
 def _touched(

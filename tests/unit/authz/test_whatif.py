@@ -171,3 +171,31 @@ def test_a_subject_with_many_lines_is_summarised(before: Snapshot) -> None:
         == f"- bob@example.com may no longer {len(bob) - whatif.PER_SUBJECT} more request(s)"
     )
     assert result.text()[-1] == f"  {shown[-1]}"
+
+
+def test_a_change_reaches_the_subjects_that_inherit_what_it_names(before: Snapshot) -> None:
+    """The gate decides only the tests of subjects a change can reach: those its rows name
+    and those inheriting them, before or after; asked upward, per subject."""
+    rows = (Rule.of("p", "user", "/reports/:id", "POST", "allow"),)
+    after = before.with_changes(2, rows, ())
+    reached = whatif.reached_by(before, after, rows)
+    assert reached is not None
+    assert reached("user") and reached("admin") and reached("bob@example.com")
+    assert reached("alice@example.com")  # admin inherits user
+    assert not reached("anonymous")  # user inherits anonymous, not the other way
+    assert not reached("carol@example.com") and not reached("token:ci")
+    link = (Rule.of("g", "carol@example.com", "admin"),)
+    linked = before.with_changes(2, link, ())
+    assert whatif.reached_by(before, linked, link)("carol@example.com")  # type: ignore[misc]
+    assert not whatif.reached_by(before, linked, link)("admin")  # type: ignore[misc]
+
+
+def test_a_refused_policy_reaches_every_subject(model: PolicyModel) -> None:
+    rows = [
+        Rule.of("p", "user", "/x", "GET", "allow"),
+        Rule.of("p", "anonymous", "/x", "GET", "Deny"),
+    ]
+    refused = Snapshot.stored(3, rows, [1, 2], model)
+    fixed = Snapshot.of(4, rows[:1], model)
+    reached = whatif.reached_by(refused, fixed, (rows[1],))
+    assert reached is not None and reached("someone@example.com")
