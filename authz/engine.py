@@ -643,6 +643,7 @@ class PolicyEngine:
         :raises ExpectationsBroken, RuleError, EngineUnavailable:
         """
         actor = actor[:255]
+        add = [expectation(*item) for item in add]  # checked here too: they gate every write
 
         def work(read_behind: bool) -> tuple[tuple[Expectation, ...], tuple[Expectation, ...]]:
             with self.store.transaction() as session:
@@ -658,11 +659,7 @@ class PolicyEngine:
                 failing = failures(base, added)
                 if failing and not force:
                     raise ExpectationsBroken(failing, adding=True)
-                note = detail
-                if failing:
-                    shown = "; ".join(str(r.expectation) for r in failing[:20])
-                    forced = f"forced past {len(failing)} failing: {shown}"
-                    note = f"{detail}; {forced}" if detail else forced
+                note = _forced_detail(detail, failing) if failing else detail
                 self.store.delete_expectations(
                     session, [(e.subject, e.method, e.path) for e in removed]
                 )

@@ -577,6 +577,7 @@ def test_tests_load_is_refused_whole_when_one_does_not_pass(
     assert everything(app) == before
     assert_ok(invoke(runner, "tests", "load", str(path), "--force"))
     assert audit(app)[0].forced
+    assert "forced past 1 policy test(s): anonymous may GET /admin/" in audit(app)[0].detail
     assert len(stored(app)) == 2
 
 
