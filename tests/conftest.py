@@ -648,3 +648,20 @@ def write_in_between(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], 
         monkeypatch.setattr(store_module.Staging, "fill", fill)
 
     return arm
+
+
+def store_tests(app: Flask, *items: Any, force: bool = False) -> None:
+    """Store policy tests (authz.expectations.Expectation) as the command line would."""
+    from service import editing
+    from service import policy_tests
+
+    with app.app_context():
+        policy_tests.load(items, editing.Who("test", "cli"), force=force)
+
+
+def stored_tests(app: Flask) -> list[Any]:
+    """The stored policy tests that read, in the order they were added."""
+    from service import policy_tests
+
+    with app.app_context():
+        return policy_tests.stored()

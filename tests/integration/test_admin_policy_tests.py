@@ -18,14 +18,14 @@ from authz import Rule
 from authz.expectations import Expectation
 from authz.expectations import parse as parse_tests
 from authz.store import expectation_table
-from service import policy_tests
 from service import users
-from service.editing import Who
 from tests.conftest import ADMIN
 from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import USER
 from tests.conftest import AuthActions
 from tests.conftest import csrf_token
+from tests.conftest import store_tests as store
+from tests.conftest import stored_tests as stored
 
 ADMIN_AREA = Rule.of("p", "admin", "/admin/*", ".*", "allow")
 HOME = Rule.of("p", "user", "/", "GET", "allow")
@@ -37,17 +37,6 @@ NO_VISITORS = Expectation("anonymous", "GET", "/admin/", "deny", "visitors never
 def admin(client: FlaskClient, auth: AuthActions) -> FlaskClient:
     auth.login(ADMIN, ADMIN_PASSWORD)
     return client
-
-
-def store(app: Flask, *items: Expectation, force: bool = False) -> None:
-    """Store policy tests as the CLI would."""
-    with app.app_context():
-        policy_tests.load(items, Who("test", "cli"), force=force)
-
-
-def stored(app: Flask) -> list[Expectation]:
-    with app.app_context():
-        return policy_tests.stored()
 
 
 def state(app: Flask) -> tuple[tuple[Rule, ...], int, int, list[Expectation]]:

@@ -13,9 +13,7 @@ from flask.testing import FlaskClient
 from authz import Rule
 from authz.expectations import Expectation
 from authz.expectations import expectation
-from service import policy_tests
 from service import tokens
-from service.editing import Who
 from tests.conftest import ADMIN
 from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import USER
@@ -23,6 +21,8 @@ from tests.conftest import AuthActions
 from tests.conftest import bearer
 from tests.conftest import csrf_token
 from tests.conftest import make_token
+from tests.conftest import store_tests as store
+from tests.conftest import stored_tests as stored
 from tests.integration.test_api import API
 from tests.integration.test_api import Api
 from tests.integration.test_api import audit_log
@@ -48,17 +48,6 @@ def api(client: FlaskClient, auth: AuthActions) -> Api:
     """The API as the admin."""
     auth.login(ADMIN, ADMIN_PASSWORD)
     return Api(client)
-
-
-def store(app: Flask, *items: Expectation, force: bool = False) -> None:
-    """Store policy tests as the command line would."""
-    with app.app_context():
-        policy_tests.load(items, Who("test", "cli"), force=force)
-
-
-def stored(app: Flask) -> list[Expectation]:
-    with app.app_context():
-        return policy_tests.stored()
 
 
 def url(path: str, **query: str) -> str:

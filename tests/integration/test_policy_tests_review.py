@@ -18,8 +18,6 @@ from authz import Change
 from authz import Rule
 from authz.expectations import Expectation
 from authz.store import expectation_table
-from service import policy_tests
-from service.editing import Who
 from tests.conftest import ADMIN
 from tests.conftest import ADMIN_PASSWORD
 from tests.conftest import USER
@@ -27,6 +25,8 @@ from tests.conftest import AuthActions
 from tests.conftest import bearer
 from tests.conftest import csrf_token
 from tests.conftest import make_token
+from tests.conftest import store_tests as store
+from tests.conftest import stored_tests as stored
 from tests.integration.test_api import API
 from tests.integration.test_api import Api
 from tests.integration.test_api import audit_log
@@ -47,19 +47,9 @@ def api(client: FlaskClient, auth: AuthActions) -> Api:
     return Api(client)
 
 
-def store(app: Flask, *items: Expectation) -> None:
-    with app.app_context():
-        policy_tests.load(items, Who("test", "cli"))
-
-
 def fields(item: Expectation) -> dict[str, str]:
     """The body of a new test."""
     return {k: v for k, v in item.as_dict().items() if k != "id"}
-
-
-def stored(app: Flask) -> list[Expectation]:
-    with app.app_context():
-        return policy_tests.stored()
 
 
 def everything(app: Flask) -> tuple[object, ...]:
