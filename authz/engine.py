@@ -810,6 +810,10 @@ class PolicyEngine:
         """The stored policy tests that read (see :meth:`bad_expectations` for the others)."""
         return self._read_expectations(session)[0]
 
+    def stored_expectations(self) -> tuple[list[Expectation], list[Result]]:
+        """The stored policy tests that read, and those that do not (one read of both)."""
+        return self._read_expectations(None)
+
     def bad_expectations(self) -> list[Result]:
         """The stored policy tests that do not read (edited by hand), each with the reason:
         while there is one, every policy write is refused (except a forced one)."""

@@ -259,7 +259,7 @@ def compare(
         return WhatIf(added, removed, (), flips, refused=refused)
     limits: list[str] = []
     roles, users = _touched(before, after, added, removed, active, limits)
-    targets = _unique([*routes, *_patterns(before, after, added, removed, limits)])
+    targets = unique_targets([*routes, *_patterns(before, after, added, removed, limits)])
     pairs = sum(len(t.methods) for t in targets)
     if pairs * (len(roles) + len(users)) > MAX_DECISIONS // 2:
         keep = max(0, MAX_DECISIONS // 2 // max(pairs, 1) - len(roles))
@@ -331,7 +331,7 @@ def _flips(
             yield Flip(was, now)
 
 
-def _unique(targets: Iterable[Target]) -> list[Target]:
+def unique_targets(targets: Iterable[Target]) -> list[Target]:
     """One target a label: a route and a pattern written alike are compared on every
     method either names."""
     found: dict[str, Target] = {}

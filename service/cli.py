@@ -1092,7 +1092,7 @@ def tests_load(file: Path, replace: bool, allow_empty: bool, dry_run: bool, forc
         added, removed = policy_tests.load(
             items, _who(), replace=replace, force=force, allow_empty=allow_empty
         )
-        failing = [r for r in policy_tests.run(items=added) if not r.passed]
+        failing = policy_tests.failing(added)
     for result in failing:
         warn(f"warning: stored although the policy does not keep it (forced): {shown(str(result))}")
     if not (added or removed):
@@ -1118,7 +1118,7 @@ def _tests_dry_run(
     for item in added:
         click.echo(f"+ {_noted(item)}")
     users.engine().refresh()
-    failing = [r for r in policy_tests.run(items=added) if not r.passed]
+    failing = policy_tests.failing(added)
     for result in failing:
         click.secho(f"  {shown(str(result))}", fg="red", err=True)
     if failing and not force:

@@ -27,6 +27,7 @@ from authz.whatif import Target
 from authz.whatif import WhatIf
 from authz.whatif import compare
 from authz.whatif import route_target
+from authz.whatif import unique_targets
 from service import editing
 from service import params
 from service import users
@@ -48,7 +49,8 @@ def find(test_id: str) -> Expectation:
     """The stored policy test with this id (one that does not read too, as stored, so it
     can be removed), or Missing."""
     engine = users.engine()
-    for item in [*engine.expectations(), *(r.expectation for r in engine.bad_expectations())]:
+    good, bad = engine.stored_expectations()
+    for item in [*good, *(r.expectation for r in bad)]:
         if item.id == test_id:
             return item
     raise editing.Missing(f"no policy test with id {test_id!r}")
@@ -83,7 +85,8 @@ def listing(
     """A page of policy tests and how they fare on the current policy, filtered by a
     case-insensitive substring of any value and (``failing``) by failing ones."""
     engine = users.engine()
-    results = tests.run(engine.snapshot, engine.expectations())
+    good, bad = engine.stored_expectations()
+    results = tests.run(engine.snapshot, good)
     failed = sum(1 for r in results if not r.passed)
     if q:
         q = q.lower()
@@ -99,14 +102,18 @@ def listing(
         page,
         per_page,
         failed,
-        unreadable(),
+        _unreadable_lines(bad),
     )
 
 
 def unreadable() -> list[str]:
     """One line per stored policy test that does not read (edited by hand), with the id
     that removes it: while there is one, every policy write is refused."""
-    return [f"{r.error} (id {r.expectation.id})" for r in users.engine().bad_expectations()]
+    return _unreadable_lines(users.engine().bad_expectations())
+
+
+def _unreadable_lines(bad: Iterable[Result]) -> list[str]:
+    return [f"{r.error} (id {r.expectation.id})" for r in bad]
 
 
 class EmptyReplace(editing.EditError):
@@ -124,7 +131,8 @@ def plan(
     """
     items = list(items)
     engine = users.engine()
-    stored = [*engine.expectations(), *(r.expectation for r in engine.bad_expectations())]
+    good, bad = engine.stored_expectations()
+    stored = [*good, *(r.expectation for r in bad)]
     if replace and not items and stored and not allow_empty:
         raise EmptyReplace(
             f"the file holds no policy test: replacing with it would remove all "
@@ -192,6 +200,11 @@ def run(
     )
 
 
+def failing(items: Iterable[Expectation]) -> list[Result]:
+    """The policy tests of ``items`` the current policy does not keep."""
+    return tests.failures(users.engine().snapshot, items)
+
+
 def policy_file_snapshot(path: str | Path) -> Snapshot:
     """The snapshot a policy file would give, before loading it (PolicyFileError lists
     every bad line)."""
@@ -216,18 +229,12 @@ def tried(subject: str, method: str, path: str, note: str = "") -> Expectation:
 
 
 def routes() -> list[Target]:
-    """The app's route table as what-if targets, in path order."""
-    found: dict[str, Target] = {}
-    for rule in current_app.url_map.iter_rules():
-        target = route_target(rule.rule, rule.methods or ())
-        if target is None:
-            continue
-        known = found.get(target.label)
-        if known is not None:  # one path served by several views: every method
-            methods = tuple(sorted({*known.methods, *target.methods}))
-            target = Target(target.label, target.path, methods)
-        found[target.label] = target
-    return [found[k] for k in sorted(found)]
+    """The app's route table as what-if targets, in path order (one path served by
+    several views: every method)."""
+    found = (
+        route_target(rule.rule, rule.methods or ()) for rule in current_app.url_map.iter_rules()
+    )
+    return sorted(unique_targets(t for t in found if t is not None), key=lambda t: t.label)
 
 
 def _active(candidates: Collection[str]) -> Collection[str]:

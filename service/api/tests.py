@@ -75,7 +75,7 @@ def result_item(item: Expectation) -> dict[str, object]:
 def dry_answer(added: Sequence[Expectation], removed: Sequence[Expectation]) -> Response:
     """The answer to a dry run of a test write: what it would add and remove, and the new
     tests the current policy does not keep (any one refuses the write)."""
-    failing = [r for r in policy_tests.run(items=added) if not r.passed]
+    failing = policy_tests.failing(added)
     refused = f"the policy does not keep {len(failing)} of these policy tests" if failing else None
     return ok(
         {
